@@ -1,0 +1,146 @@
+"""The adapter contract: the only place that knows a model's internals.
+
+An adapter splits a ViT into ``embed`` (pixels -> input residual stream of block 0, ``z_0``), the blocks
+``B_0 … B_{L-1}`` and ``head`` (final norm, pooling, classifier). Token layout of ``z_l`` is
+``[prefix tokens ; patch tokens in row-major grid order]`` with shape ``[B, N, D]``,
+``N = num_prefix + gh * gw``. ``adapter.forward(x)`` must reproduce ``model(x)``'s logits exactly.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from caap.core.contexts import Normalization
+from caap.errors import CaapError
+
+
+class Adapter(ABC):
+    """A view of a ViT classifier as ``embed -> blocks -> head``.
+
+    Attributes:
+        model: the wrapped module (left untouched; adapters never register hooks or change flags).
+        num_prefix: number of prefix tokens (CLS, distillation, registers) before the patch tokens.
+        normalization: the preprocessing mean/std the model expects (used by pixel-defined contexts).
+        head_rows: token rows the head reads (e.g. ``(0,)`` for class-token pooling), or ``None`` when it
+            reads every token (average pooling, attention pooling).
+    """
+
+    model: nn.Module
+    num_prefix: int
+    normalization: Normalization
+    head_rows: tuple[int, ...] | None = None
+
+    @property
+    @abstractmethod
+    def blocks(self) -> Sequence[nn.Module]:
+        """The transformer blocks in execution order."""
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @abstractmethod
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``[B, 3, H, W]`` -> ``z_0`` ``[B, N, D]``."""
+
+    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        """``z_{l+1} = B_l(z_l)``, ``[B, N, D] -> [B, N, D]``."""
+        out = self.blocks[index](z)
+        return out[0] if isinstance(out, tuple) else out
+
+    @abstractmethod
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """Output of the last block ``[B, N, D]`` -> logits ``[B, C]``."""
+
+    @abstractmethod
+    def grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """Patch grid ``(gh, gw)`` for an input of ``(H, W)`` pixels."""
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        """Patch size ``(ph, pw)`` in pixels."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits ``[B, C]``, computed through ``embed``, every block and ``head``."""
+        z = self.embed(images)
+        for index in range(self.num_blocks):
+            z = self.run_block(index, z)
+        return self.head(z)
+
+    def check_input(self, images: torch.Tensor) -> tuple[int, int]:
+        """Validate a batch of model inputs and return its patch grid."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise CaapError(f"images must be a float tensor [B, 3, H, W] (normalised), got {got}")
+        if not images.is_floating_point():
+            raise CaapError(f"images must be floating point (normalised model inputs), got {images.dtype}")
+        return self.grid((images.shape[2], images.shape[3]))
+
+
+class GenericAdapter(Adapter):
+    """An adapter built from parts, for ViTs that no specific adapter knows.
+
+    Args:
+        model: the module (used for device, parameters and train/eval state).
+        embed: ``[B, 3, H, W] -> [B, N, D]``, everything before block 0 (patch embedding, prefix tokens,
+            position embedding, pre-norm).
+        blocks: the transformer blocks; each maps ``[B, N, D] -> [B, N, D]`` (a tuple's first item is used).
+        head: ``[B, N, D] -> [B, C]``, everything after the last block.
+        num_prefix: number of non-patch tokens at the start of the sequence.
+        grid: the patch grid ``(gh, gw)``, or a callable ``(H, W) -> (gh, gw)``.
+        patch_size: patch size in pixels, ``int`` or ``(ph, pw)`` (optional; used for pixel maps).
+        normalization: the model's input mean/std (default ImageNet).
+        head_rows: token rows the head reads, or ``None`` for all.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        embed,
+        blocks: Sequence[nn.Module],
+        head,
+        num_prefix: int,
+        grid,
+        patch_size: int | tuple[int, int] | None = None,
+        normalization: Normalization | None = None,
+        head_rows: tuple[int, ...] | None = None,
+    ) -> None:
+        if not callable(embed) or not callable(head):
+            raise CaapError("GenericAdapter needs callables for embed and head")
+        if len(blocks) == 0:
+            raise CaapError("GenericAdapter needs at least one block")
+        if not isinstance(num_prefix, int) or num_prefix < 0:
+            raise CaapError(f"num_prefix must be a non-negative int, got {num_prefix!r}")
+        self.model = model
+        self._embed = embed
+        self._blocks = list(blocks)
+        self._head = head
+        self.num_prefix = num_prefix
+        self._grid = grid
+        self._patch = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+        self.normalization = normalization or Normalization()
+        self.head_rows = head_rows
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return self._blocks
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self._embed(images)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self._head(z)
+
+    def grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        return tuple(self._grid(input_size)) if callable(self._grid) else tuple(self._grid)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        if self._patch is None:
+            raise CaapError("this GenericAdapter was built without patch_size")
+        return self._patch

@@ -1,0 +1,192 @@
+"""Neutral context images for CAAP (DESIGN §1): the run that source activations are patched into.
+
+All images here are *normalised* model inputs ``[B, 3, H, W]``; ``Normalization`` converts pixel values
+(in ``[0, 1]``) to that space where a context is defined in pixels (``black``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from caap.errors import CaapError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``(pixel - mean) / std`` used by the model's preprocessing; pixels are in ``[0, 1]``."""
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` pixels in ``[0, 1]`` -> model inputs."""
+        mean, std = self._stats(pixels)
+        return (pixels - mean) / std
+
+    def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``[B, C, H, W]`` -> pixels (not clipped)."""
+        mean, std = self._stats(inputs)
+        return inputs * std + mean
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        return mean, std
+
+
+class Context(ABC):
+    """Builds one context image per source image: ``[B, 3, H, W] -> [B, 3, H, W]`` (normalised space)."""
+
+    name: str = "context"
+
+    @abstractmethod
+    def __call__(self, images: torch.Tensor, norm: Normalization) -> torch.Tensor: ...
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+    def describe(self) -> str:
+        """A short, JSON-friendly description, e.g. ``"blur:10.0"``."""
+        return self.name
+
+
+class Mean(Context):
+    """The all-zero normalised image, i.e. the dataset-mean colour everywhere."""
+
+    name = "mean"
+
+    def __call__(self, images: torch.Tensor, norm: Normalization) -> torch.Tensor:
+        return torch.zeros_like(images)
+
+
+class Black(Context):
+    """Pixel value 0 in every channel, expressed in the model's normalised space."""
+
+    name = "black"
+
+    def __call__(self, images: torch.Tensor, norm: Normalization) -> torch.Tensor:
+        return norm.normalize(torch.zeros_like(images))
+
+
+class Blur(Context):
+    """Gaussian blur of the source image; ``sigma`` in input pixels (edges replicated)."""
+
+    name = "blur"
+
+    def __init__(self, sigma: float = 10.0) -> None:
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+            raise CaapError(f"blur sigma must be a positive number of pixels, got {sigma!r}")
+        self.sigma = float(sigma)
+
+    def describe(self) -> str:
+        return f"blur:{self.sigma:g}"
+
+    def __call__(self, images: torch.Tensor, norm: Normalization) -> torch.Tensor:
+        return gaussian_blur(images, self.sigma)
+
+
+class Noise(Context):
+    """Seeded Gaussian noise with standard deviation ``std`` in normalised units.
+
+    The same noise image (drawn on the CPU from ``seed``) is used for every source image, so a map does not
+    depend on the image's position in a batch or on the device.
+    """
+
+    name = "noise"
+
+    def __init__(self, std: float = 1.0, seed: int = 0) -> None:
+        if not (isinstance(std, (int, float)) and math.isfinite(std) and std >= 0):
+            raise CaapError(f"noise std must be a non-negative number, got {std!r}")
+        self.std = float(std)
+        self.seed = int(seed)
+
+    def describe(self) -> str:
+        return f"noise:{self.std:g}:{self.seed}"
+
+    def __call__(self, images: torch.Tensor, norm: Normalization) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        noise = torch.randn(images.shape[1:], generator=gen, dtype=torch.float32) * self.std
+        return noise.to(images.device, images.dtype).expand_as(images).clone()
+
+
+class Fixed(Context):
+    """A user-given context: ``[3, H, W]`` (shared by all images) or ``[B, 3, H, W]`` (one per image)."""
+
+    name = "tensor"
+
+    def __init__(self, image: torch.Tensor) -> None:
+        if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4):
+            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise CaapError(f"a context tensor must be [3, H, W] or [B, 3, H, W], got {got}")
+        self.image = image
+
+    def __repr__(self) -> str:
+        return f"Fixed(shape={tuple(self.image.shape)})"
+
+    def __call__(self, images: torch.Tensor, norm: Normalization) -> torch.Tensor:
+        ctx = self.image.to(images.device, images.dtype)
+        if ctx.dim() == 3:
+            ctx = ctx[None].expand(images.shape[0], -1, -1, -1)
+        if ctx.shape != images.shape:
+            raise CaapError(
+                f"context tensor has shape {tuple(self.image.shape)}, expected [3, H, W] or [B, 3, H, W] "
+                f"matching the images {tuple(images.shape)}"
+            )
+        return ctx.clone()
+
+
+CONTEXTS: dict[str, type[Context]] = {"mean": Mean, "black": Black, "blur": Blur, "noise": Noise}
+
+
+def make_context(spec: str | Context | torch.Tensor) -> Context:
+    """Turn a context option into a :class:`Context`.
+
+    Accepts a :class:`Context`, a tensor, a name (``"mean"``, ``"black"``, ``"blur"``, ``"noise"``) or a name
+    with colon-separated numbers: ``"blur:8"`` (sigma), ``"noise:0.5:3"`` (std, seed).
+    """
+    if isinstance(spec, Context):
+        return spec
+    if isinstance(spec, torch.Tensor):
+        return Fixed(spec)
+    if not isinstance(spec, str):
+        raise CaapError(f"context must be a name, a tensor or a caap Context, got {type(spec).__name__}")
+    name, *args = spec.split(":")
+    if name not in CONTEXTS:
+        raise CaapError(f"unknown context {spec!r}; expected one of {sorted(CONTEXTS)} or a tensor")
+    try:
+        numbers = [float(a) for a in args]
+    except ValueError:
+        raise CaapError(f"context {spec!r}: options after ':' must be numbers") from None
+    if name == "blur" and len(numbers) <= 1:
+        return Blur(*numbers)
+    if name == "noise" and len(numbers) <= 2:
+        if len(numbers) == 2 and not numbers[1].is_integer():
+            raise CaapError(f"context {spec!r}: the noise seed must be an integer")
+        return Noise(*numbers[:1], *[int(n) for n in numbers[1:]])
+    if not numbers:
+        return CONTEXTS[name]()
+    raise CaapError(f"context {spec!r} takes no such options (blur:SIGMA, noise:STD[:SEED])")
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``[B, C, H, W]`` with std ``sigma`` pixels, kernel radius ``ceil(3 sigma)``."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(images.device, images.dtype)
+    b, c, h, w = images.shape
+    out = images.reshape(b * c, 1, h, w)  # [B*C, 1, H, W]
+    out = F.pad(out, (radius, radius, 0, 0), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
+    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, -1, 1))
+    return out.reshape(b, c, h, w)

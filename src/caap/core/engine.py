@@ -1,0 +1,301 @@
+"""The batched, exact CAAP engine (DESIGN §1–2).
+
+For every patch group ``g`` of image ``b`` the engine runs the model on the context image ``x̃_b`` and,
+at the input of every block ``l`` in ``layers``, overwrites the tokens of ``g`` with the source image's
+``z_l(x_b)``. ``A[g] = s(patched)[c] - s(context)[c]``.
+
+Cost: blocks before ``min(layers)`` run once per image; the patched variants of all images are then run
+as batches ``[n_variants, N, D]`` of at most ``batch_size`` rows, with no Python work per patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from caap.adapters import Adapter
+from caap.core.attribution import Attribution
+from caap.core.contexts import Context, make_context
+from caap.core.scores import ScoreFn, apply_score, make_score
+from caap.core.state import autocast
+from caap.core.targets import TargetLike, resolve_target
+from caap.errors import CaapError
+from caap.methods.base import Explainer
+
+CPU_MEMORY_BUDGET = 512 * 2**20  # bytes of activations per chunk on the CPU
+MAX_BATCH = 1024
+
+
+def default_layers(num_blocks: int) -> list[int]:
+    """The middle band ``range(L//3, 2L//3)`` (never empty)."""
+    band = list(range(num_blocks // 3, 2 * num_blocks // 3))
+    return band or [num_blocks // 2]
+
+
+def check_layers(layers: Iterable[int] | None, num_blocks: int) -> list[int]:
+    """Sorted unique 0-based block indices, validated against ``num_blocks``."""
+    if layers is None:
+        return default_layers(num_blocks)
+    if isinstance(layers, int):
+        layers = [layers]
+    try:
+        values = list(layers)
+    except TypeError:
+        raise CaapError(f"layers must be block indices (e.g. range(4, 8)), got {layers!r}") from None
+    if not values:
+        raise CaapError("layers must name at least one block, got an empty set")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise CaapError(f"layers must be integer block indices, got {v!r}")
+        if not 0 <= v < num_blocks:
+            raise CaapError(f"layer {v} is out of range for a model with {num_blocks} blocks (expected 0..{num_blocks - 1})")
+    return sorted(set(values))
+
+
+def check_groups(groups: torch.Tensor | None, batch: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Group map as int64 ``[B, gh, gw]`` on the CPU (``None``: every patch its own group)."""
+    gh, gw = grid
+    if groups is None:
+        return torch.arange(gh * gw, dtype=torch.int64).view(1, gh, gw).expand(batch, gh, gw)
+    if not isinstance(groups, torch.Tensor):
+        groups = torch.as_tensor(groups)
+    if groups.is_floating_point() or groups.dtype == torch.bool:
+        raise CaapError(f"groups must be an integer tensor [gh, gw] or [B, gh, gw], got dtype {groups.dtype}")
+    if groups.dim() == 2:
+        groups = groups[None].expand(batch, -1, -1)
+    if groups.dim() != 3 or tuple(groups.shape) != (batch, gh, gw):
+        raise CaapError(
+            f"groups has shape {tuple(groups.shape)}, expected the patch grid [{gh}, {gw}] or [{batch}, {gh}, {gw}]"
+        )
+    return groups.to("cpu", torch.int64)
+
+
+@dataclass
+class Variants:
+    """The patched runs of a call, sorted by variant.
+
+    ``image[v]`` is the image of variant ``v``; ``(pair_variant, pair_token)`` list every patched token,
+    sorted by variant; ``patch_variant[b, p]`` is the variant that patch ``p`` of image ``b`` belongs to.
+    """
+
+    image: torch.Tensor  # [V] int64
+    pair_variant: torch.Tensor  # [P] int64, P = B * gh * gw
+    pair_token: torch.Tensor  # [P] int64 (token index, prefix included)
+    patch_variant: torch.Tensor  # [B, gh*gw] int64
+
+    @classmethod
+    def from_groups(cls, groups: torch.Tensor, num_prefix: int) -> Variants:
+        batch = groups.shape[0]
+        flat = groups.reshape(batch, -1)  # [B, P_img]
+        images, patch_variant, offset = [], [], 0
+        for b in range(batch):
+            ids, inverse = torch.unique(flat[b], return_inverse=True)
+            images.append(torch.full((len(ids),), b, dtype=torch.int64))
+            patch_variant.append(inverse + offset)
+            offset += len(ids)
+        patch_variant_t = torch.stack(patch_variant)  # [B, P_img]
+        pair_variant = patch_variant_t.reshape(-1)
+        pair_token = torch.arange(flat.shape[1]).repeat(batch) + num_prefix
+        order = torch.argsort(pair_variant, stable=True)
+        return cls(torch.cat(images), pair_variant[order], pair_token[order], patch_variant_t)
+
+    def __len__(self) -> int:
+        return self.image.shape[0]
+
+
+class CAAP(Explainer):
+    """Causal Attribution via Activation Patching.
+
+    Args:
+        model: a timm ``VisionTransformer``, a Hugging Face ViT/DeiT/DINOv2 classifier, or a caap adapter.
+        layers: 0-based block indices whose *input* is patched (default: ``range(L//3, 2L//3)``).
+        context: ``"mean"``, ``"black"``, ``"blur"`` / ``"blur:SIGMA"``, ``"noise"`` / ``"noise:STD:SEED"``,
+            a tensor ``[3, H, W]`` / ``[B, 3, H, W]`` (normalised) or a :class:`caap.core.contexts.Context`.
+        score: ``"logit"``, ``"prob"``, ``"logprob"`` or a callable ``logits [N, C] -> scores [N, K]``.
+        groups: optional integer map ``[gh, gw]`` (or ``[B, gh, gw]``): patches of a group are patched in
+            one run and share its score.
+        batch_size: patched runs per forward chunk (default: from a memory budget).
+        device: where to run (default: the model's device).
+        dtype: ``None``/``torch.float32`` (exact) or ``torch.bfloat16`` / ``torch.float16`` (autocast).
+        normalization: the model's input mean/std, for pixel-defined contexts (default: from the model).
+    """
+
+    name = "caap"
+    resolution = "patch"
+
+    def __init__(
+        self,
+        model: nn.Module | Adapter,
+        layers: Iterable[int] | None = None,
+        context: str | torch.Tensor | Context = "mean",
+        score: str | ScoreFn = "logit",
+        groups: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        normalization=None,
+    ) -> None:
+        super().__init__(model, device=device, dtype=dtype, normalization=normalization)
+        self.layers = check_layers(layers, self.adapter.num_blocks)
+        self.context = make_context(context)
+        self.score_name, self.score_fn = make_score(score)
+        self.groups = groups
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise CaapError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        self.batch_size = batch_size
+
+    def settings(self) -> dict:
+        """JSON-friendly description of the configuration."""
+        return {
+            "method": self.name,
+            "layers": self.layers,
+            "context": self.context.describe(),
+            "score": self.score_name,
+            "batch_size": self.batch_size,
+            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+        }
+
+    def explain(
+        self,
+        images: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        all_classes: bool = False,
+        groups: torch.Tensor | None = None,
+        progress: bool = False,
+    ) -> Attribution:
+        """CAAP maps for normalised images ``[B, 3, H, W]``.
+
+        Returns an :class:`Attribution` with ``scores`` ``[B, gh, gw]`` (score units, signed) and, with
+        ``all_classes=True``, ``class_scores`` ``[B, K, gh, gw]`` for every class at no extra cost.
+        ``groups`` overrides the constructor's group map for this call.
+        """
+        return super().explain(images, target, all_classes=all_classes, groups=groups, progress=progress)
+
+    @torch.inference_mode()
+    def _explain(
+        self,
+        images: torch.Tensor,
+        target: TargetLike,
+        *,
+        grid: tuple[int, int],
+        device: torch.device,
+        all_classes: bool = False,
+        groups: torch.Tensor | None = None,
+        progress: bool = False,
+    ) -> Attribution:
+        adapter, layers = self.adapter, self.layers
+        batch = images.shape[0]
+        groups = check_groups(self.groups if groups is None else groups, batch, grid)
+        contexts = self.context(images, adapter.normalization)  # [B, 3, H, W]
+        first = layers[0]
+
+        with autocast(device, self.dtype):
+            # Source run: keep z_l(x) at every patched layer; its logits give the default target.
+            z = adapter.embed(images)  # [B, N, D]
+            n_tokens = z.shape[1]
+            if n_tokens != adapter.num_prefix + grid[0] * grid[1]:
+                raise CaapError(
+                    f"embed gave {n_tokens} tokens, expected {adapter.num_prefix} prefix + {grid[0]}x{grid[1]} patches"
+                )
+            source: dict[int, torch.Tensor] = {}
+            for index in range(adapter.num_blocks):
+                if index in layers:
+                    source[index] = z
+                z = adapter.run_block(index, z)
+            source_scores = apply_score(self.score_fn, adapter.head(z))  # [B, K]
+
+            # Context run: the prefix up to the first patched block is shared by every variant.
+            c = adapter.embed(contexts)
+            for index in range(first):
+                c = adapter.run_block(index, c)
+            context_prefix = c  # [B, N, D]
+            for index in range(first, adapter.num_blocks):
+                c = adapter.run_block(index, c)
+            context_scores = apply_score(self.score_fn, adapter.head(c))  # [B, K]
+
+            tgt = resolve_target(target, source_scores)
+            tgt_dev = tgt.to(device)
+            variants = Variants.from_groups(groups, adapter.num_prefix)
+            chunk = self.batch_size or self._auto_batch_size(n_tokens, z.shape[-1], device, z.element_size())
+            n_var = len(variants)
+            out = torch.empty(n_var, dtype=torch.float32, device=device)
+            out_all = (
+                torch.empty(n_var, context_scores.shape[1], dtype=torch.float32, device=device) if all_classes else None
+            )
+            var_image = variants.image.to(device)
+            pair_variant, pair_token = variants.pair_variant.to(device), variants.pair_token.to(device)
+            bounds = torch.searchsorted(variants.pair_variant, torch.arange(0, n_var + chunk, chunk)).tolist()
+            starts = range(0, n_var, chunk)
+            for k, start in enumerate(tqdm(starts, desc="CAAP", unit="chunk", disable=not progress, leave=False)):
+                stop = min(start + chunk, n_var)
+                img = var_image[start:stop]  # [n]
+                rows = pair_variant[bounds[k] : bounds[k + 1]] - start  # [P_chunk] row in the chunk
+                toks = pair_token[bounds[k] : bounds[k + 1]]  # [P_chunk] token index
+                imgs = img[rows]  # [P_chunk] image of each patched token
+                zc = context_prefix[img]  # [n, N, D]
+                for index in range(first, adapter.num_blocks):
+                    if index in source:
+                        zc[rows, toks] = source[index][imgs, toks].to(zc.dtype)
+                    zc = adapter.run_block(index, zc)
+                s = apply_score(self.score_fn, adapter.head(zc))  # [n, K]
+                base = context_scores[img]  # [n, K]
+                out[start:stop] = (s.gather(1, tgt_dev[img, None]) - base.gather(1, tgt_dev[img, None]))[:, 0]
+                if out_all is not None:
+                    out_all[start:stop] = s - base
+
+        gh, gw = grid
+        pv = variants.patch_variant.to(device)  # [B, gh*gw]
+        scores = out[pv].view(batch, gh, gw).float().cpu()
+        class_scores = None
+        if out_all is not None:
+            class_scores = out_all[pv].permute(0, 2, 1).reshape(batch, -1, gh, gw).float().cpu()  # [B, K, gh, gw]
+        idx = tgt_dev[:, None]
+        meta = {
+            **self.settings(),
+            "batch_size": chunk,
+            "patched_runs": n_var,
+            "context_score": context_scores.gather(1, idx)[:, 0].float().cpu(),
+            "source_score": source_scores.gather(1, idx)[:, 0].float().cpu(),
+        }
+        return Attribution(scores, tgt, (images.shape[2], images.shape[3]), self.name, class_scores, meta)
+
+    @staticmethod
+    def _auto_batch_size(n_tokens: int, dim: int, device: torch.device, elem: int) -> int:
+        """Variants per chunk so that one block's activations fit a memory budget.
+
+        Per variant a block holds about ``16 D`` values per token (residual, norm, qkv, attention output,
+        MLP hidden ``4D`` and its activation) plus an ``N x N`` attention row block.
+        """
+        per_variant = elem * n_tokens * (16 * dim + n_tokens)
+        budget = CPU_MEMORY_BUDGET
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = int(free * 0.4)
+        return int(max(1, min(MAX_BATCH, budget // per_variant)))
+
+
+def layers_from_spec(spec: str | Sequence[int]) -> list[int]:
+    """Parse ``"4:8"`` (a Python range), ``"4,5,7"`` or ``"6"`` into block indices (not yet range-checked)."""
+    if not isinstance(spec, str):
+        return list(spec)
+    text = spec.strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) not in (2, 3):
+                raise ValueError
+            start, stop = int(parts[0]), int(parts[1])
+            step = int(parts[2]) if len(parts) == 3 else 1
+            values = list(range(start, stop, step))
+        else:
+            values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise CaapError(f"bad layers {spec!r}; expected START:STOP (e.g. 4:8), a list like 4,5,7, or one index") from None
+    if not values:
+        raise CaapError(f"layers {spec!r} name no block; expected e.g. 4:8")
+    return values

@@ -1,0 +1,38 @@
+"""Target-class handling shared by every method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from caap.errors import CaapError
+
+TargetLike = int | Sequence[int] | torch.Tensor | None
+
+
+def resolve_target(target: TargetLike, logits: torch.Tensor) -> torch.Tensor:
+    """Targets as int64 ``[B]`` on the CPU; ``None`` means the top-1 class of ``logits`` ``[B, C]``."""
+    batch, num_classes = logits.shape
+    if target is None:
+        return logits.argmax(dim=-1).to("cpu", torch.int64)
+    if isinstance(target, bool):
+        raise CaapError(f"target must be an int, a sequence or a tensor of class indices, got {target!r}")
+    if isinstance(target, int):
+        t = torch.full((batch,), target, dtype=torch.int64)
+    else:
+        try:
+            t = torch.as_tensor(target).to("cpu")
+        except (TypeError, ValueError, RuntimeError):
+            raise CaapError(f"target must be an int, a sequence or a tensor of class indices, got {target!r}") from None
+        if t.dim() == 0:
+            t = t.expand(batch)
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise CaapError(f"target must hold integer class indices, got dtype {t.dtype}")
+        t = t.to(torch.int64).reshape(-1)
+        if t.shape[0] != batch:
+            raise CaapError(f"target has {t.shape[0]} entries, expected one per image ({batch})")
+    bad = (t < 0) | (t >= num_classes)
+    if bad.any():
+        raise CaapError(f"target {t[bad][0].item()} is out of range; expected a class index in 0..{num_classes - 1}")
+    return t.clone()
