@@ -16,7 +16,7 @@ from caap.adapters.base import Adapter
 from caap.core.contexts import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from caap.errors import UnsupportedModelError
 
-# class name -> (backbone attribute, number of prefix tokens or None for "read from config", head kind)
+# class name -> (backbone attribute, head kind: class token, class + distillation tokens, class + patch mean)
 HF_MODELS: dict[str, tuple[str, str]] = {
     "ViTForImageClassification": ("vit", "cls"),
     "DeiTForImageClassification": ("deit", "cls"),

@@ -52,7 +52,9 @@ def check_layers(layers: Iterable[int] | None, num_blocks: int) -> list[int]:
         if isinstance(v, bool) or not isinstance(v, int):
             raise CaapError(f"layers must be integer block indices, got {v!r}")
         if not 0 <= v < num_blocks:
-            raise CaapError(f"layer {v} is out of range for a model with {num_blocks} blocks (expected 0..{num_blocks - 1})")
+            raise CaapError(
+                f"layer {v} is out of range for a model with {num_blocks} blocks (expected 0..{num_blocks - 1})"
+            )
     return sorted(set(values))
 
 
@@ -144,7 +146,8 @@ class CAAP(Explainer):
         self.context = make_context(context)
         self.score_name, self.score_fn = make_score(score)
         self.groups = groups
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        bad_batch = isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        if batch_size is not None and bad_batch:
             raise CaapError(f"batch_size must be a positive int or None, got {batch_size!r}")
         self.batch_size = batch_size
 
@@ -295,7 +298,7 @@ def layers_from_spec(spec: str | Sequence[int]) -> list[int]:
         else:
             values = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise CaapError(f"bad layers {spec!r}; expected START:STOP (e.g. 4:8), a list like 4,5,7, or one index") from None
+        raise CaapError(f"bad layers {spec!r}; expected START:STOP (e.g. 4:8), a list 4,5,7 or one index") from None
     if not values:
         raise CaapError(f"layers {spec!r} name no block; expected e.g. 4:8")
     return values

@@ -1,0 +1,76 @@
+"""Heatmap figures: the image, the map overlaid on it, a colour bar, the class name and score."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+
+
+def to_display(map_2d: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """A ``[h, w]`` map resized to ``size`` ``(H, W)`` for display, as float numpy."""
+    m = map_2d.detach().float().cpu()[None, None]  # [1, 1, h, w]
+    if tuple(m.shape[-2:]) != tuple(size):
+        kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+        m = F.interpolate(m, size=tuple(size), mode=mode, **kwargs)
+    return m[0, 0].numpy()
+
+
+def signed_norm(values: np.ndarray) -> TwoSlopeNorm:
+    """A colour scale centred on 0, symmetric in its extent (signed maps: red = for, blue = against)."""
+    top = float(np.abs(values).max()) or 1.0
+    return TwoSlopeNorm(vcenter=0.0, vmin=-top, vmax=top)
+
+
+def explanation_figure(
+    image: np.ndarray,
+    maps: Sequence[torch.Tensor],
+    titles: Sequence[str],
+    *,
+    suptitle: str = "",
+    unit: str = "score change",
+    outlines: Sequence[np.ndarray | None] | None = None,
+    alpha: float = 0.55,
+):
+    """One row per map: the image, the overlay with a colour bar.
+
+    Args:
+        image: ``[H, W, 3]`` floats in ``[0, 1]``.
+        maps: ``[h, w]`` maps (patch grid or pixels), signed.
+        titles: one title per map (class name and score).
+        outlines: optional ``[H, W]`` boolean masks drawn as contours (ground truth).
+    """
+    rows = len(maps)
+    fig, axes = plt.subplots(rows, 2, figsize=(7.2, 3.4 * rows), squeeze=False)
+    size = image.shape[:2]
+    for r, (m, title) in enumerate(zip(maps, titles, strict=True)):
+        shown = to_display(m, size)
+        axes[r, 0].imshow(image)
+        axes[r, 0].set_title("input", fontsize=9)
+        axes[r, 1].imshow(image)
+        im = axes[r, 1].imshow(shown, cmap="RdBu_r", norm=signed_norm(shown), alpha=alpha)
+        axes[r, 1].set_title(title, fontsize=9)
+        mask = outlines[r] if outlines is not None else None
+        if mask is not None and np.any(mask):
+            for ax in axes[r]:
+                ax.contour(mask.astype(float), levels=[0.5], colors="lime", linewidths=1.2)
+        bar = fig.colorbar(im, ax=axes[r, 1], fraction=0.046, pad=0.04)
+        bar.set_label(unit, fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def close(fig) -> None:
+    plt.close(fig)
