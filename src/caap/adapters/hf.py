@@ -22,7 +22,7 @@ HF_MODELS: dict[str, tuple[str, str]] = {
     "DeiTForImageClassification": ("deit", "cls"),
     "DeiTForImageClassificationWithTeacher": ("deit", "cls_dist"),
     "Dinov2ForImageClassification": ("dinov2", "cls_mean"),
-    "Dinov2WithRegistersForImageClassification": ("dinov2", "cls_mean"),
+    "Dinov2WithRegistersForImageClassification": ("dinov2_with_registers", "cls_mean"),
 }
 
 

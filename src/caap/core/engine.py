@@ -67,13 +67,11 @@ def check_groups(groups: torch.Tensor | None, batch: int, grid: tuple[int, int])
         groups = torch.as_tensor(groups)
     if groups.is_floating_point() or groups.dtype == torch.bool:
         raise CaapError(f"groups must be an integer tensor [gh, gw] or [B, gh, gw], got dtype {groups.dtype}")
-    if groups.dim() == 2:
-        groups = groups[None].expand(batch, -1, -1)
-    if groups.dim() != 3 or tuple(groups.shape) != (batch, gh, gw):
+    if tuple(groups.shape) not in ((gh, gw), (batch, gh, gw)):
         raise CaapError(
             f"groups has shape {tuple(groups.shape)}, expected the patch grid [{gh}, {gw}] or [{batch}, {gh}, {gw}]"
         )
-    return groups.to("cpu", torch.int64)
+    return groups.expand(batch, gh, gw).to("cpu", torch.int64)
 
 
 @dataclass

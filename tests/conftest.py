@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data() -> Path:
+    """Real test data: ``$CAAP_DATA_DIR`` or ``../shared/data`` beside the project."""
+    return Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+DEIT_TINY = shared_data() / "deit_tiny_patch16_224.safetensors"
+DEV_IMAGES = shared_data() / "imagenet-dev"
+
+needs_real_data = pytest.mark.skipif(
+    not (DEIT_TINY.is_file() and DEV_IMAGES.is_dir()), reason=f"real test data not found at {shared_data()}"
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    yield

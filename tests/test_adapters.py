@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from archs import ARCHS, GRID, IMG, PREFIX, build, explainable, logits_fn
+
+from caap.adapters import GenericAdapter, HFViTAdapter, TimmViTAdapter, adapt
+from caap.errors import CaapError, UnsupportedModelError
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_adapter_forward_reproduces_model_exactly(name):
+    model = build(name)
+    adapter = adapt(explainable(name, model))
+    x = torch.randn(3, 3, IMG, IMG, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = logits_fn(name, model)(x)
+        got = adapter.forward(x)
+    assert torch.equal(got, expected)
+    assert adapter.num_prefix == PREFIX[name]
+    assert adapter.grid((IMG, IMG)) == GRID
+    assert adapter.embed(x).shape[1] == PREFIX[name] + GRID[0] * GRID[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("timm_vit", TimmViTAdapter), ("timm_deit_distilled", TimmViTAdapter), ("hf_deit_teacher", HFViTAdapter),
+     ("generic_torch", GenericAdapter)],
+)
+def test_adapter_is_chosen_automatically(name, kind):
+    assert isinstance(adapt(explainable(name, build(name))), kind)
+
+
+def test_head_rows_read_from_the_model():
+    assert adapt(build("timm_vit")).head_rows == (0,)
+    assert adapt(build("timm_deit_distilled")).head_rows == (0, 1)
+    assert adapt(build("timm_avg_fc_norm")).head_rows is None
+    assert adapt(build("timm_map_pool")).head_rows is None
+    assert adapt(build("hf_dinov2")).head_rows is None
+
+
+def test_unsupported_model_says_what_is_missing():
+    with pytest.raises(UnsupportedModelError, match="Sequential.*lacks patch_embed.*GenericAdapter"):
+        adapt(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    with pytest.raises(UnsupportedModelError, match="expected a torch nn.Module"):
+        adapt("deit_tiny")
+
+
+def test_wrong_input_size_is_rejected():
+    adapter = adapt(build("timm_vit"))
+    with pytest.raises(CaapError, match=r"input size \(48, 48\).*img_size \(32, 32\)"):
+        adapter.check_input(torch.zeros(1, 3, 48, 48))
+    with pytest.raises(CaapError, match=r"\[B, 3, H, W\].*\(3, 32, 32\)"):
+        adapter.check_input(torch.zeros(3, 32, 32))
+
+
+def test_timm_dynamic_img_size_grid():
+    model = build("timm_vit")
+    dyn = __import__("archs").timm_vit(dynamic_img_size=True)
+    assert adapt(dyn).grid((48, 32)) == (6, 4)
+    assert adapt(model).grid((32, 32)) == GRID
+
+
+def test_normalization_from_the_model():
+    import timm
+
+    deit = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=5)
+    assert adapt(deit).normalization.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert adapt(build("hf_vit")).normalization.mean == (0.5, 0.5, 0.5)
