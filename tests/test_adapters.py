@@ -67,3 +67,35 @@ def test_normalization_from_the_model():
     deit = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=5)
     assert adapt(deit).normalization.mean == pytest.approx((0.485, 0.456, 0.406))
     assert adapt(build("hf_vit")).normalization.mean == (0.5, 0.5, 0.5)
+
+
+def test_hf_from_pretrained_with_local_files(tmp_path):
+    """The Hugging Face loading path (``from_pretrained``) on a local folder."""
+    import transformers as tf
+
+    from caap import CAAP
+
+    model = build("hf_deit_teacher")
+    model.save_pretrained(tmp_path)
+    loaded = tf.DeiTForImageClassificationWithTeacher.from_pretrained(tmp_path).eval()
+    x = torch.randn(1, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+    a = CAAP(model, layers=[1]).explain(x)
+    b = CAAP(loaded, layers=[1]).explain(x)
+    torch.testing.assert_close(a.scores, b.scores)
+
+
+def test_timm_pretrained_path_with_a_local_file(tmp_path):
+    """timm's own pretrained loader (``pretrained=True``) fed a local file, and caap's loader agree."""
+    import timm
+    from safetensors.torch import save_file
+
+    from caap.models import create_model
+
+    torch.manual_seed(0)
+    src = timm.create_model("test_vit", pretrained=False)
+    path = tmp_path / "w.safetensors"
+    save_file(src.state_dict(), str(path))
+    via_timm = timm.create_model("test_vit", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    via_caap = create_model("test_vit", path)
+    for k, v in via_timm.state_dict().items():
+        assert torch.equal(v, via_caap.state_dict()[k])

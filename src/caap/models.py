@@ -66,6 +66,11 @@ def create_model(name: str, weights: str | os.PathLike | None = None) -> nn.Modu
 
     if not timm.is_model(name):
         raise CaapError(f"unknown model {name!r}; expected a timm model name such as 'deit_tiny_patch16_224'")
+    with torch.device("meta"):  # check the architecture before fetching or reading any weights
+        skeleton = timm.create_model(name, pretrained=False)
+    from caap.adapters import adapt
+
+    adapt(skeleton)
     if weights is None:
         try:
             model = timm.create_model(name, pretrained=True)

@@ -1,0 +1,172 @@
+"""``caap explain``: good paths on every image kind, and one-line errors with exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from caap.cli import main
+
+MODEL = "test_vit"  # a real timm architecture name: 160 px, 16 px patches, 6 blocks, 1000 classes
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.create_model(MODEL, pretrained=False)
+    path = tmp_path_factory.mktemp("w") / "test_vit.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("img")
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    files = {}
+    files["rgb"] = root / "rgb.png"
+    Image.fromarray(rgb).save(files["rgb"])
+    files["jpeg"] = root / "photo.jpg"
+    Image.fromarray(rgb).save(files["jpeg"], quality=90)
+    files["grey"] = root / "grey.png"
+    Image.fromarray(rgb[..., 0]).save(files["grey"])
+    files["cmyk"] = root / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(files["cmyk"])
+    files["rgba"] = root / "rgba.png"
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(files["rgba"])
+    files["palette"] = root / "palette.gif"
+    Image.fromarray(rgb).convert("P").save(files["palette"])
+    files["grey16"] = root / "grey16.png"
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(files["grey16"])
+    files["text"] = root / "notes.png"
+    files["text"].write_text("not an image")
+    files["truncated"] = root / "truncated.jpg"
+    files["truncated"].write_bytes(files["jpeg"].read_bytes()[:400])
+    return files
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_explain_writes_png_npy_and_results(weights, pictures, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(["explain", pictures["rgb"], pictures["jpeg"], "--model", MODEL, "--weights", weights,
+                             "--layers", "2:4", "--out", out], capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["layers"] == [2, 3] and results["settings"]["model"] == MODEL
+    assert [r["png"] for r in results["images"]] == ["rgb.png", "photo.png"]
+    for record in results["images"]:
+        scores = np.load(out / record["npy"])
+        assert scores.shape == (10, 10)
+        assert record["map_max"][0] == pytest.approx(float(scores.max()))
+        assert Image.open(out / record["png"]).size[0] > 300
+        assert record["class_names"][0]  # ImageNet names for a 1000-class head
+    assert "explained 2 image(s)" in stdout
+
+
+def test_explain_matches_the_library(weights, pictures, tmp_path, capsys):
+    import timm
+    from timm.data import create_transform, resolve_model_data_config
+
+    from caap import CAAP
+    from caap.data.images import load_image
+    from caap.models import create_model
+
+    out = tmp_path / "o"
+    assert run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--target", "7",
+                "--context", "blur:4", "--out", out], capsys)[0] == 0
+    model = create_model(MODEL, weights)
+    assert isinstance(model, timm.models.VisionTransformer)
+    x = create_transform(**resolve_model_data_config(model))(load_image(pictures["rgb"]))[None]
+    expected = CAAP(model, context="blur:4").explain(x, target=7).scores[0]
+    np.testing.assert_allclose(np.load(out / "rgb.npy"), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["grey", "cmyk", "rgba", "palette", "grey16"])
+def test_image_modes_are_converted(kind, weights, pictures, tmp_path, capsys):
+    code, _, err = run(["explain", pictures[kind], "--model", MODEL, "--weights", weights, "--layers", "2",
+                        "--out", tmp_path], capsys)
+    assert code == 0, err
+    assert (tmp_path / f"{pictures[kind].stem}.npy").exists()
+
+
+def test_top_k_and_pth_weights(weights, pictures, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    pth = tmp_path / "w.pth"
+    torch.save({"state_dict": load_file(str(weights))}, pth)
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", pth, "--top-k", "3",
+                        "--layers", "3", "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "o" / "results.json").read_text())["images"][0]
+    assert len(record["targets"]) == 3 and np.load(tmp_path / "o" / "rgb.npy").shape == (3, 10, 10)
+    assert record["probability"] == sorted(record["probability"], reverse=True)
+
+
+def _bad_cases(weights, pictures, tmp_path):
+    pickled = tmp_path / "full.pth"
+    torch.save(torch.nn.Linear(2, 2), pickled)  # a pickled module, not a state dict
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01garbage" * 10)
+    wrong = tmp_path / "wrong.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"head.weight": torch.zeros(3, 3)}, str(wrong))
+    ok = ["--model", MODEL, "--weights", weights, "--out", tmp_path / "o"]
+    return {
+        "missing image": (["explain", tmp_path / "nope.png", *ok], "nope.png' does not exist"),
+        "text file": (["explain", pictures["text"], *ok], "not an image file"),
+        "truncated": (["explain", pictures["truncated"], *ok], "corrupt or truncated"),
+        "unknown model": (["explain", pictures["rgb"], "--model", "vit_imaginary", "--out", tmp_path],
+                          "unknown model 'vit_imaginary'"),
+        "not a vit": (["explain", pictures["rgb"], "--model", "test_resnet", "--out", tmp_path],
+                      "not supported"),
+        "bad layers": (["explain", pictures["rgb"], *ok, "--layers", "4-8"], "bad layers '4-8'"),
+        "layers out of range": (["explain", pictures["rgb"], *ok, "--layers", "4:9"], "layer 6 is out of range"),
+        "target out of range": (["explain", pictures["rgb"], *ok, "--target", "1000"], "--target 1000 is out of range"),
+        "target not int": (["explain", pictures["rgb"], *ok, "--target", "cat"], "--target 'cat'"),
+        "bad context": (["explain", pictures["rgb"], *ok, "--context", "fog"], "unknown context 'fog'"),
+        "missing weights": (["explain", pictures["rgb"], "--model", MODEL, "--weights", tmp_path / "no.safetensors",
+                             "--out", tmp_path], "does not exist"),
+        "garbage weights": (["explain", pictures["rgb"], "--model", MODEL, "--weights", garbage, "--out", tmp_path],
+                            "not a valid safetensors file"),
+        "pickle-only": (["explain", pictures["rgb"], "--model", MODEL, "--weights", pickled, "--out", tmp_path],
+                        "pickle that needs code"),
+        "wrong weights": (["explain", pictures["rgb"], "--model", MODEL, "--weights", wrong, "--out", tmp_path],
+                          "do not fit 'test_vit'"),
+        "bad top-k": (["explain", pictures["rgb"], *ok, "--top-k", "0"], "--top-k 0"),
+    }
+
+
+def test_bad_input_gives_one_line_and_exit_2(weights, pictures, tmp_path, capsys):
+    for label, (args, message) in _bad_cases(weights, pictures, tmp_path).items():
+        code, _, err = run(args, capsys)
+        assert code == 2, label
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("caap: error:"), (label, err)
+        assert message in lines[0], (label, lines[0])
+
+
+def test_hub_loading_offline_is_a_clear_error(pictures, tmp_path):
+    """The real hub path runs (timm pretrained=True); with no hub reachable it ends in one line, exit 2."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "caap.cli", "explain", str(pictures["rgb"]), "--model", MODEL,
+                           "--out", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert "could not fetch pretrained weights for 'test_vit'" in proc.stderr and "--weights" in proc.stderr

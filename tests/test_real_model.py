@@ -1,0 +1,71 @@
+"""The real ImageNet DeiT-Tiny from ../shared/data (skipped when the data is absent)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEIT_TINY, DEV_IMAGES, needs_real_data, shared_data
+
+from caap import CAAP
+from caap.cli import main
+from caap.core.reference import naive_caap
+
+pytestmark = needs_real_data
+
+IMAGES = ["n01440764_tench.JPEG", "n01882714_koala.JPEG"]
+
+
+@pytest.fixture(scope="module")
+def deit():
+    from caap.models import create_model
+
+    return create_model("deit_tiny_patch16_224", DEIT_TINY)
+
+
+@pytest.fixture(scope="module")
+def batch(deit):
+    from timm.data import create_transform, resolve_model_data_config
+
+    from caap.data.images import load_image
+
+    transform = create_transform(**resolve_model_data_config(deit))
+    return torch.stack([transform(load_image(DEV_IMAGES / name)) for name in IMAGES])
+
+
+def labels() -> list[int]:
+    wnids = [line.split()[0] for line in (shared_data() / "imagenet_classes.txt").read_text().splitlines()]
+    return [wnids.index(name.split("_")[0]) for name in IMAGES]
+
+
+def test_real_deit_predicts_the_labels(deit, batch):
+    from caap.adapters import adapt
+
+    with torch.inference_mode():
+        logits = deit(batch)
+        assert torch.equal(adapt(deit).forward(batch), logits)
+    assert logits.argmax(-1).tolist() == labels()
+
+
+def test_real_deit_engine_equals_naive_loop(deit, batch):
+    att = CAAP(deit, layers=range(4, 8), batch_size=64).explain(batch[:1])
+    expected = naive_caap(deit, list(deit.blocks), batch[:1], torch.zeros_like(batch[:1]), [4, 5, 6, 7],
+                          int(att.target[0]), 1)
+    assert att.scores.shape == (1, 14, 14)
+    torch.testing.assert_close(att.scores[0].flatten(), expected, rtol=1e-4, atol=1e-4)
+    assert att.scores.max() > 0.1
+
+
+def test_real_deit_cli_on_two_images(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["explain", *(str(DEV_IMAGES / n) for n in IMAGES), "--model", "deit_tiny_patch16_224",
+                 "--weights", str(DEIT_TINY), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert [r["targets"][0] for r in results["images"]] == labels()
+    assert results["images"][0]["class_names"][0] == "tench"
+    for r in results["images"]:
+        assert np.load(out / r["npy"]).shape == (14, 14)
+        assert (out / r["png"]).stat().st_size > 10_000
