@@ -1,5 +1,5 @@
 """Figures: heatmap overlays and grids."""
 
-from caap.viz.heatmap import close, explanation_figure, signed_norm, to_display
+from caap.viz.heatmap import close, explanation_figure, grid_figure, signed_norm, to_display
 
-__all__ = ["close", "explanation_figure", "signed_norm", "to_display"]
+__all__ = ["close", "explanation_figure", "grid_figure", "signed_norm", "to_display"]

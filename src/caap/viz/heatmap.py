@@ -74,3 +74,35 @@ def explanation_figure(
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def grid_figure(
+    images: Sequence[np.ndarray],
+    maps: Sequence[torch.Tensor],
+    titles: Sequence[str],
+    *,
+    outlines: Sequence[np.ndarray | None] | None = None,
+    columns: int = 4,
+    suptitle: str = "",
+    alpha: float = 0.6,
+):
+    """A grid of overlays, one cell per image (each map on its own symmetric colour scale)."""
+    n = len(images)
+    rows = max(1, -(-n // columns))
+    cols = min(columns, n)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, m, title) in enumerate(zip(images, maps, titles, strict=True)):
+        ax = axes.flat[i]
+        shown = to_display(m, image.shape[:2])
+        ax.imshow(image)
+        ax.imshow(shown, cmap="RdBu_r", norm=signed_norm(shown), alpha=alpha)
+        mask = outlines[i] if outlines is not None else None
+        if mask is not None and np.any(mask):
+            ax.contour(mask.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
+        ax.set_title(title, fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
