@@ -52,9 +52,17 @@ class Adapter(ABC):
         out = self.blocks[index](z)
         return out[0] if isinstance(out, tuple) else out
 
+    def run_block_rows(self, index: int, z: torch.Tensor, rows: int) -> torch.Tensor | None:
+        """Rows ``0 .. rows-1`` of ``B_l(z)``, ``[B, N, D] -> [B, rows, D]``, computing attention queries and
+        the MLP for those rows only; ``None`` when this adapter cannot do it for this block (then the engine
+        runs the whole block). Used for the last block when the head reads only prefix rows."""
+        return None
+
     @abstractmethod
     def head(self, z: torch.Tensor) -> torch.Tensor:
-        """Output of the last block ``[B, N, D]`` -> logits ``[B, C]``."""
+        """Output of the last block ``[B, N, D]`` -> logits ``[B, C]``.
+
+        When ``head_rows`` is ``(0, …, k-1)``, ``head`` also accepts just those rows ``[B, k, D]``."""
 
     @abstractmethod
     def grid(self, input_size: tuple[int, int]) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from caap.adapters.base import Adapter
@@ -60,6 +61,12 @@ class TimmViTAdapter(Adapter):
     def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
         return self.model.blocks[index](z)
 
+    def run_block_rows(self, index: int, z: torch.Tensor, rows: int) -> torch.Tensor | None:
+        block = self.model.blocks[index]
+        if not _plain_block(block) or block.training:
+            return None
+        return _block_rows(block, z, rows)
+
     def head(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.norm(z))
 
@@ -78,6 +85,34 @@ class TimmViTAdapter(Adapter):
     @property
     def patch_size(self) -> tuple[int, int]:
         return tuple(self.model.patch_embed.patch_size)
+
+
+def _plain_block(block: nn.Module) -> bool:
+    """A timm ``Block`` with the standard ``Attention`` (the structure ``_block_rows`` reproduces)."""
+    from timm.layers import Attention
+    from timm.models.vision_transformer import Block
+
+    return type(block) is Block and type(block.attn) is Attention
+
+
+def _block_rows(block: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
+    """Rows ``0 .. rows-1`` of a timm ``Block`` in eval mode; keys and values still come from every token."""
+    attn = block.attn
+    b, n, _ = x.shape
+    heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
+    y = block.norm1(x)  # [B, N, D]
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    q = F.linear(y[:, :rows], weight[:width], None if bias is None else bias[:width])  # [B, R, A]
+    kv = F.linear(y, weight[width:], None if bias is None else bias[width:])  # [B, N, 2A]
+    q = q.reshape(b, rows, heads, head_dim).transpose(1, 2)  # [B, H, R, hd]
+    k, v = kv.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, N, hd] each
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # [B, H, R, hd]
+    out = attn.norm(out.transpose(1, 2).reshape(b, rows, width))  # [B, R, A]
+    if attn.gate is not None:
+        out = out * attn.gate(y[:, :rows]).sigmoid()
+    h = x[:, :rows] + block.ls1(attn.proj(out))  # [B, R, D]
+    return h + block.ls2(block.mlp(block.norm2(h)))
 
 
 def _timm_normalization(model: nn.Module) -> Normalization:

@@ -229,6 +229,7 @@ class CAAP(Explainer):
             out_all = (
                 torch.empty(n_var, context_scores.shape[1], dtype=torch.float32, device=device) if all_classes else None
             )
+            last, head_rows = adapter.num_blocks - 1, self._head_row_count(n_tokens)
             var_image = variants.image.to(device)
             pair_variant, pair_token = variants.pair_variant.to(device), variants.pair_token.to(device)
             bounds = torch.searchsorted(variants.pair_variant, torch.arange(0, n_var + chunk, chunk)).tolist()
@@ -243,7 +244,9 @@ class CAAP(Explainer):
                 for index in range(first, adapter.num_blocks):
                     if index in source:
                         zc[rows, toks] = source[index][imgs, toks].to(zc.dtype)
-                    zc = adapter.run_block(index, zc)
+                    rows_only = adapter.run_block_rows(index, zc, head_rows) if index == last and head_rows else None
+                    # [n, R, D] when the last block computed only the rows the head reads, else [n, N, D]
+                    zc = rows_only if rows_only is not None else adapter.run_block(index, zc)
                 s = apply_score(self.score_fn, adapter.head(zc))  # [n, K]
                 base = context_scores[img]  # [n, K]
                 out[start:stop] = (s.gather(1, tgt_dev[img, None]) - base.gather(1, tgt_dev[img, None]))[:, 0]
@@ -260,11 +263,20 @@ class CAAP(Explainer):
         meta = {
             **self.settings(),
             "batch_size": chunk,
+            "last_block_rows": head_rows,
             "patched_runs": n_var,
             "context_score": context_scores.gather(1, idx)[:, 0].float().cpu(),
             "source_score": source_scores.gather(1, idx)[:, 0].float().cpu(),
         }
         return Attribution(scores, tgt, (images.shape[2], images.shape[3]), self.name, class_scores, meta)
+
+    def _head_row_count(self, n_tokens: int) -> int:
+        """``k`` when the head reads only rows ``0..k-1`` and the adapter can compute just those in the last
+        block (exact: the rows' queries attend to every key); 0 to run the last block in full."""
+        rows = self.adapter.head_rows
+        if not rows or tuple(rows) != tuple(range(len(rows))) or len(rows) >= n_tokens:
+            return 0
+        return len(rows)
 
     @staticmethod
     def _auto_batch_size(n_tokens: int, dim: int, device: torch.device, elem: int) -> int:

@@ -2,7 +2,8 @@
 
 Each image is a textured background with objects drawn on it, none overlapping:
 
-* ``simple``: one *class glyph* (10 shapes, one per class) at a random position, scale and colour.
+* ``simple``: one *class glyph* (10 shapes, one per class, each filled with its own two-tone pattern) at a
+  random position, scale and pair of colours.
 * ``conjunction``: two *parts* placed apart; each class is one unordered pair of 5 parts (C(5,2) = 10),
   so every part occurs in 4 classes and only the pair identifies the class: evidence must be combined.
 
@@ -27,6 +28,10 @@ from PIL import Image, ImageDraw
 from caap.errors import CaapError
 
 GLYPHS = ("disk", "square", "triangle", "plus", "cross", "ring", "diamond", "tee", "ell", "star")
+# Each glyph is filled with its own two-tone pattern, so that every patch of the object carries evidence
+# (a small ViT trained on CPU learns silhouettes alone far too slowly). Distractors are plain.
+PATTERNS = ("hstripes", "vstripes", "diagonal", "antidiagonal", "checker", "solid", "dots", "hbands", "vbands",
+            "grid")
 DISTRACTORS = ("zigzag", "dots", "arc", "wave")
 PARTS = ("disk", "square", "triangle", "plus", "ring")
 PAIRS = tuple((a, b) for i, a in enumerate(PARTS) for b in PARTS[i + 1 :])  # 10 classes
@@ -164,6 +169,35 @@ def draw_shape(draw: ImageDraw.ImageDraw, name: str, box: tuple[int, int, int, i
         raise CaapError(f"unknown shape {name!r}")
 
 
+def _second_colour(rng: np.random.Generator, colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The pattern's second tone: the first one shifted by ±(70..110) in brightness."""
+    c = np.array(colour, dtype=np.int64)
+    shift = int(rng.integers(70, 111)) * (1 if c.mean() < 128 else -1)
+    return tuple(int(v) for v in np.clip(c + shift, 0, 255))
+
+
+def pattern_fill(pattern: str, box: tuple[int, int, int, int], size: int, first, second) -> np.ndarray:
+    """A ``[size, size, 3]`` uint8 image of ``pattern`` in two tones.
+
+    Periods (4 or 8 px) divide the 8 px patch, and the phase is locked to the image, so every patch of an
+    object shows the pattern in the same phase: a ViT's linear patch embedding can read it directly.
+    """
+    y, x = np.mgrid[0:size, 0:size]
+    on = {
+        "hstripes": (y // 2) % 2 == 0,
+        "vstripes": (x // 2) % 2 == 0,
+        "diagonal": ((x + y) // 2) % 2 == 0,
+        "antidiagonal": ((x - y) // 2) % 2 == 0,
+        "checker": ((x // 2) + (y // 2)) % 2 == 0,
+        "solid": np.ones_like(x, dtype=bool),
+        "dots": ~((x % 4 < 2) & (y % 4 < 2)),
+        "hbands": (y // 4) % 2 == 0,
+        "vbands": (x // 4) % 2 == 0,
+        "grid": ~((x % 4 == 0) | (y % 4 == 0)),
+    }[pattern]
+    return np.where(on[..., None], np.array(first, np.uint8), np.array(second, np.uint8))
+
+
 def _place(rng, size: int, side: int, taken: list[tuple[int, int, int, int]], margin: int = 2,
            far_from: tuple[float, float] | None = None, min_dist: float = 0.0):
     """A random box of ``side`` pixels not overlapping ``taken`` (with ``margin``), or None."""
@@ -218,7 +252,11 @@ def _try_generate(config: SyntheticConfig, rng: np.random.Generator, label: int 
             return None
         first_centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         colour = _colour(rng, bg_mean)
-        draw_shape(draw, shape, box, colour, rng)
+        second = _second_colour(rng, colour)
+        shape_mask = Image.new("L", (size, size), 0)
+        draw_shape(ImageDraw.Draw(shape_mask), shape, box, 255, rng)
+        fill = pattern_fill(PATTERNS[GLYPHS.index(shape)], box, size, colour, second)  # [H, W, 3]
+        img.paste(Image.fromarray(fill), (0, 0), shape_mask)
         draw_shape(mdraw, shape, box, 255, rng)
         taken.append(box)
         objects.append((shape, box))

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from caap.data.demo import ARCH, build_demo_architecture, normalize_uint8
+from caap.data.demo import ARCH, STEM, build_demo_architecture, normalize_uint8
 from caap.data.synthetic import SyntheticConfig, generate, generate_batch, remove_objects
 from caap.io import atomic_write_bytes, save_json
 
@@ -75,7 +75,7 @@ def occlusion_check(model, variant: str, seed: int, size: int) -> dict:
     }
 
 
-def train(variant: str, minutes: float, batch_size: int = 128, lr: float = 1.5e-3, seed: int = 0,
+def train(variant: str, minutes: float, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
           max_steps: int = 100_000, log_every: int = 50) -> tuple[torch.nn.Module, dict]:
     """Train for ``minutes`` of wall time (or ``max_steps``), cosine schedule over the predicted step count."""
     torch.manual_seed(seed)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=17.0, help="wall-time budget for the training loop")
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "assets")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(args.out / f"demo_{args.variant}.safetensors", save(state))
     config = SyntheticConfig(variant=args.variant, seed=args.seed)
     card = {
-        "model": "timm VisionTransformer", "architecture": ARCH, "num_classes": config.num_classes,
+        "model": "timm VisionTransformer", "architecture": {**ARCH, "patch_embed": STEM}, "num_classes": config.num_classes,
         "classes": list(config.classes), "parameters": sum(p.numel() for p in model.parameters()),
         "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
         "data": config.to_dict(), "test_set": {"seed": args.seed + TEST_SEED_OFFSET, "size": TEST_SIZE},
