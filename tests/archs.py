@@ -40,6 +40,16 @@ def timm_distilled() -> nn.Module:
                                       num_classes=CLASSES)
 
 
+def _conv_stem() -> nn.Module:
+    """A small ViT-hybrid: timm ``VisionTransformer`` with caap's convolutional patch embedding."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from caap.data.demo import ConvPatchEmbed
+
+    return VisionTransformer(img_size=IMG, patch_size=PATCH, embed_dim=DIM, depth=DEPTH, num_heads=HEADS,
+                             num_classes=CLASSES, embed_layer=ConvPatchEmbed)
+
+
 def _hf_kwargs() -> dict:
     return dict(image_size=IMG, patch_size=PATCH, hidden_size=DIM, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
                 intermediate_size=2 * DIM, num_labels=CLASSES)
@@ -106,6 +116,7 @@ ARCHS: dict[str, Callable[[], nn.Module]] = {
     "timm_avg_fc_norm": lambda: timm_vit(global_pool="avg", fc_norm=True, class_token=False),
     "timm_clip_pre_norm": lambda: timm_vit(pre_norm=True),
     "timm_map_pool": lambda: timm_vit(global_pool="map"),
+    "timm_conv_stem": lambda: _conv_stem(),
     "hf_vit": lambda: hf("vit"),
     "hf_deit": lambda: hf("deit"),
     "hf_deit_teacher": lambda: hf("deit_teacher"),
@@ -116,7 +127,7 @@ ARCHS: dict[str, Callable[[], nn.Module]] = {
 
 PREFIX = {
     "timm_vit": 1, "timm_deit_distilled": 2, "timm_deit3_no_embed_class": 1, "timm_registers": 4,
-    "timm_avg_fc_norm": 0, "timm_clip_pre_norm": 1, "timm_map_pool": 1, "hf_vit": 1, "hf_deit": 2,
+    "timm_avg_fc_norm": 0, "timm_clip_pre_norm": 1, "timm_map_pool": 1, "timm_conv_stem": 1, "hf_vit": 1, "hf_deit": 2,
     "hf_deit_teacher": 2, "hf_dinov2": 1, "hf_dinov2_registers": 3, "generic_torch": 1,
 }
 

@@ -165,6 +165,17 @@ def test_every_score_against_naive(score):
     close(att.scores, naive("hf_vit", model, x, torch.zeros_like(x), [1, 2], att.target, score=fns[score]))
 
 
+@pytest.mark.parametrize(("name", "rows"), [("timm_vit", 1), ("timm_deit_distilled", 2), ("timm_avg_fc_norm", 0),
+                                             ("timm_map_pool", 0), ("hf_vit", 0)])
+def test_last_block_computes_only_the_rows_the_head_reads(name, rows):
+    """The exact shortcut (checked against the naive loop above) is taken where the head allows it."""
+    model = build(name)
+    x = images(1)
+    att = CAAP(model, layers=[3]).explain(x)  # the last block is patched too
+    assert att.meta["last_block_rows"] == rows
+    close(att.scores, naive(name, model, x, torch.zeros_like(x), [3], att.target))
+
+
 def test_deterministic_and_meta():
     model = build("timm_vit")
     x = images(2)
@@ -191,11 +202,12 @@ def test_upsample_and_attribute_shapes():
         att.upsample(mode="cubic")
 
 
-def test_bfloat16_mode_agrees_with_float32():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fast_modes_agree_with_float32(dtype):
     model = build("timm_vit")
     x = images(2)
     exact = CAAP(model, layers=[1, 2]).explain(x)
-    fast = CAAP(model, layers=[1, 2], dtype=torch.bfloat16).explain(x, target=exact.target)
+    fast = CAAP(model, layers=[1, 2], dtype=dtype).explain(x, target=exact.target)
     assert fast.scores.dtype == torch.float32
     corr = torch.corrcoef(torch.stack([exact.scores.flatten(), fast.scores.flatten()]))[0, 1]
     assert corr > 0.95

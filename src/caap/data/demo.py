@@ -17,7 +17,7 @@ from caap.data.synthetic import VARIANTS, SyntheticConfig
 from caap.errors import CaapError
 
 ARCH = dict(img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4, mlp_ratio=4.0)
-STEM = "ConvPatchEmbed: 3x (conv3x3 stride 2), BatchNorm + GELU between, 32-64-128 channels"
+STEM = "ConvPatchEmbed: conv4x4/2 (pad 1), conv2x2/2, conv2x2/2; BatchNorm + GELU between; 32-64-128 channels"
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 DEMO_NAMES = {"caap-demo": "simple", "caap-demo-simple": "simple", "caap-demo-conjunction": "conjunction"}
@@ -26,8 +26,9 @@ DEMO_NAMES = {"caap-demo": "simple", "caap-demo-simple": "simple", "caap-demo-co
 class ConvPatchEmbed(nn.Module):
     """A convolutional stem in place of the linear patch embedding (a "ViT-hybrid" / early-convolution ViT).
 
-    Three 3x3 convolutions of stride 2 map ``[B, 3, H, W]`` to tokens ``[B, (H/8)(W/8), D]`` in row-major
-    grid order. Each token's receptive field is 15x15 px centred on its 8x8 cell. Xiao et al. (2021),
+    A 4x4 convolution of stride 2 (padding 1) and two 2x2 convolutions of stride 2 map ``[B, 3, H, W]`` to
+    tokens ``[B, (H/8)(W/8), D]`` in row-major grid order. Each token's receptive field is 10x10 px centred
+    exactly on its 8x8 cell (1 px into each neighbour), so token ``p`` is patch ``p``. Xiao et al. (2021),
     "Early convolutions help transformers see better": on CPU-sized budgets a plain linear-embedding ViT
     stayed at chance on the benchmark for hundreds of steps where this stem learned at once. BatchNorm in
     eval mode is a per-channel affine map, so tokens stay local.
@@ -46,9 +47,9 @@ class ConvPatchEmbed(nn.Module):
         self.dynamic_img_pad = False
         c = embed_dim // 4
         self.proj = nn.Sequential(
-            nn.Conv2d(in_chans, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.GELU(),
-            nn.Conv2d(c, 2 * c, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.GELU(),
-            nn.Conv2d(2 * c, embed_dim, 3, 2, 1),
+            nn.Conv2d(in_chans, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.GELU(),  # centre 2i + 0.5
+            nn.Conv2d(c, 2 * c, 2, 2, 0, bias=False), nn.BatchNorm2d(2 * c), nn.GELU(),  # centre 4j + 1.5
+            nn.Conv2d(2 * c, embed_dim, 2, 2, 0),  # centre 8k + 3.5: the middle of cell k
         )
 
     def feat_ratio(self, as_scalar: bool = True) -> int:
