@@ -247,3 +247,12 @@ def test_bad_call_inputs_are_rejected():
         CAAP(build("timm_vit"), context=torch.zeros(3, 16, 16)).explain(x)
     with pytest.raises(CaapError, match=r"score function must return a tensor \[N=2, K\]"):
         CAAP(build("timm_vit"), score=lambda z: z.sum(-1)).explain(x)
+
+
+def test_registry_returns_caap():
+    from caap import methods
+
+    assert "caap" in methods.available()
+    assert methods.get("caap") is CAAP
+    with pytest.raises(CaapError, match="unknown method 'nope'"):
+        methods.get("nope")

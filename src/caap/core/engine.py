@@ -25,6 +25,7 @@ from caap.core.state import autocast
 from caap.core.targets import TargetLike, resolve_target
 from caap.errors import CaapError
 from caap.methods.base import Explainer
+from caap.methods.registry import register
 
 CPU_MEMORY_BUDGET = 512 * 2**20  # bytes of activations per chunk on the CPU
 CPU_CHUNK_TOKENS = 2048  # on the CPU, chunks of ~2k tokens keep a block's activations in cache (measured)
@@ -108,6 +109,7 @@ class Variants:
         return self.image.shape[0]
 
 
+@register
 class CAAP(Explainer):
     """Causal Attribution via Activation Patching.
 
