@@ -232,6 +232,7 @@ class CAAP(Explainer):
                 torch.empty(n_var, context_scores.shape[1], dtype=torch.float32, device=device) if all_classes else None
             )
             last, head_rows = adapter.num_blocks - 1, self._head_row_count(n_tokens)
+            rows_used = 0
             var_image = variants.image.to(device)
             pair_variant, pair_token = variants.pair_variant.to(device), variants.pair_token.to(device)
             bounds = torch.searchsorted(variants.pair_variant, torch.arange(0, n_var + chunk, chunk)).tolist()
@@ -249,6 +250,7 @@ class CAAP(Explainer):
                     rows_only = adapter.run_block_rows(index, zc, head_rows) if index == last and head_rows else None
                     # [n, R, D] when the last block computed only the rows the head reads, else [n, N, D]
                     zc = rows_only if rows_only is not None else adapter.run_block(index, zc)
+                    rows_used = rows_used or (head_rows if rows_only is not None else 0)
                 s = apply_score(self.score_fn, adapter.head(zc))  # [n, K]
                 base = context_scores[img]  # [n, K]
                 out[start:stop] = (s.gather(1, tgt_dev[img, None]) - base.gather(1, tgt_dev[img, None]))[:, 0]
@@ -265,7 +267,7 @@ class CAAP(Explainer):
         meta = {
             **self.settings(),
             "batch_size": chunk,
-            "last_block_rows": head_rows,
+            "last_block_rows": rows_used,
             "patched_runs": n_var,
             "context_score": context_scores.gather(1, idx)[:, 0].float().cpu(),
             "source_score": source_scores.gather(1, idx)[:, 0].float().cpu(),

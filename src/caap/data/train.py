@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(args.out / f"demo_{args.variant}.safetensors", save(state))
     config = SyntheticConfig(variant=args.variant, seed=args.seed)
     card = {
-        "model": "timm VisionTransformer", "architecture": {**ARCH, "patch_embed": STEM}, "num_classes": config.num_classes,
+        "model": "timm VisionTransformer", "architecture": {**ARCH, "patch_embed": STEM},
+        "num_classes": config.num_classes,
         "classes": list(config.classes), "parameters": sum(p.numel() for p in model.parameters()),
         "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
         "data": config.to_dict(), "test_set": {"seed": args.seed + TEST_SEED_OFFSET, "size": TEST_SIZE},
