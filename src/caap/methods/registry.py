@@ -7,7 +7,7 @@ import importlib
 from caap.errors import CaapError
 
 _REGISTRY: dict[str, type] = {}
-_BUILTIN_MODULES = ("caap.core.engine",)
+_BUILTIN_MODULES = ("caap.core.engine", "caap.methods.gradients", "caap.methods.perturbation")
 
 
 def register(cls: type) -> type:

@@ -1,0 +1,179 @@
+"""Input-perturbation baselines: patch occlusion, input-level insertion (CAAP's pixel counterpart), RISE."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from caap.core.attribution import Attribution
+from caap.core.contexts import Context, make_context
+from caap.core.scores import ScoreFn, apply_score, make_score
+from caap.core.targets import TargetLike, resolve_target
+from caap.errors import CaapError
+from caap.methods.base import Explainer
+from caap.methods.registry import register
+
+
+def patch_masks(grid: tuple[int, int], size: tuple[int, int], device=None) -> torch.Tensor:
+    """bool ``[gh*gw, H, W]``: mask ``p`` covers patch ``p`` of the grid (row-major)."""
+    gh, gw = grid
+    h, w = size
+    rows = torch.arange(h, device=device) * gh // h  # patch row of each pixel row
+    cols = torch.arange(w, device=device) * gw // w
+    ids = rows[:, None] * gw + cols[None, :]  # [H, W]
+    return ids[None] == torch.arange(gh * gw, device=device)[:, None, None]
+
+
+def _check_batch(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CaapError(f"batch_size must be a positive int, got {batch_size!r}")
+    return batch_size
+
+
+class PatchComposite(Explainer):
+    """Base: one forward per patch of a composite image ``where(mask_p, inside, outside)``, batched.
+
+    ``A[p] = sign * (s(composite_p)[c] - s(reference)[c])`` with the subclass choosing the images.
+    """
+
+    resolution = "patch"
+
+    def __init__(self, model, context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "logit",
+                 batch_size: int = 64, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        self.context = make_context(context)
+        self.score_name, self.score_fn = make_score(score)
+        self.batch_size = _check_batch(batch_size)
+
+    def settings(self) -> dict:
+        return {"method": self.name, "context": self.context.describe(), "score": self.score_name}
+
+    def _layout(self, images: torch.Tensor, context: torch.Tensor):
+        """``(inside, outside, reference, sign)``; each image ``[B, 3, H, W]``."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def _explain(self, images, target: TargetLike, *, grid, device, **kwargs) -> Attribution:
+        b = images.shape[0]
+        context = self.context(images, self.adapter.normalization)
+        source_scores = apply_score(self.score_fn, self.adapter.forward(images))  # [B, K]
+        tgt = resolve_target(target, source_scores)
+        inside, outside, reference, sign = self._layout(images, context)
+        ref = apply_score(self.score_fn, self.adapter.forward(reference)).gather(1, tgt.to(device)[:, None])[:, 0]
+        masks = patch_masks(grid, tuple(images.shape[-2:]), device)  # [P, H, W]
+        n_patch = masks.shape[0]
+        out = torch.empty(b * n_patch, device=device)
+        tgt_dev = tgt.to(device)
+        for start in range(0, b * n_patch, self.batch_size):
+            idx = torch.arange(start, min(start + self.batch_size, b * n_patch), device=device)
+            img, patch = idx // n_patch, idx % n_patch
+            m = masks[patch][:, None]  # [n, 1, H, W]
+            composite = torch.where(m, inside[img], outside[img])  # [n, 3, H, W]
+            s = apply_score(self.score_fn, self.adapter.forward(composite))
+            out[idx] = sign * (s.gather(1, tgt_dev[img, None])[:, 0] - ref[img])
+        scores = out.view(b, *grid).float().cpu()
+        meta = {**self.settings(), "reference_score": ref.float().cpu(), "forward_passes": b * n_patch}
+        return Attribution(scores, tgt, tuple(images.shape[-2:]), self.name, meta=meta)
+
+
+@register
+class Occlusion(PatchComposite):
+    """Patch occlusion on the model's patch grid (Zeiler & Fergus 2014; Captum ``Occlusion`` with a window
+    and stride of one patch): ``A[p] = s(x)[c] - s(x with patch p replaced by the baseline)[c]``.
+
+    ``context`` is the baseline image (``"mean"``: zeros in normalised space, ``"black"``, ``"blur"``, …).
+    """
+
+    name = "occlusion"
+
+    def _layout(self, images, context):
+        return context, images, images, -1.0
+
+
+@register
+class InputInsertion(PatchComposite):
+    """The input-level counterpart of CAAP: paste the source patch's *pixels* into the context image.
+
+    ``A[p] = s(context with patch p of x)[c] - s(context)[c]``, with CAAP's ``context`` and ``score`` options,
+    so the difference from CAAP isolates what patching internal activations adds.
+    """
+
+    name = "input_insertion"
+
+    def _layout(self, images, context):
+        return images, context, context, 1.0
+
+
+@register
+class RISE(Explainer):
+    """RISE (Petsiuk et al. 2018): saliency = E[score(x ⊙ M) · M] / p over random smooth masks.
+
+    Args:
+        masks: number of random masks.
+        cells: the masks' coarse grid (``cells x cells`` binary cells, upsampled bilinearly and shifted).
+        probability: probability that a cell is kept.
+        seed: mask seed (masks are drawn on the CPU).
+        context: what masked pixels become (``"mean"``: zeros in normalised space, as RISE's zero pixels).
+        score: ``"prob"`` (as the paper), ``"logit"``, ``"logprob"`` or a callable.
+        batch_size: masked images per forward.
+    """
+
+    name = "rise"
+    resolution = "pixel"
+    signed = False
+
+    def __init__(self, model, masks: int = 4000, cells: int = 7, probability: float = 0.5, seed: int = 0,
+                 context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "prob",
+                 batch_size: int = 64, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        if not isinstance(masks, int) or masks < 1:
+            raise CaapError(f"masks must be a positive int, got {masks!r}")
+        if not isinstance(cells, int) or cells < 1:
+            raise CaapError(f"cells must be a positive int, got {cells!r}")
+        if not 0 < probability <= 1:
+            raise CaapError(f"probability must be in (0, 1], got {probability!r}")
+        self.n_masks, self.cells, self.probability, self.seed = masks, cells, float(probability), int(seed)
+        self.context = make_context(context)
+        self.score_name, self.score_fn = make_score(score)
+        self.batch_size = _check_batch(batch_size)
+
+    def settings(self) -> dict:
+        return {"method": self.name, "masks": self.n_masks, "cells": self.cells, "probability": self.probability,
+                "seed": self.seed, "context": self.context.describe(), "score": self.score_name}
+
+    def make_masks(self, start: int, count: int, size: tuple[int, int]) -> torch.Tensor:
+        """Masks ``start .. start+count-1`` as float ``[count, H, W]`` in [0, 1] (deterministic per index)."""
+        h, w = size
+        cell_h, cell_w = math.ceil(h / self.cells), math.ceil(w / self.cells)
+        out = []
+        for i in range(start, start + count):
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+            grid = (torch.rand(1, 1, self.cells, self.cells, generator=gen) < self.probability).float()
+            up = F.interpolate(grid, size=((self.cells + 1) * cell_h, (self.cells + 1) * cell_w),
+                               mode="bilinear", align_corners=False)
+            dy, dx = (int(v) for v in torch.randint(0, cell_h, (1,), generator=gen).tolist() +
+                      torch.randint(0, cell_w, (1,), generator=gen).tolist())
+            out.append(up[0, 0, dy : dy + h, dx : dx + w])
+        return torch.stack(out)
+
+    @torch.inference_mode()
+    def _explain(self, images, target: TargetLike, *, grid, device, **kwargs) -> Attribution:
+        b = images.shape[0]
+        size = tuple(images.shape[-2:])
+        context = self.context(images, self.adapter.normalization)
+        tgt = resolve_target(target, self.adapter.forward(images))
+        tgt_dev = tgt.to(device)
+        saliency = torch.zeros(b, *size, device=device)
+        per_chunk = max(1, self.batch_size // b)
+        for start in range(0, self.n_masks, per_chunk):
+            k = min(per_chunk, self.n_masks - start)
+            m = self.make_masks(start, k, size).to(device, images.dtype)[:, None, None]  # [k, 1, 1, H, W]
+            masked = (images[None] * m + context[None] * (1 - m)).flatten(0, 1)  # [k*B, 3, H, W]
+            s = apply_score(self.score_fn, self.adapter.forward(masked)).view(k, b, -1)  # [k, B, K]
+            weight = s.gather(2, tgt_dev.view(1, b, 1).expand(k, b, 1))[..., 0]  # [k, B]
+            saliency += (weight[:, :, None, None] * m[:, 0, 0][:, None]).sum(0)
+        saliency /= self.n_masks * self.probability
+        meta = {**self.settings(), "forward_passes": self.n_masks * b}
+        return Attribution(saliency.float().cpu(), tgt, size, self.name, meta=meta)
