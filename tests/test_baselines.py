@@ -121,7 +121,7 @@ def test_patch_masks_tile_the_image():
 
 
 BASELINES = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "input_insertion",
-             "rise"]
+             "rise", "raw_attention", "rollout", "gae"]
 FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16}}
 
 
@@ -177,3 +177,67 @@ def test_registry_metadata():
 def test_bad_options(model, name, kwargs, message):
     with pytest.raises(CaapError, match=message):
         methods.get(name)(model, **kwargs)
+
+
+def _manual_timm_forward(model, x):
+    """An independent re-implementation of a timm ViT forward that keeps every attention matrix."""
+    z = model.patch_embed(x)
+    z = torch.cat([model.cls_token.expand(len(x), -1, -1), z], 1) + model.pos_embed  # [B, N, D]
+    attentions = []
+    for blk in model.blocks:
+        a = blk.attn
+        y = blk.norm1(z)
+        b, n, d = y.shape
+        q, k, v = (y @ a.qkv.weight.T + a.qkv.bias).view(b, n, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
+        probs = ((q @ k.transpose(-1, -2)) * a.head_dim**-0.5).softmax(-1)  # [B, H, N, N]
+        attentions.append(probs)
+        z = z + (probs @ v).transpose(1, 2).reshape(b, n, d) @ a.proj.weight.T + a.proj.bias
+        z = z + blk.mlp(blk.norm2(z))
+    return model.head(model.norm(z)[:, 0]), attentions
+
+
+def test_attention_methods_equal_the_papers_formulas(model):
+    x, t = images(), torch.tensor([3, 8])
+    xr = x.clone().requires_grad_(True)
+    logits, attentions = _manual_timm_forward(model, xr)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-4)
+    grads = torch.autograd.grad(logits[torch.arange(2), t].sum(), attentions)
+    attentions = [a.detach() for a in attentions]
+    n = attentions[0].shape[-1]
+    eye = torch.eye(n)
+    raw = attentions[-1].mean(1)[:, 0, 1:]
+    roll = eye
+    gae = eye.expand(2, n, n)
+    for a, g in zip(attentions, grads, strict=True):
+        step = 0.5 * eye + 0.5 * a.mean(1)
+        step = step / step.sum(-1, keepdim=True)
+        roll = step @ roll
+        gae = gae + (g * a).clamp(min=0).mean(1) @ gae
+    for name, expected in [("raw_attention", raw), ("rollout", roll[:, 0, 1:]), ("gae", gae[:, 0, 1:])]:
+        att = methods.get(name)(model).explain(x, target=t)
+        close(att.scores.flatten(1), expected, tol=1e-5)
+
+
+def test_attention_capture_restores_flags_and_fails_loudly():
+    from archs import generic_adapter
+
+    from caap.adapters import adapt
+    from caap.adapters.attention import capture_attention
+    from caap.errors import UnsupportedModelError
+
+    model = build("timm_vit")
+    flags = [blk.attn.fused_attn for blk in model.blocks]
+    with pytest.raises(RuntimeError, match="inside"):
+        with capture_attention(adapt(model)):
+            assert not any(blk.attn.fused_attn for blk in model.blocks)
+            raise RuntimeError("inside")
+    assert [blk.attn.fused_attn for blk in model.blocks] == flags
+    hf = build("hf_vit")
+    impl = hf.config._attn_implementation
+    with capture_attention(adapt(hf)) as maps:
+        with pytest.raises(UnsupportedModelError, match="saw 0 of 4 blocks"):
+            maps.get()  # no forward yet
+    assert hf.config._attn_implementation == impl
+    with pytest.raises(UnsupportedModelError, match="not available for GenericAdapter"):
+        methods.get("rollout")(generic_adapter(build("generic_torch"))).explain(images())

@@ -7,7 +7,9 @@ import importlib
 from caap.errors import CaapError
 
 _REGISTRY: dict[str, type] = {}
-_BUILTIN_MODULES = ("caap.core.engine", "caap.methods.gradients", "caap.methods.perturbation")
+_BUILTIN_MODULES = (
+    "caap.core.engine", "caap.methods.gradients", "caap.methods.perturbation", "caap.methods.attention",
+)
 
 
 def register(cls: type) -> type:
