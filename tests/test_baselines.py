@@ -121,13 +121,18 @@ def test_patch_masks_tile_the_image():
 
 
 BASELINES = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "input_insertion",
-             "rise", "raw_attention", "rollout", "gae"]
+             "rise", "raw_attention", "rollout", "gae", "gradcam", "lrp"]
 FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16}}
+TIMM_ONLY = {"lrp"}
 
 
 @pytest.mark.parametrize("name", ["caap", *BASELINES])
 @pytest.mark.parametrize("arch", ["timm_deit_distilled", "timm_registers", "timm_avg_fc_norm", "hf_dinov2"])
 def test_every_method_runs_on_every_architecture_and_leaves_no_trace(name, arch):
+    if name in TIMM_ONLY and not arch.startswith("timm"):
+        with pytest.raises(CaapError, match="supports timm ViTs"):
+            methods.get(name)(build(arch))
+        return
     model = build(arch)
     model.train()
     before = snapshot(model)
@@ -241,3 +246,47 @@ def test_attention_capture_restores_flags_and_fails_loudly():
     assert hf.config._attn_implementation == impl
     with pytest.raises(UnsupportedModelError, match="not available for GenericAdapter"):
         methods.get("rollout")(generic_adapter(build("generic_torch"))).explain(images())
+
+
+def test_gradcam_equals_the_grad_cam_package(model):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    x, t = images(), [2, 6]
+
+    def tokens_to_map(z):  # [B, N, D] -> [B, D, gh, gw], prefix dropped
+        return z[:, 1:].reshape(z.shape[0], *GRID, z.shape[-1]).permute(0, 3, 1, 2)
+
+    with GradCAM(model=model, target_layers=[model.blocks[-2]], reshape_transform=tokens_to_map) as cam:
+        peer = cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in t])  # [B, H, W] in [0, 1]
+    ours = methods.get("gradcam")(model).explain(x, target=t)
+    assert ours.scores.shape == (2, *GRID)
+    # grad-cam min-max scales and resizes per layer, then min-max scales the mean over layers again
+    scaled = scale_cam_image(scale_cam_image(ours.scores.numpy(), target_size=(IMG, IMG)))
+    close(torch.from_numpy(scaled), torch.from_numpy(peer), tol=1e-4)
+
+
+def test_lrp_equals_gradient_x_input_with_detached_attention_and_norms(model):
+    x, t = images(), torch.tensor([1, 9])
+
+    def ln(mod, v):
+        std = (v.var(-1, keepdim=True, unbiased=False) + mod.eps).sqrt().detach()
+        return (v - v.mean(-1, keepdim=True)) / std * mod.weight + mod.bias
+
+    z0 = (torch.cat([model.cls_token.expand(2, -1, -1), model.patch_embed(x)], 1) + model.pos_embed).detach()
+    z0.requires_grad_(True)
+    z = z0
+    for blk in model.blocks:
+        a = blk.attn
+        y = ln(blk.norm1, z)
+        b, n, d = y.shape
+        q, k, v = (y @ a.qkv.weight.T + a.qkv.bias).view(b, n, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
+        probs = ((q @ k.transpose(-1, -2)) * a.head_dim**-0.5).softmax(-1).detach()
+        z = z + (probs @ v).transpose(1, 2).reshape(b, n, d) @ a.proj.weight.T + a.proj.bias
+        z = z + blk.mlp(ln(blk.norm2, z))
+    logits = model.head(ln(model.norm, z)[:, 0])
+    (g,) = torch.autograd.grad(logits[torch.arange(2), t].sum(), z0)
+    expected = (z0 * g).sum(-1)[:, 1:].detach()
+    att = methods.get("lrp")(model).explain(x, target=t)
+    close(att.scores.flatten(1), expected, tol=1e-5)

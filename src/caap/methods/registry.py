@@ -9,6 +9,7 @@ from caap.errors import CaapError
 _REGISTRY: dict[str, type] = {}
 _BUILTIN_MODULES = (
     "caap.core.engine", "caap.methods.gradients", "caap.methods.perturbation", "caap.methods.attention",
+    "caap.methods.cam",
 )
 
 
