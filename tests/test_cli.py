@@ -170,3 +170,34 @@ def test_hub_loading_offline_is_a_clear_error(pictures, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "could not fetch pretrained weights for 'test_vit'" in proc.stderr and "--weights" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["rollout", "integrated_gradients", "occlusion"])
+def test_explain_with_another_method(method, weights, pictures, tmp_path, capsys):
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method", method,
+                        "--top-k", "2", "--out", tmp_path], capsys)
+    assert code == 0, err
+    maps = np.load(tmp_path / "rgb.npy")
+    assert maps.shape[0] == 2 and maps.shape[1:] in [(10, 10), (160, 160)]
+    assert json.loads((tmp_path / "results.json").read_text())["settings"]["method"] == method
+
+
+def test_explain_rejects_options_a_method_does_not_take(weights, pictures, tmp_path, capsys):
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method", "rollout",
+                        "--layers", "2:4", "--out", tmp_path], capsys)
+    assert code == 2 and "method 'rollout' takes no --layers" in err
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method", "magic",
+                        "--out", tmp_path], capsys)
+    assert code == 2 and "unknown method 'magic'" in err
+
+
+def test_compare_writes_one_grid(weights, pictures, tmp_path, capsys):
+    code, stdout, err = run(["compare", pictures["rgb"], "--model", MODEL, "--weights", weights, "--methods",
+                             "caap,rollout,gradcam,saliency", "--out", tmp_path], capsys)
+    assert code == 0, err
+    assert Image.open(tmp_path / "compare.png").size[0] > 400
+    assert set(json.loads((tmp_path / "compare.json").read_text())["seconds"]) == {"caap", "rollout", "gradcam",
+                                                                                   "saliency"}
+    code, _, err = run(["compare", pictures["rgb"], "--model", MODEL, "--weights", weights, "--methods", "caap,nope",
+                        "--out", tmp_path], capsys)
+    assert code == 2 and "unknown method 'nope'" in err

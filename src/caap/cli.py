@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="explain images with CAAP and write heatmaps, scores and results.json")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--model", required=True, help="timm model name, e.g. deit_tiny_patch16_224")
-    p.add_argument("--weights", help="local .safetensors or .pth weights (default: pretrained from the hub)")
+    _model_args(p)
+    p.add_argument("--method", default="caap", help="attribution method (default caap; see caap.methods.available())")
     p.add_argument("--layers", help="patched blocks: START:STOP (Python range), a list 4,5,7 or one index "
                    "(default: the middle third)")
     p.add_argument("--context", default="mean",
@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_explain)
 
+    p = sub.add_parser("compare", help="one image, several methods side by side in one grid image")
+    p.add_argument("image", metavar="IMAGE")
+    _model_args(p)
+    p.add_argument("--methods", default="caap,rollout,gae,gradcam,lrp,occlusion,input_insertion,integrated_gradients",
+                   help="comma-separated method names")
+    p.add_argument("--target", default="auto", help="'auto' (top-1 prediction) or a class index")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("demo", help="offline demo: explain controlled-evidence images with the embedded model")
     p.add_argument("--variant", default="simple", choices=["simple", "conjunction"])
     p.add_argument("--images", type=int, default=8, help="number of generated images (default 8)")
@@ -61,6 +70,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="caap-demo", help="output folder (default ./caap-demo)")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="timm model name (e.g. deit_tiny_patch16_224) or caap-demo")
+    p.add_argument("--weights", help="local .safetensors or .pth weights (default: pretrained from the hub)")
+
+
+def make_explainer(name: str, model, options: dict):
+    """``caap.methods.get(name)(model, **options)``, passing only the options the method takes.
+
+    An option the user set (not None) that the method does not take is an error, not silently dropped.
+    """
+    import inspect
+
+    from caap import methods
+
+    cls = methods.get(name)
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    renamed = {"context": "baseline"} if "baseline" in accepted else {}
+    kwargs, unused = {}, []
+    for key, value in options.items():
+        target = renamed.get(key, key)
+        if target in accepted or key in ("device", "dtype", "normalization"):
+            if value is not None:
+                kwargs[target] = value
+        elif value is not None:
+            unused.append(key)
+    if unused:
+        raise CaapError(f"method {name!r} takes no {', '.join('--' + u.replace('_', '-') for u in unused)}")
+    return cls(model, **kwargs)
+
+
+def class_maps(explainer, x: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Maps ``[K, h, w]`` of one image for several classes (one CAAP call for all of them)."""
+    from caap import CAAP
+
+    if isinstance(explainer, CAAP) and len(classes) > 1:
+        return explainer.explain(x, target=classes[0], all_classes=True).class_scores[0, classes]
+    return torch.stack([explainer.explain(x, target=c).scores[0] for c in classes])
 
 
 def _version() -> str:
@@ -120,7 +168,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from timm.data import create_transform, resolve_model_data_config
     from tqdm.auto import tqdm
 
-    from caap import CAAP
     from caap.adapters import adapt
     from caap.core.contexts import Normalization, make_context
     from caap.core.engine import layers_from_spec
@@ -149,14 +196,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         context = make_context(args.context)
     layers = layers_from_spec(args.layers) if args.layers else None
-    explainer = CAAP(model, layers=layers, context=context, score=args.score, batch_size=args.batch_size,
-                     device=device, dtype=args.dtype, normalization=norm)
+    options = {"layers": layers, "context": context if args.context != "mean" else None,
+               "score": args.score if args.score != "logit" else None, "batch_size": args.batch_size,
+               "device": device, "dtype": args.dtype if args.dtype != "float32" else None, "normalization": norm}
+    explainer = make_explainer(args.method, model, options)
     names = _class_names(model, num_classes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "model": args.model, "weights": str(args.weights) if args.weights else "pretrained",
-        **explainer.settings(), "context": args.context, "target": args.target, "top_k": args.top_k,
+        **(explainer.settings() if hasattr(explainer, "settings") else {}), "method": args.method,
+        "context": args.context, "target": args.target, "top_k": args.top_k,
         "device": str(device), "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
         "versions": {"caap": _version(), "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -169,12 +219,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             probs = model(x.to(next(model.parameters()).device)).float().softmax(-1)[0].cpu()
         classes = [target] if target is not None else probs.topk(args.top_k).indices.tolist()
-        att = explainer.explain(x, target=classes[0], all_classes=len(classes) > 1)
-        maps = att.class_scores[0, classes] if len(classes) > 1 else att.scores  # [K, gh, gw]
+        t0 = time.perf_counter()
+        maps = class_maps(explainer, x, classes)  # [K, h, w]
+        seconds = time.perf_counter() - t0
         titles = [f"{names[c]} (class {c}), p={probs[c]:.3f}" for c in classes]
         image = norm.denormalize(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()  # [H, W, 3]
-        fig = explanation_figure(image, list(maps), titles, suptitle=f"{path.name} — CAAP, layers {explainer.layers}",
-                                 unit=f"Δ {args.score}")
+        what = f"CAAP, layers {explainer.layers}" if args.method == "caap" else args.method
+        fig = explanation_figure(image, list(maps), titles, suptitle=f"{path.name} — {what}",
+                                 unit=f"Δ {args.score}" if args.method == "caap" else "attribution")
         save_figure(out / f"{stem}.png", fig, dpi=110)
         close(fig)
         save_npy(out / f"{stem}.npy", (maps if len(classes) > 1 else maps[0]).numpy())
@@ -182,13 +234,59 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "image": str(path), "png": f"{stem}.png", "npy": f"{stem}.npy",
             "targets": classes, "class_names": [names[c] for c in classes],
             "probability": [float(probs[c]) for c in classes],
-            "context_score": float(att.meta["context_score"][0]), "source_score": float(att.meta["source_score"][0]),
             "map_max": [float(m.max()) for m in maps], "map_min": [float(m.min()) for m in maps],
-            "seconds": att.meta["seconds"], "grid": list(att.grid),
+            "seconds": seconds, "grid": list(maps.shape[1:]),
         })
         results["total_seconds"] = time.perf_counter() - start
         save_json(out / "results.json", results)  # after every image: an interrupted run keeps what it did
     print(f"explained {len(paths)} image(s) in {results['total_seconds']:.1f} s -> {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from timm.data import create_transform, resolve_model_data_config
+
+    from caap import methods
+    from caap.adapters import adapt
+    from caap.core.contexts import Normalization
+    from caap.data.images import load_image
+    from caap.io import save_figure, save_json
+    from caap.models import create_model
+    from caap.viz import close, grid_figure
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not names:
+        raise CaapError("--methods is empty; expected e.g. caap,rollout,gradcam")
+    unknown = [m for m in names if m not in methods.available()]
+    if unknown:
+        raise CaapError(f"unknown method {unknown[0]!r}; expected one of {methods.available()}")
+    picture = load_image(args.image)
+    model = create_model(args.model, args.weights)
+    adapt(model)
+    cfg = resolve_model_data_config(model)
+    x = create_transform(**cfg)(picture)[None]
+    norm = Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
+    with torch.inference_mode():
+        probs = model(x).float().softmax(-1)[0]
+    target = _parse_target(args.target, probs.shape[0])
+    target = int(probs.argmax()) if target is None else target
+    image = norm.denormalize(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    maps, titles, timing = [], [], {}
+    for name in names:
+        explainer = make_explainer(name, model, {"normalization": norm})
+        start = time.perf_counter()
+        maps.append(explainer.explain(x, target=target).scores[0])
+        timing[name] = time.perf_counter() - start
+        titles.append(f"{name} ({timing[name]:.1f} s)")
+    class_name = _class_names(model, probs.shape[0])[target]
+    fig = grid_figure([image] * len(maps), maps, titles, columns=min(4, len(maps)),
+                      suptitle=f"{Path(args.image).name}: {class_name} (class {target}), p={probs[target]:.3f}")
+    out = Path(args.out)
+    save_figure(out / "compare.png", fig, dpi=110)
+    close(fig)
+    save_json(out / "compare.json", {"image": args.image, "model": args.model, "target": target,
+                                     "methods": names, "seconds": timing})
+    print(f"compared {len(names)} methods -> {out / 'compare.png'}")
     return 0
 
 
