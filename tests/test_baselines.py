@@ -176,7 +176,7 @@ def test_registry_metadata():
     ("integrated_gradients", {"method": "simpson"}, "unknown integration method 'simpson'"),
     ("smoothgrad", {"samples": 0}, "samples must be a positive int"),
     ("rise", {"probability": 0}, r"probability must be in \(0, 1\]"),
-    ("occlusion", {"batch_size": 0}, "batch_size must be a positive int"),
+    ("occlusion", {"batch_size": 0}, "batch_size must be a positive int or None"),
     ("input_insertion", {"context": "fog"}, "unknown context 'fog'"),
 ])
 def test_bad_options(model, name, kwargs, message):

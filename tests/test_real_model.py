@@ -69,3 +69,18 @@ def test_real_deit_cli_on_two_images(tmp_path, capsys):
     for r in results["images"]:
         assert np.load(out / r["npy"]).shape == (14, 14)
         assert (out / r["png"]).stat().st_size > 10_000
+
+
+FAST = {"integrated_gradients": {"steps": 8}, "smoothgrad": {"samples": 4}, "rise": {"masks": 64},
+        "caap": {"groups": torch.arange(196).view(14, 14) // 14}}  # one group per row keeps CI fast
+
+
+def test_every_method_on_the_real_deit(deit, batch):
+    from caap import methods
+
+    for name in methods.available():
+        explainer = methods.get(name)(deit, **FAST.get(name, {}))
+        att = explainer.explain(batch[:1], target=labels()[:1])
+        size = (14, 14) if explainer.resolution == "patch" else (224, 224)
+        assert att.scores.shape == (1, *size), name
+        assert torch.isfinite(att.scores).all() and att.scores.abs().max() > 0, name

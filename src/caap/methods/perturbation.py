@@ -26,10 +26,23 @@ def patch_masks(grid: tuple[int, int], size: tuple[int, int], device=None) -> to
     return ids[None] == torch.arange(gh * gw, device=device)[:, None, None]
 
 
-def _check_batch(batch_size) -> int:
+def _check_batch(batch_size) -> int | None:
+    if batch_size is None:
+        return None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CaapError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise CaapError(f"batch_size must be a positive int or None, got {batch_size!r}")
     return batch_size
+
+
+def _auto_batch(explainer: Explainer, grid: tuple[int, int], device: torch.device) -> int:
+    """Images per forward: as CAAP's chunks, ~2k tokens on the CPU (cache-sized), 256 on CUDA."""
+    from caap.core.engine import CPU_CHUNK_TOKENS
+
+    if explainer.batch_size is not None:
+        return explainer.batch_size
+    if device.type == "cuda":
+        return 256
+    return max(1, CPU_CHUNK_TOKENS // (explainer.adapter.num_prefix + grid[0] * grid[1]))
 
 
 class PatchComposite(Explainer):
@@ -41,7 +54,7 @@ class PatchComposite(Explainer):
     resolution = "patch"
 
     def __init__(self, model, context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "logit",
-                 batch_size: int = 64, **kwargs) -> None:
+                 batch_size: int | None = None, **kwargs) -> None:
         super().__init__(model, **kwargs)
         self.context = make_context(context)
         self.score_name, self.score_fn = make_score(score)
@@ -66,8 +79,9 @@ class PatchComposite(Explainer):
         n_patch = masks.shape[0]
         out = torch.empty(b * n_patch, device=device)
         tgt_dev = tgt.to(device)
-        for start in range(0, b * n_patch, self.batch_size):
-            idx = torch.arange(start, min(start + self.batch_size, b * n_patch), device=device)
+        chunk = _auto_batch(self, grid, device)
+        for start in range(0, b * n_patch, chunk):
+            idx = torch.arange(start, min(start + chunk, b * n_patch), device=device)
             img, patch = idx // n_patch, idx % n_patch
             m = masks[patch][:, None]  # [n, 1, H, W]
             composite = torch.where(m, inside[img], outside[img])  # [n, 3, H, W]
@@ -126,7 +140,7 @@ class RISE(Explainer):
 
     def __init__(self, model, masks: int = 4000, cells: int = 7, probability: float = 0.5, seed: int = 0,
                  context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "prob",
-                 batch_size: int = 64, **kwargs) -> None:
+                 batch_size: int | None = None, **kwargs) -> None:
         super().__init__(model, **kwargs)
         if not isinstance(masks, int) or masks < 1:
             raise CaapError(f"masks must be a positive int, got {masks!r}")
@@ -166,7 +180,7 @@ class RISE(Explainer):
         tgt = resolve_target(target, self.adapter.forward(images))
         tgt_dev = tgt.to(device)
         saliency = torch.zeros(b, *size, device=device)
-        per_chunk = max(1, self.batch_size // b)
+        per_chunk = max(1, _auto_batch(self, grid, device) // b)
         for start in range(0, self.n_masks, per_chunk):
             k = min(per_chunk, self.n_masks - start)
             m = self.make_masks(start, k, size).to(device, images.dtype)[:, None, None]  # [k, 1, 1, H, W]
