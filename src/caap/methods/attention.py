@@ -36,7 +36,14 @@ class AttentionExplainer(Explainer):
         scores = patch.reshape(-1, *grid).detach().float().cpu()
         return Attribution(scores, tgt, tuple(images.shape[-2:]), self.name, meta={"method": self.name})
 
+    @torch.inference_mode()
     def _relevance(self, images, target, maps):
+        """One forward with capture; ``combine`` turns the per-block maps into ``R`` ``[B, N, N]``."""
+        maps.clear()
+        tgt = resolve_target(target, self.adapter.forward(images))
+        return self.combine(maps.get()), tgt
+
+    def combine(self, attentions: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -46,11 +53,8 @@ class RawAttention(AttentionExplainer):
 
     name = "raw_attention"
 
-    @torch.inference_mode()
-    def _relevance(self, images, target, maps):
-        maps.clear()
-        tgt = resolve_target(target, self.adapter.forward(images))
-        return maps.get()[-1].float().mean(1), tgt  # [B, N, N]
+    def combine(self, attentions):
+        return attentions[-1].float().mean(1)  # [B, N, N]
 
 
 def rollout(attentions: list[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
@@ -72,11 +76,8 @@ class Rollout(AttentionExplainer):
 
     name = "rollout"
 
-    @torch.inference_mode()
-    def _relevance(self, images, target, maps):
-        maps.clear()
-        tgt = resolve_target(target, self.adapter.forward(images))
-        return rollout(maps.get()), tgt
+    def combine(self, attentions):
+        return rollout(attentions)
 
 
 @register
