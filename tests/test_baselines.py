@@ -123,16 +123,11 @@ def test_patch_masks_tile_the_image():
 BASELINES = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "input_insertion",
              "rise", "raw_attention", "rollout", "gae", "gradcam", "lrp"]
 FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16}}
-TIMM_ONLY = {"lrp"}
 
 
 @pytest.mark.parametrize("name", ["caap", *BASELINES])
 @pytest.mark.parametrize("arch", ["timm_deit_distilled", "timm_registers", "timm_avg_fc_norm", "hf_dinov2"])
 def test_every_method_runs_on_every_architecture_and_leaves_no_trace(name, arch):
-    if name in TIMM_ONLY and not arch.startswith("timm"):
-        with pytest.raises(CaapError, match="supports timm ViTs"):
-            methods.get(name)(build(arch))
-        return
     model = build(arch)
     model.train()
     before = snapshot(model)
@@ -290,3 +285,34 @@ def test_lrp_equals_gradient_x_input_with_detached_attention_and_norms(model):
     expected = (z0 * g).sum(-1)[:, 1:].detach()
     att = methods.get("lrp")(model).explain(x, target=t)
     close(att.scores.flatten(1), expected, tol=1e-5)
+
+
+def test_lrp_on_hugging_face_equals_a_manual_reference():
+    hf = build("hf_vit")
+    vit = hf.vit
+    layers = getattr(vit, "layers", None) or vit.encoder.layer
+    if not hasattr(layers[0].attention, "q_proj"):
+        pytest.skip("this reference follows the transformers 5 ViT layout")
+    x, t = images(), torch.tensor([0, 3])
+
+    def ln(mod, v):
+        std = (v.var(-1, keepdim=True, unbiased=False) + mod.eps).sqrt().detach()
+        return (v - v.mean(-1, keepdim=True)) / std * mod.weight + mod.bias
+
+    z0 = vit.embeddings(x).detach().requires_grad_(True)
+    z = z0
+    for layer in layers:
+        att = layer.attention
+        y = ln(layer.layernorm_before, z)
+        b, n, d = y.shape
+        q, k, v = (p(y).view(b, n, hf.config.num_attention_heads, -1).transpose(1, 2)
+                   for p in (att.q_proj, att.k_proj, att.v_proj))
+        probs = ((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5).softmax(-1).detach()
+        z = z + att.o_proj((probs @ v).transpose(1, 2).reshape(b, n, d))
+        z = z + layer.mlp(ln(layer.layernorm_after, z))
+    logits = hf.classifier(ln(vit.layernorm, z)[:, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(logits, hf(pixel_values=x).logits, rtol=1e-4, atol=1e-4)
+    (g,) = torch.autograd.grad(logits[torch.arange(2), t].sum(), z0)
+    expected = (z0 * g).sum(-1)[:, 1:].detach()
+    close(methods.get("lrp")(hf).explain(x, target=t).scores.flatten(1), expected, tol=1e-5)

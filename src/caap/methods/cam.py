@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from caap.adapters.attention import capture_attention
+from caap.adapters.hf import HFViTAdapter
 from caap.adapters.timm import TimmViTAdapter
 from caap.core.attribution import Attribution
 from caap.core.targets import TargetLike, resolve_target
@@ -62,21 +63,44 @@ class GradCAM(Explainer):
                            meta={"method": self.name, "layer": self.layer})
 
 
+_HF_DETACHED = "caap_detached_eager"
+
+
 @contextlib.contextmanager
-def _conservative(adapter: TimmViTAdapter):
-    """Detach attention probabilities and every LayerNorm's 1/std (Ali et al. 2022) via removable hooks."""
-    handles = []
-    with capture_attention(adapter):  # non-fused attention, restored on exit
-        try:
+def _conservative(adapter):
+    """Detach attention probabilities and every LayerNorm's 1/std (Ali et al. 2022), all undone on exit.
+
+    timm: non-fused attention (per module) with a hook at ``attn_drop`` that detaches the probabilities.
+    Hugging Face: an eager attention function with detached probabilities, registered under its own name in
+    ``transformers.AttentionInterface`` and selected through each config for the call only.
+    """
+    with contextlib.ExitStack() as stack:
+        if isinstance(adapter, TimmViTAdapter):
+            stack.enter_context(capture_attention(adapter))
             for block in adapter.blocks:
-                handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, out: out.detach()))
-            for module in adapter.model.modules():
-                if isinstance(module, nn.LayerNorm):
-                    handles.append(module.register_forward_hook(_ln_detached))
-            yield
-        finally:
-            for h in handles:
-                h.remove()
+                stack.callback(block.attn.attn_drop.register_forward_hook(lambda m, i, out: out.detach()).remove)
+        else:
+            from transformers import AttentionInterface
+
+            AttentionInterface.register(_HF_DETACHED, _hf_detached_attention)
+            stack.callback(AttentionInterface._global_mapping.pop, _HF_DETACHED, None)
+            for config in {id(m.config): m.config for m in adapter.model.modules() if hasattr(m, "config")}.values():
+                stack.callback(setattr, config, "_attn_implementation", config._attn_implementation)
+                config._attn_implementation = _HF_DETACHED
+        for module in adapter.model.modules():
+            if isinstance(module, nn.LayerNorm):
+                stack.callback(module.register_forward_hook(_ln_detached).remove)
+        yield
+
+
+def _hf_detached_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention (as transformers' ``eager_attention_forward``) with the probabilities detached."""
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # [B, H, N, N]
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = scores.softmax(-1, dtype=torch.float32).to(query.dtype).detach()
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
 
 
 def _ln_detached(module: nn.LayerNorm, args, out):
@@ -93,7 +117,8 @@ def _ln_detached(module: nn.LayerNorm, args, out):
 class LRP(Explainer):
     """Conservative-propagation LRP (Ali et al., ICML 2022, "XAI for Transformers"): gradient × input at the
     token embeddings ``z_0`` with attention probabilities and LayerNorm scales treated as constants;
-    ``R[p] = Σ_d z_0[p, d] ∂s_c/∂z_0[p, d]`` on the patch tokens. timm ViTs only."""
+    ``R[p] = Σ_d z_0[p, d] ∂s_c/∂z_0[p, d]`` on the patch tokens. timm and Hugging Face (transformers >= 5)
+    ViTs."""
 
     name = "lrp"
     resolution = "patch"
@@ -102,8 +127,8 @@ class LRP(Explainer):
 
     def __init__(self, model, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        if not isinstance(self.adapter, TimmViTAdapter):
-            raise UnsupportedModelError(f"lrp supports timm ViTs, got {type(self.adapter).__name__}")
+        if not isinstance(self.adapter, (TimmViTAdapter, HFViTAdapter)):
+            raise UnsupportedModelError(f"lrp supports timm and Hugging Face ViTs, got {type(self.adapter).__name__}")
 
     def _explain(self, images, target: TargetLike, *, grid, device, **kwargs) -> Attribution:
         adapter = self.adapter
