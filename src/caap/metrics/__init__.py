@@ -1,5 +1,35 @@
-"""Evaluation metrics for attribution maps."""
+"""Evaluation metrics for attribution maps: ``caap.metrics.get(name)(**config)(model, images, targets, maps, masks)``.
 
-from caap.metrics.localisation import patch_mask, pointing_game_hits
+Every metric returns one score per image and declares ``higher_is_better``, ``needs_model``, ``needs_masks``.
+"""
 
-__all__ = ["patch_mask", "pointing_game_hits"]
+from __future__ import annotations
+
+from caap.errors import CaapError
+from caap.metrics.base import Metric
+from caap.metrics.complexity import Sparseness
+from caap.metrics.localisation import (
+    EnergyPointingGame,
+    PointingGame,
+    RelevanceMass,
+    RelevanceRank,
+    patch_mask,
+    pointing_game_hits,
+)
+
+METRICS: dict[str, type[Metric]] = {
+    m.name: m for m in (PointingGame, EnergyPointingGame, RelevanceMass, RelevanceRank, Sparseness)
+}
+
+
+def available() -> list[str]:
+    return sorted(METRICS)
+
+
+def get(name: str) -> type[Metric]:
+    if name not in METRICS:
+        raise CaapError(f"unknown metric {name!r}; expected one of {available()}")
+    return METRICS[name]
+
+
+__all__ = ["METRICS", "Metric", "available", "get", "patch_mask", "pointing_game_hits"]

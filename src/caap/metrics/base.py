@@ -1,0 +1,62 @@
+"""The metric contract: configured in the constructor, called with data, one score per image."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from caap.errors import CaapError
+
+
+def to_grid(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Maps ``[B, h, w]`` on the patch grid ``[B, gh, gw]`` (pixel maps are averaged over each patch)."""
+    if tuple(maps.shape[-2:]) == tuple(grid):
+        return maps.float()
+    h, w = maps.shape[-2:]
+    if h % grid[0] or w % grid[1]:
+        raise CaapError(f"map size {(h, w)} is not a multiple of the patch grid {grid}")
+    return F.avg_pool2d(maps[:, None].float(), (h // grid[0], w // grid[1]))[:, 0]
+
+
+def to_pixels(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Maps ``[B, h, w]`` at pixel resolution ``[B, H, W]`` (patch maps are repeated, no interpolation)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps.float()
+    return F.interpolate(maps[:, None].float(), size=tuple(size), mode="nearest")[:, 0]
+
+
+class Metric(ABC):
+    """Base class. Subclasses implement :meth:`evaluate` on a batch and declare their metadata.
+
+    Attributes:
+        name: registry name.
+        higher_is_better: the direction of a better explanation.
+        needs_model: calls the model (faithfulness) or not (localisation, complexity).
+        needs_masks: needs ground-truth masks ``[B, H, W]``.
+    """
+
+    name: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+    needs_model: ClassVar[bool] = False
+    needs_masks: ClassVar[bool] = False
+
+    def __call__(self, model, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
+                 masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores float32 ``[B]`` on the CPU for ``images [B, 3, H, W]``, ``targets [B]``, ``maps [B, h, w]``."""
+        if maps.dim() != 3 or maps.shape[0] != images.shape[0]:
+            raise CaapError(f"maps must be [B={images.shape[0]}, h, w], got {tuple(maps.shape)}")
+        if self.needs_masks:
+            if masks is None:
+                raise CaapError(f"metric {self.name!r} needs ground-truth masks")
+            if tuple(masks.shape) != (images.shape[0], *images.shape[-2:]):
+                raise CaapError(f"masks must be [B, H, W]={(images.shape[0], *images.shape[-2:])}, "
+                                f"got {tuple(masks.shape)}")
+        targets = torch.as_tensor(targets, dtype=torch.int64)
+        return self.evaluate(model, images, targets, maps.detach().float().cpu(),
+                             None if masks is None else masks.bool().cpu()).float().cpu()
+
+    @abstractmethod
+    def evaluate(self, model, images, targets, maps, masks) -> torch.Tensor: ...
