@@ -68,7 +68,7 @@ def test_localisation_agrees_with_quantus(ours, theirs):
 
 
 def test_metric_metadata_and_errors():
-    assert all(not metrics.get(n).needs_model for n in metrics.available())
+    assert all(not metrics.get(n).needs_model for n in metrics.available() if n not in ("deletion", "insertion"))
     assert metrics.get("pointing_game").needs_masks and metrics.get("pointing_game").higher_is_better
     images, t, maps, masks = _case()
     with pytest.raises(CaapError, match="needs ground-truth masks"):
@@ -77,3 +77,48 @@ def test_metric_metadata_and_errors():
         metrics.get("iou")
     with pytest.raises(CaapError, match=r"maps must be \[B=4, h, w\]"):
         metrics.get("sparseness")()(None, images, t, maps[0], None)
+
+
+def _naive_curve(model, image, target, patch_map, canvas, insert, step, patch=8):
+    """Deletion / insertion curve of one image by explicit loops over ranked patches."""
+    gh, gw = patch_map.shape
+    order = sorted(range(gh * gw), key=lambda p: (-float(patch_map.flatten()[p]), p))
+    counts = list(range(0, gh * gw, step)) + [gh * gw]
+    values = []
+    for k in counts:
+        x = (canvas if insert else image).clone()
+        for p in order[:k]:
+            i, j = divmod(p, gw)
+            src = image if insert else canvas
+            x[:, patch * i : patch * i + patch, patch * j : patch * j + patch] = \
+                src[:, patch * i : patch * i + patch, patch * j : patch * j + patch]
+        with torch.no_grad():
+            values.append(model(x[None]).softmax(-1)[0, target])
+    values = torch.stack(values)
+    frac = torch.tensor(counts, dtype=torch.float32) / (gh * gw)
+    return values, float(((values[1:] + values[:-1]) / 2 * (frac[1:] - frac[:-1])).sum())
+
+
+@pytest.mark.parametrize(("name", "step"), [("deletion", 1), ("deletion", 3), ("insertion", 2)])
+def test_deletion_and_insertion_equal_a_naive_loop(name, step):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from archs import build
+
+    model = build("timm_vit")
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 32, 32, generator=gen)
+    maps = torch.rand(2, 4, 4, generator=gen)
+    targets = torch.tensor([1, 5])
+    metric = metrics.get(name)(step=step, canvas="black" if name == "deletion" else "blur:2", batch_size=5)
+    scores, fractions = metric.curve(model, images, targets, maps)
+    got = metric(model, images, targets, maps)
+    canvas = metric.canvas(images, __import__("caap").adapt(model).normalization)
+    for b in range(2):
+        values, area = _naive_curve(model, images[b], int(targets[b]), maps[b], canvas[b], name == "insertion", step)
+        torch.testing.assert_close(scores[b], values, rtol=1e-4, atol=1e-5)
+        assert got[b].item() == pytest.approx(area, rel=1e-4, abs=1e-6)
+    assert fractions[0] == 0 and fractions[-1] == 1
+    assert metrics.get(name).needs_model and metrics.get("deletion").higher_is_better is False

@@ -8,6 +8,7 @@ from __future__ import annotations
 from caap.errors import CaapError
 from caap.metrics.base import Metric
 from caap.metrics.complexity import Sparseness
+from caap.metrics.faithfulness import Deletion, Insertion
 from caap.metrics.localisation import (
     EnergyPointingGame,
     PointingGame,
@@ -18,7 +19,8 @@ from caap.metrics.localisation import (
 )
 
 METRICS: dict[str, type[Metric]] = {
-    m.name: m for m in (PointingGame, EnergyPointingGame, RelevanceMass, RelevanceRank, Sparseness)
+    m.name: m
+    for m in (Deletion, Insertion, PointingGame, EnergyPointingGame, RelevanceMass, RelevanceRank, Sparseness)
 }
 
 

@@ -1,0 +1,100 @@
+"""Faithfulness: deletion and insertion curves (Petsiuk et al. 2018) on the model's patch grid."""
+
+from __future__ import annotations
+
+import torch
+
+from caap.adapters import adapt
+from caap.core.contexts import make_context
+from caap.core.scores import apply_score, make_score
+from caap.core.state import eval_mode
+from caap.errors import CaapError
+from caap.metrics.base import Metric, to_grid
+
+
+class _PatchCurve(Metric):
+    """Base: patches ranked by the map (highest first) are removed from the image (deletion) or revealed
+    on a canvas (insertion) ``step`` at a time; the target score is read after every step.
+
+    Args:
+        step: patches changed per step (1 = every patch, as fine as the model sees).
+        canvas: what removed / not yet inserted patches show: a CAAP context name (``"mean"``: zeros in
+            normalised space, ``"black"``, ``"blur[:SIGMA]"``…) or a tensor.
+        score: ``"prob"`` (as the paper), ``"logit"``, ``"logprob"`` or a callable.
+        batch_size: composite images per forward.
+    """
+
+    needs_model = True
+    insert: bool = False
+
+    def __init__(self, step: int = 1, canvas=None, score="prob", batch_size: int = 32) -> None:
+        if not isinstance(step, int) or step < 1:
+            raise CaapError(f"step must be a positive int (patches per step), got {step!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise CaapError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.step, self.batch_size = step, batch_size
+        self.canvas = make_context(canvas if canvas is not None else ("blur" if self.insert else "mean"))
+        self.score_name, self.score_fn = make_score(score)
+
+    @torch.inference_mode()
+    def curve(self, model, images: torch.Tensor, targets: torch.Tensor,
+              maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scores [B, n_steps + 1], fractions [n_steps + 1])``: the target score after changing the share
+        ``fractions[k]`` of the patches (``min(k * step, P) / P``)."""
+        adapter = adapt(model)
+        grid = adapter.check_input(images)
+        gh, gw = grid
+        n_patch = gh * gw
+        device = next(adapter.model.parameters()).device
+        images = images.to(device)
+        canvas = self.canvas(images, adapter.normalization)
+        order = torch.argsort(to_grid(maps, grid).flatten(1), dim=1, descending=True, stable=True)  # [B, P]
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(n_patch).expand_as(order))  # rank of every patch, 0 = top
+        ph, pw = images.shape[-2] // gh, images.shape[-1] // gw
+        rank_px = rank.view(-1, gh, gw).repeat_interleave(ph, 1).repeat_interleave(pw, 2).to(device)  # [B, H, W]
+        counts = list(range(0, n_patch, self.step)) + [n_patch]
+        b = images.shape[0]
+        jobs = [(i, k) for i in range(b) for k in range(len(counts))]
+        out = torch.empty(b, len(counts))
+        tgt = torch.as_tensor(targets, dtype=torch.int64).to(device)
+        with eval_mode(adapter.model):
+            for start in range(0, len(jobs), self.batch_size):
+                chunk = jobs[start : start + self.batch_size]
+                img = torch.tensor([i for i, _ in chunk], device=device)
+                changed = torch.tensor([counts[k] for _, k in chunk], device=device)
+                flip = (rank_px[img] < changed[:, None, None])[:, None]  # [n, 1, H, W]: patches changed so far
+                show_image = flip if self.insert else ~flip
+                composite = torch.where(show_image, images[img], canvas[img])
+                s = apply_score(self.score_fn, adapter.forward(composite))
+                values = s.gather(1, tgt[img][:, None])[:, 0].float().cpu()
+                for (i, k), v in zip(chunk, values, strict=True):
+                    out[i, k] = v
+        return out, torch.tensor(counts, dtype=torch.float32) / n_patch
+
+    def evaluate(self, model, images, targets, maps, masks):
+        scores, fractions = self.curve(model, images, targets, maps)
+        return auc(scores, fractions)
+
+
+def auc(curve: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Trapezoid area under ``curve`` ``[B, n]`` over ``x`` ``[n]`` in [0, 1] (normalised AUC), ``[B]``."""
+    return ((curve[:, 1:] + curve[:, :-1]) / 2 * (x[1:] - x[:-1])).sum(1)
+
+
+class Deletion(_PatchCurve):
+    """Deletion AUC: remove the most relevant patches first; a faithful map makes the score fall fast (lower
+    is better). The x axis is the share of patches removed."""
+
+    name = "deletion"
+    higher_is_better = False
+    insert = False
+
+
+class Insertion(_PatchCurve):
+    """Insertion AUC: reveal the most relevant patches first on a blurred canvas; a faithful map makes the
+    score rise fast (higher is better)."""
+
+    name = "insertion"
+    higher_is_better = True
+    insert = True
