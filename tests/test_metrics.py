@@ -68,7 +68,8 @@ def test_localisation_agrees_with_quantus(ours, theirs):
 
 
 def test_metric_metadata_and_errors():
-    assert all(not metrics.get(n).needs_model for n in metrics.available() if n not in ("deletion", "insertion"))
+    with_model = {"deletion", "insertion", "positive_perturbation", "negative_perturbation"}
+    assert {n for n in metrics.available() if metrics.get(n).needs_model} == with_model
     assert metrics.get("pointing_game").needs_masks and metrics.get("pointing_game").higher_is_better
     images, t, maps, masks = _case()
     with pytest.raises(CaapError, match="needs ground-truth masks"):
@@ -122,3 +123,35 @@ def test_deletion_and_insertion_equal_a_naive_loop(name, step):
         assert got[b].item() == pytest.approx(area, rel=1e-4, abs=1e-6)
     assert fractions[0] == 0 and fractions[-1] == 1
     assert metrics.get(name).needs_model and metrics.get("deletion").higher_is_better is False
+
+
+@pytest.mark.parametrize("name", ["positive_perturbation", "negative_perturbation"])
+def test_perturbation_protocol_equals_a_naive_loop(name):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from archs import build
+
+    model = build("timm_vit")
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(3, 3, 32, 32, generator=gen)
+    maps = torch.rand(3, 4, 4, generator=gen)
+    with torch.no_grad():
+        targets = model(images).argmax(-1)  # clean accuracy 1 at 0 %
+    metric = metrics.get(name)()
+    got = metric(model, images, targets, maps)
+    sign = 1 if name == "positive_perturbation" else -1
+    for b in range(3):
+        order = sorted(range(16), key=lambda p: (-sign * float(maps[b].flatten()[p]), p))
+        correct = []
+        for f in [k / 10 for k in range(10)]:
+            x = images[b].clone()
+            for p in order[: round(f * 16)]:
+                i, j = divmod(p, 4)
+                x[:, 8 * i : 8 * i + 8, 8 * j : 8 * j + 8] = 0
+            with torch.no_grad():
+                correct.append(float(model(x[None]).argmax(-1)[0] == targets[b]))
+        assert correct[0] == 1.0
+        area = sum((correct[k] + correct[k + 1]) / 2 * 0.1 for k in range(9)) / 0.9
+        assert got[b].item() == pytest.approx(area, abs=1e-6)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from caap.errors import CaapError
 from caap.metrics.base import Metric
 from caap.metrics.complexity import Sparseness
-from caap.metrics.faithfulness import Deletion, Insertion
+from caap.metrics.faithfulness import Deletion, Insertion, NegativePerturbation, PositivePerturbation
 from caap.metrics.localisation import (
     EnergyPointingGame,
     PointingGame,
@@ -20,7 +20,8 @@ from caap.metrics.localisation import (
 
 METRICS: dict[str, type[Metric]] = {
     m.name: m
-    for m in (Deletion, Insertion, PointingGame, EnergyPointingGame, RelevanceMass, RelevanceRank, Sparseness)
+    for m in (Deletion, Insertion, PositivePerturbation, NegativePerturbation, PointingGame, EnergyPointingGame,
+              RelevanceMass, RelevanceRank, Sparseness)
 }
 
 

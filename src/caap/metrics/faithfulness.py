@@ -26,6 +26,7 @@ class _PatchCurve(Metric):
 
     needs_model = True
     insert: bool = False
+    most_relevant_first: bool = True
 
     def __init__(self, step: int = 1, canvas=None, score="prob", batch_size: int = 32) -> None:
         if not isinstance(step, int) or step < 1:
@@ -48,12 +49,13 @@ class _PatchCurve(Metric):
         device = next(adapter.model.parameters()).device
         images = images.to(device)
         canvas = self.canvas(images, adapter.normalization)
-        order = torch.argsort(to_grid(maps, grid).flatten(1), dim=1, descending=True, stable=True)  # [B, P]
+        order = torch.argsort(to_grid(maps, grid).flatten(1), dim=1, descending=self.most_relevant_first,
+                              stable=True)  # [B, P]
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(n_patch).expand_as(order))  # rank of every patch, 0 = top
         ph, pw = images.shape[-2] // gh, images.shape[-1] // gw
         rank_px = rank.view(-1, gh, gw).repeat_interleave(ph, 1).repeat_interleave(pw, 2).to(device)  # [B, H, W]
-        counts = list(range(0, n_patch, self.step)) + [n_patch]
+        counts = self._counts(n_patch)
         b = images.shape[0]
         jobs = [(i, k) for i in range(b) for k in range(len(counts))]
         out = torch.empty(b, len(counts))
@@ -66,11 +68,16 @@ class _PatchCurve(Metric):
                 flip = (rank_px[img] < changed[:, None, None])[:, None]  # [n, 1, H, W]: patches changed so far
                 show_image = flip if self.insert else ~flip
                 composite = torch.where(show_image, images[img], canvas[img])
-                s = apply_score(self.score_fn, adapter.forward(composite))
-                values = s.gather(1, tgt[img][:, None])[:, 0].float().cpu()
+                values = self._readout(adapter.forward(composite), tgt[img]).float().cpu()
                 for (i, k), v in zip(chunk, values, strict=True):
                     out[i, k] = v
         return out, torch.tensor(counts, dtype=torch.float32) / n_patch
+
+    def _counts(self, n_patch: int) -> list[int]:
+        return list(range(0, n_patch, self.step)) + [n_patch]
+
+    def _readout(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return apply_score(self.score_fn, logits).gather(1, target[:, None])[:, 0]
 
     def evaluate(self, model, images, targets, maps, masks):
         scores, fractions = self.curve(model, images, targets, maps)
@@ -98,3 +105,44 @@ class Insertion(_PatchCurve):
     name = "insertion"
     higher_is_better = True
     insert = True
+
+
+class _Perturbation(_PatchCurve):
+    """Chefer et al. (CVPR 2021) protocol on the patch grid: top-1 correctness (prediction == target) after
+    removing 0 %, 10 %, …, 90 % of the patches (0 % is the clean image), area over that range ([B], the
+    dataset mean is the accuracy AUC). Removed patches show ``canvas`` (default: zeros in normalised space).
+    """
+
+    needs_model = True
+    FRACTIONS = tuple(k / 10 for k in range(10))
+
+    def __init__(self, canvas=None, batch_size: int = 32) -> None:
+        super().__init__(step=1, canvas=canvas if canvas is not None else "mean", score="logit",
+                         batch_size=batch_size)
+
+    def _counts(self, n_patch: int) -> list[int]:
+        return [round(f * n_patch) for f in self.FRACTIONS]
+
+    def _readout(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (logits.argmax(-1) == target).float()
+
+    def evaluate(self, model, images, targets, maps, masks):
+        scores, _ = self.curve(model, images, targets, maps)
+        nominal = torch.tensor(self.FRACTIONS)  # the protocol's x axis; patch counts are rounded to it
+        return auc(scores, nominal) / (nominal[-1] - nominal[0])
+
+
+class PositivePerturbation(_Perturbation):
+    """Most relevant patches removed first: accuracy should fall fast (lower is better)."""
+
+    name = "positive_perturbation"
+    higher_is_better = False
+    most_relevant_first = True
+
+
+class NegativePerturbation(_Perturbation):
+    """Least relevant patches removed first: accuracy should hold (higher is better)."""
+
+    name = "negative_perturbation"
+    higher_is_better = True
+    most_relevant_first = False
