@@ -155,3 +155,22 @@ def test_perturbation_protocol_equals_a_naive_loop(name):
         assert correct[0] == 1.0
         area = sum((correct[k] + correct[k + 1]) / 2 * 0.1 for k in range(9)) / 0.9
         assert got[b].item() == pytest.approx(area, abs=1e-6)
+
+
+def test_segmentation_metrics_against_sklearn_and_hand_counts():
+    from sklearn.metrics import average_precision_score, jaccard_score
+
+    images, t, maps, masks = _case(seed=5, size=16)
+    pixels = torch.nn.functional.interpolate(maps[:, None], size=(16, 16), mode="bilinear",
+                                             align_corners=False)[:, 0]
+    acc = metrics.get("segmentation_pixel_accuracy")()(None, images, t, maps, masks)
+    miou = metrics.get("segmentation_miou")()(None, images, t, maps, masks)
+    ap = metrics.get("segmentation_ap")()(None, images, t, maps, masks)
+    for b in range(len(maps)):
+        scores = pixels[b].flatten().numpy()
+        scores = (scores - scores.min()) / (scores.max() - scores.min())
+        truth = masks[b].flatten().numpy()
+        pred = scores > scores.mean()
+        assert acc[b].item() == pytest.approx((pred == truth).mean(), abs=1e-6)
+        assert miou[b].item() == pytest.approx(jaccard_score(truth, pred, average="macro"), abs=1e-6)
+        assert ap[b].item() == pytest.approx(average_precision_score(truth, scores), abs=1e-5)

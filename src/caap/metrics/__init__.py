@@ -14,6 +14,9 @@ from caap.metrics.localisation import (
     PointingGame,
     RelevanceMass,
     RelevanceRank,
+    SegmentationAP,
+    SegmentationMIoU,
+    SegmentationPixelAccuracy,
     patch_mask,
     pointing_game_hits,
 )
@@ -21,7 +24,7 @@ from caap.metrics.localisation import (
 METRICS: dict[str, type[Metric]] = {
     m.name: m
     for m in (Deletion, Insertion, PositivePerturbation, NegativePerturbation, PointingGame, EnergyPointingGame,
-              RelevanceMass, RelevanceRank, Sparseness)
+              RelevanceMass, RelevanceRank, SegmentationPixelAccuracy, SegmentationMIoU, SegmentationAP, Sparseness)
 }
 
 

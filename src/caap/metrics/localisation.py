@@ -85,3 +85,66 @@ class RelevanceRank(Metric):
                 top = torch.argsort(px[b], descending=True, stable=True)[:k]
                 out[b] = flat[b, top].float().mean()
         return out
+
+
+def _segmentation_inputs(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Maps at pixel resolution (bilinear, as Chefer et al.'s evaluation), min-max scaled per image."""
+    px = maps[:, None].float()
+    if tuple(maps.shape[-2:]) != tuple(masks.shape[-2:]):
+        px = F.interpolate(px, size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=False)
+    px = px[:, 0].flatten(1)
+    lo, hi = px.min(1, keepdim=True).values, px.max(1, keepdim=True).values
+    return (px - lo) / (hi - lo).clamp(min=1e-12)
+
+
+class SegmentationPixelAccuracy(Metric):
+    """Chefer et al.'s ImageNet-segmentation protocol, per image: the map thresholded at its mean is a
+    foreground prediction; the score is the share of correctly labelled pixels."""
+
+    name = "segmentation_pixel_accuracy"
+    needs_masks = True
+
+    def evaluate(self, model, images, targets, maps, masks):
+        px = _segmentation_inputs(maps, masks)
+        pred = px > px.mean(1, keepdim=True)
+        return (pred == masks.flatten(1)).float().mean(1)
+
+
+class SegmentationMIoU(Metric):
+    """Mean over {object, background} of the IoU of the mean-thresholded map with the mask, per image."""
+
+    name = "segmentation_miou"
+    needs_masks = True
+
+    def evaluate(self, model, images, targets, maps, masks):
+        px = _segmentation_inputs(maps, masks)
+        pred, truth = px > px.mean(1, keepdim=True), masks.flatten(1)
+        ious = []
+        for p, t in ((pred, truth), (~pred, ~truth)):
+            inter, union = (p & t).sum(1).float(), (p | t).sum(1).float()
+            ious.append(torch.where(union > 0, inter / union.clamp(min=1), 1.0))
+        return (ious[0] + ious[1]) / 2
+
+
+class SegmentationAP(Metric):
+    """Average precision of the map's pixel scores for the mask (the protocol's mAP, per image); tied scores
+    form one threshold, as scikit-learn's ``average_precision_score``."""
+
+    name = "segmentation_ap"
+    needs_masks = True
+
+    def evaluate(self, model, images, targets, maps, masks):
+        px = _segmentation_inputs(maps, masks)
+        truth = masks.flatten(1).float()
+        out = torch.zeros(px.shape[0])
+        for b in range(px.shape[0]):
+            positives = truth[b].sum()
+            if positives == 0:
+                continue
+            scores, order = torch.sort(px[b], descending=True, stable=True)
+            tp = truth[b, order].cumsum(0)
+            ends = torch.nonzero(torch.diff(scores, append=scores[-1:] - 1) != 0)[:, 0]  # last of each tie group
+            precision = tp[ends] / (ends + 1).float()
+            recall = tp[ends] / positives
+            out[b] = (torch.diff(recall, prepend=recall.new_zeros(1)) * precision).sum()
+        return out
