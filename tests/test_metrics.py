@@ -68,7 +68,7 @@ def test_localisation_agrees_with_quantus(ours, theirs):
 
 
 def test_metric_metadata_and_errors():
-    with_model = {"deletion", "insertion", "positive_perturbation", "negative_perturbation"}
+    with_model = {"deletion", "insertion", "positive_perturbation", "negative_perturbation", "randomization"}
     assert {n for n in metrics.available() if metrics.get(n).needs_model} == with_model
     assert metrics.get("pointing_game").needs_masks and metrics.get("pointing_game").higher_is_better
     images, t, maps, masks = _case()
@@ -174,3 +174,31 @@ def test_segmentation_metrics_against_sklearn_and_hand_counts():
         assert acc[b].item() == pytest.approx((pred == truth).mean(), abs=1e-6)
         assert miou[b].item() == pytest.approx(jaccard_score(truth, pred, average="macro"), abs=1e-6)
         assert ap[b].item() == pytest.approx(average_precision_score(truth, scores), abs=1e-5)
+
+
+def test_randomization_cascade_against_scipy_and_leaves_the_model_untouched():
+    import sys
+    from pathlib import Path
+
+    from scipy.stats import spearmanr
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from archs import build
+    from modelstate import assert_untouched, snapshot
+
+    from caap import methods
+
+    model = build("timm_vit")
+    before = snapshot(model)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([1, 2])
+    maps = methods.get("gae")(model).explain(images, target=targets).scores
+    metric = metrics.get("randomization")(method="gae", levels=[0, 2, 4], seed=1)
+    curve = metric.curve(model, images, targets, maps)
+    assert curve.shape == (2, 3)
+    other = methods.get("gae")(metric.randomized(model, 4)).explain(images, target=targets).scores
+    for b in range(2):
+        assert curve[b, 2].item() == pytest.approx(spearmanr(maps[b].flatten(), other[b].flatten())[0], abs=1e-5)
+    assert torch.equal(metric(model, images, targets, maps), curve.mean(1))
+    assert_untouched(model, before)
+    assert metrics.get("randomization").higher_is_better is False

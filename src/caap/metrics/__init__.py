@@ -20,11 +20,13 @@ from caap.metrics.localisation import (
     patch_mask,
     pointing_game_hits,
 )
+from caap.metrics.sanity import Randomization
 
 METRICS: dict[str, type[Metric]] = {
     m.name: m
     for m in (Deletion, Insertion, PositivePerturbation, NegativePerturbation, PointingGame, EnergyPointingGame,
-              RelevanceMass, RelevanceRank, SegmentationPixelAccuracy, SegmentationMIoU, SegmentationAP, Sparseness)
+              RelevanceMass, RelevanceRank, SegmentationPixelAccuracy, SegmentationMIoU, SegmentationAP, Sparseness,
+              Randomization)
 }
 
 

@@ -1,0 +1,84 @@
+"""Model-randomisation sanity check (Adebayo et al. 2018), cascading from the head down."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from caap.adapters import adapt
+from caap.errors import CaapError
+from caap.metrics.base import Metric
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each row pair of ``[B, n]`` tensors (ties ranked by position), ``[B]``."""
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        return torch.argsort(torch.argsort(x, dim=1, stable=True), dim=1).float()
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp(min=1e-12)
+
+
+class Randomization(Metric):
+    """Rank correlation between the maps of the trained model and of copies whose head and last ``k`` blocks
+    are re-drawn (each tensor from a Gaussian with its own mean and std, seeded), for every ``k`` in
+    ``levels``. The score is the mean correlation over the levels: a map that ignores the weights stays near
+    1; lower is better. ``curve`` gives every level.
+
+    Args:
+        method: registry name of the method that made the maps, and its ``config``.
+        levels: numbers of blocks randomised besides the head (default: 0 … L).
+        seed: seed of the re-drawn weights.
+    """
+
+    name = "randomization"
+    higher_is_better = False
+    needs_model = True
+
+    def __init__(self, method: str = "caap", config: dict | None = None, levels=None, seed: int = 0) -> None:
+        from caap import methods
+
+        self.method_cls = methods.get(method)
+        self.config = dict(config or {})
+        self.levels = None if levels is None else [int(k) for k in levels]
+        self.seed = int(seed)
+
+    def randomized(self, model, blocks: int):
+        """A deep copy of ``model`` with the head and the last ``blocks`` blocks re-drawn (the model is untouched)."""
+        adapter = adapt(model)
+        if not 0 <= blocks <= adapter.num_blocks:
+            raise CaapError(f"cannot randomise {blocks} blocks of a model with {adapter.num_blocks}")
+        clone = copy.deepcopy(adapter.model)
+        twin = adapt(clone)
+        gen = torch.Generator().manual_seed(self.seed)
+        modules = _head_modules(twin) + list(twin.blocks)[twin.num_blocks - blocks :]
+        with torch.no_grad():
+            for module in modules:
+                for p in module.parameters():
+                    mean, std = p.float().mean(), p.float().std() if p.numel() > 1 else p.new_tensor(0.02)
+                    p.copy_((torch.randn(p.shape, generator=gen) * std + mean).to(p))
+        return clone
+
+    def curve(self, model, images, targets, maps) -> torch.Tensor:
+        """Correlations ``[B, len(levels)]``."""
+        n = adapt(model).num_blocks
+        levels = self.levels if self.levels is not None else list(range(n + 1))
+        out = []
+        for k in levels:
+            other = self.method_cls(self.randomized(model, k), **self.config).explain(images, target=targets)
+            out.append(spearman(maps.flatten(1), other.scores.flatten(1)))
+        return torch.stack(out, 1)
+
+    def evaluate(self, model, images, targets, maps, masks):
+        return self.curve(model, images, targets, maps).mean(1)
+
+
+def _head_modules(adapter) -> list[torch.nn.Module]:
+    m = adapter.model
+    for names in (("head", "head_dist", "fc_norm"), ("classifier", "cls_classifier", "distillation_classifier")):
+        found = [getattr(m, n) for n in names if isinstance(getattr(m, n, None), torch.nn.Module)]
+        if found:
+            return found
+    raise CaapError(f"found no classifier head on {type(m).__name__}")
