@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("bench", help="methods x metrics on a dataset; resumable, shards under torchrun")
+    _model_args(p)
+    p.add_argument("--data", required=True,
+                   help="an image folder (ImageNet WordNet ids in names) or synthetic[:variant]")
+    p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
+    p.add_argument("--limit", type=int, help="use the first N images")
+    p.add_argument("--methods", default="caap,rollout,gae,gradcam,occlusion,input_insertion")
+    p.add_argument("--metrics", default="deletion,insertion")
+    p.add_argument("--out", required=True, help="run folder (re-running the same command resumes)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("demo", help="offline demo: explain controlled-evidence images with the embedded model")
     p.add_argument("--variant", default="simple", choices=["simple", "conjunction"])
     p.add_argument("--images", type=int, default=8, help="number of generated images (default 8)")
@@ -287,6 +298,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     save_json(out / "compare.json", {"image": args.image, "model": args.model, "target": target,
                                      "methods": names, "seconds": timing})
     print(f"compared {len(names)} methods -> {out / 'compare.png'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from caap.bench.runner import BenchConfig, run
+
+    if args.limit is not None and args.limit < 1:
+        raise CaapError(f"--limit {args.limit}: expected a positive number of images")
+    config = BenchConfig(model=args.model, weights=args.weights, data=args.data, masks=args.masks, limit=args.limit,
+                         methods=[m for m in args.methods.split(",") if m],
+                         metrics=[m for m in args.metrics.split(",") if m])
+    table = run(config, args.out)
+    if table is not None:
+        print((Path(args.out) / "table.md").read_text(), end="")
     return 0
 
 

@@ -1,0 +1,183 @@
+"""The benchmark runner: every (image, method) is explained once, every metric scored, each record
+written atomically as soon as it exists. Re-running on the same folder skips finished records, so a run
+killed at any moment and resumed ends with the same results as an uninterrupted one. Under ``torchrun``
+the images are sharded across ranks (``torch.distributed``, gloo on CPU / nccl on CUDA); rank 0 waits for
+all ranks and writes the table.
+
+Layout of ``RUN_DIR``: ``config.json`` (the settings; a resume with other settings is refused),
+``records/<index>_<method>.json`` (target, label, seconds, metric scores), ``maps/<index>_<method>.npy``,
+``table.{md,csv,json}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from caap.errors import CaapError
+from caap.io import atomic_write_bytes, save_json, save_npy
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    data: str
+    methods: list[str]
+    metrics: list[str]
+    weights: str | None = None
+    masks: str | None = None
+    limit: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "weights": self.weights, "data": self.data, "masks": self.masks,
+                "limit": self.limit, "methods": self.methods, "metrics": self.metrics, **self.extra}
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    if world > 1:
+        return torch.distributed.get_rank(), world
+    return 0, 1
+
+
+def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | None:
+    """Run (or resume) the benchmark into ``out``; returns the table on rank 0 (None on other ranks)."""
+    from caap import methods as method_registry
+    from caap import metrics as metric_registry
+
+    out = Path(out)
+    for name in config.methods:
+        method_registry.get(name)
+    metric_objs = {name: metric_registry.get(name)() for name in config.metrics}
+    rank, world = _dist()
+    settings = config.to_dict()
+    cfg_path = out / "config.json"
+    if rank == 0:
+        if cfg_path.is_file():
+            previous = json.loads(cfg_path.read_text())
+            if previous != json.loads(json.dumps(settings)):
+                raise CaapError(f"{str(out)!r} holds a run with other settings; use another folder to start anew")
+        else:
+            save_json(cfg_path, settings)
+    model, dataset = _load(config)
+    explainers = {name: method_registry.get(name)(model) for name in config.methods}
+    mine = [i for i in range(len(dataset)) if i % world == rank]
+    todo = [(i, m) for i in mine for m in config.methods if not _done(out, i, m)]
+    bar = tqdm(total=len(todo), desc=f"bench[{rank}]", unit="map", disable=not progress)
+    current, item = None, None
+    for i, name in todo:
+        if current != i:
+            item, current = dataset[i], i
+        x = item.image[None]
+        start = time.perf_counter()
+        att = explainers[name].explain(x, target=[item.label])
+        seconds = time.perf_counter() - start
+        mask = None if item.mask is None else item.mask[None]
+        scores = {}
+        for metric_name, metric in metric_objs.items():
+            if metric.needs_masks and mask is None:
+                continue
+            scores[metric_name] = float(metric(model, x, att.target, att.scores, mask)[0])
+        save_npy(out / "maps" / f"{i:06d}_{name}.npy", att.scores[0].numpy())
+        save_json(out / "records" / f"{i:06d}_{name}.json", {
+            "index": i, "id": item.id, "method": name, "label": item.label, "target": int(att.target[0]),
+            "seconds": seconds, "metrics": scores})
+        bar.update(1)
+    bar.close()
+    if world > 1:
+        torch.distributed.barrier()
+    if rank != 0:
+        return None
+    table = summarize(out, config)
+    return table
+
+
+def _done(out: Path, index: int, method: str) -> bool:
+    """A record counts once both its map and its JSON exist (the JSON is written last)."""
+    path = out / "records" / f"{index:06d}_{method}.json"
+    return path.is_file() and (out / "maps" / f"{index:06d}_{method}.npy").is_file()
+
+
+def _load(config: BenchConfig):
+    from timm.data import create_transform, resolve_model_data_config
+
+    from caap.data.datasets import ImageFolder, Synthetic
+    from caap.models import create_model
+
+    model = create_model(config.model, config.weights)
+    if config.data.startswith("synthetic"):
+        variant = config.data.split(":", 1)[1] if ":" in config.data else "simple"
+        return model, Synthetic(variant, size=config.limit or 200)
+    transform = create_transform(**resolve_model_data_config(model))
+    return model, ImageFolder(config.data, transform, config.masks, config.limit)
+
+
+def summarize(out: str | Path, config: BenchConfig) -> dict:
+    """Mean ± standard error per method × metric (and seconds per image), written as Markdown, CSV, JSON."""
+    from caap import metrics as metric_registry
+
+    out = Path(out)
+    values: dict[str, dict[str, list[float]]] = {m: {} for m in config.methods}
+    for path in sorted((out / "records").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["method"] not in values:
+            continue
+        cell = values[record["method"]]
+        cell.setdefault("seconds", []).append(record["seconds"])
+        for name, v in record["metrics"].items():
+            cell.setdefault(name, []).append(v)
+    columns = [m for m in config.metrics if any(m in values[k] for k in values)] + ["seconds"]
+    table = {"columns": columns, "rows": {}, "n": {}}
+    for method, cell in values.items():
+        table["rows"][method] = {}
+        for c in columns:
+            v = np.asarray(cell.get(c, []), dtype=np.float64)
+            se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+            table["rows"][method][c] = {"mean": float(v.mean()) if len(v) else float("nan"), "se": se, "n": len(v)}
+    best = {}
+    for c in columns[:-1]:
+        direction = metric_registry.get(c).higher_is_better
+        means = {m: table["rows"][m][c]["mean"] for m in values if not math.isnan(table["rows"][m][c]["mean"])}
+        if means:
+            best[c] = (max if direction else min)(means, key=means.get)
+    table["best"] = best
+    save_json(out / "table.json", table)
+    atomic_write_bytes(out / "table.md", _markdown(table, config).encode())
+    atomic_write_bytes(out / "table.csv", _csv(table).encode())
+    return table
+
+
+def _markdown(table: dict, config: BenchConfig) -> str:
+    from caap import metrics as metric_registry
+
+    arrows = {c: ("↑" if metric_registry.get(c).higher_is_better else "↓") for c in table["columns"][:-1]}
+    head = ["method", *[f"{c} {arrows.get(c, '')}".strip() for c in table["columns"][:-1]], "s/img"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, row in table["rows"].items():
+        cells = []
+        for c in table["columns"]:
+            v = row[c]
+            text = f"{v['mean']:.4f} ± {v['se']:.4f}" if c != "seconds" else f"{v['mean']:.2f}"
+            cells.append(f"**{text}**" if table["best"].get(c) == method else text)
+        lines.append("| " + " | ".join([method, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(table: dict) -> str:
+    rows = ["method,metric,mean,se,n"]
+    for method, row in table["rows"].items():
+        for c, v in row.items():
+            rows.append(f"{method},{c},{v['mean']:.6g},{v['se']:.6g},{v['n']}")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,96 @@
+"""Datasets for the benchmark runner: an image folder with ImageNet labels (and optional masks), or the
+controlled-evidence generator. Items are ``(id, image [3, H, W] normalised, label, mask [H, W] | None)``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from caap.errors import CaapError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+_WNID = re.compile(r"n\d{8}")
+
+
+@dataclass
+class Item:
+    id: str
+    image: torch.Tensor  # [3, H, W], normalised
+    label: int
+    mask: torch.Tensor | None  # bool [H, W]
+
+
+class ImageFolder:
+    """Images under ``root`` (sorted), labelled by the ImageNet WordNet id in the file or folder name.
+
+    ``masks``: an optional folder with ``<stem>.png`` per image (non-zero = object), resized like the image
+    (nearest). ``transform``: the model's preprocessing (PIL -> normalised tensor).
+    """
+
+    def __init__(self, root: str | Path, transform: Callable, masks: str | Path | None = None,
+                 limit: int | None = None) -> None:
+        from timm.data import ImageNetInfo
+
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise CaapError(f"dataset folder {str(root)!r} does not exist")
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise CaapError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(root)!r}")
+        self.files = files[:limit] if limit else files
+        names = ImageNetInfo().label_names()
+        self._index = {wnid: i for i, wnid in enumerate(names)}
+        self.transform = transform
+        self.masks = Path(masks) if masks else None
+        if self.masks is not None and not self.masks.is_dir():
+            raise CaapError(f"masks folder {str(masks)!r} does not exist")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def label(self, path: Path) -> int:
+        for text in (path.name, path.parent.name):
+            match = _WNID.search(text)
+            if match and match.group() in self._index:
+                return self._index[match.group()]
+        raise CaapError(f"no ImageNet WordNet id (nXXXXXXXX) in {str(path)!r} or its folder name")
+
+    def __getitem__(self, i: int) -> Item:
+        from caap.data.images import load_image
+
+        path = self.files[i]
+        image = self.transform(load_image(path))
+        mask = None
+        if self.masks is not None:
+            mpath = self.masks / f"{path.stem}.png"
+            if mpath.is_file():
+                m = Image.open(mpath).convert("L").resize(image.shape[-1:-3:-1], Image.NEAREST)
+                mask = torch.from_numpy(np.asarray(m) > 0)
+        return Item(str(path.relative_to(self.root)), image, self.label(path), mask)
+
+
+class Synthetic:
+    """The controlled-evidence benchmark with exact masks (``caap.data.synthetic``)."""
+
+    def __init__(self, variant: str = "simple", size: int = 200, seed: int = 3_000_017) -> None:
+        from caap.data.synthetic import SyntheticConfig
+
+        self.config = SyntheticConfig(variant=variant, seed=seed)
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> Item:
+        from caap.data.demo import normalize_uint8
+        from caap.data.synthetic import generate_batch
+
+        b = generate_batch(self.config, i, 1)
+        return Item(f"{self.config.variant}_{i:05d}", normalize_uint8(b["images"])[0], int(b["labels"][0]),
+                    b["masks"][0])
