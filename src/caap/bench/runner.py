@@ -6,7 +6,7 @@ all ranks and writes the table.
 
 Layout of ``RUN_DIR``: ``config.json`` (the settings; a resume with other settings is refused),
 ``records/<index>_<method>.json`` (target, label, seconds, metric scores), ``maps/<index>_<method>.npy``,
-``table.{md,csv,json}``.
+``table.{md,csv,json}``, ``plots/`` (curves, example maps) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -85,15 +85,20 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
         att = explainers[name].explain(x, target=[item.label])
         seconds = time.perf_counter() - start
         mask = None if item.mask is None else item.mask[None]
-        scores = {}
+        scores, curves = {}, {}
         for metric_name, metric in metric_objs.items():
             if metric.needs_masks and mask is None:
                 continue
-            scores[metric_name] = float(metric(model, x, att.target, att.scores, mask)[0])
+            if hasattr(metric, "curve") and hasattr(metric, "area"):  # keep the curve for the report's plots
+                values, fractions = metric.curve(model, x, att.target, att.scores)
+                scores[metric_name] = float(metric.area(values, fractions)[0])
+                curves[metric_name] = {"x": fractions.tolist(), "y": values[0].tolist()}
+            else:
+                scores[metric_name] = float(metric(model, x, att.target, att.scores, mask)[0])
         save_npy(out / "maps" / f"{i:06d}_{name}.npy", att.scores[0].numpy())
         save_json(out / "records" / f"{i:06d}_{name}.json", {
             "index": i, "id": item.id, "method": name, "label": item.label, "target": int(att.target[0]),
-            "seconds": seconds, "metrics": scores})
+            "seconds": seconds, "metrics": scores, "curves": curves})
         bar.update(1)
     bar.close()
     if world > 1:
@@ -101,6 +106,11 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
     if rank != 0:
         return None
     table = summarize(out, config)
+    from caap.bench.report import curve_plots, example_grid, write_html
+
+    plots = curve_plots(out, config.methods)
+    grid = example_grid(out, dataset, config.methods)
+    write_html(out, table, settings, plots + ([grid] if grid else []))
     return table
 
 

@@ -79,9 +79,12 @@ class _PatchCurve(Metric):
     def _readout(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return apply_score(self.score_fn, logits).gather(1, target[:, None])[:, 0]
 
-    def evaluate(self, model, images, targets, maps, masks):
-        scores, fractions = self.curve(model, images, targets, maps)
+    def area(self, scores: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        """The metric's value ``[B]`` from a curve given by :meth:`curve`."""
         return auc(scores, fractions)
+
+    def evaluate(self, model, images, targets, maps, masks):
+        return self.area(*self.curve(model, images, targets, maps))
 
 
 def auc(curve: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -126,8 +129,7 @@ class _Perturbation(_PatchCurve):
     def _readout(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (logits.argmax(-1) == target).float()
 
-    def evaluate(self, model, images, targets, maps, masks):
-        scores, _ = self.curve(model, images, targets, maps)
+    def area(self, scores: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
         nominal = torch.tensor(self.FRACTIONS)  # the protocol's x axis; patch counts are rounded to it
         return auc(scores, nominal) / (nominal[-1] - nominal[0])
 
