@@ -85,3 +85,32 @@ def test_two_processes_give_the_same_table_as_one(tmp_path):
     for method in t1["rows"]:
         for metric in ("pointing_game", "deletion", "relevance_mass"):
             assert t1["rows"][method][metric]["mean"] == pytest.approx(t2["rows"][method][metric]["mean"])
+
+
+def test_sweep_scores_each_band_and_resumes(tmp_path, capsys):
+
+    from caap import CAAP, metrics
+    from caap.data.datasets import Synthetic
+    from caap.data.demo import load_demo_model
+
+    args = ["sweep", "--model", "caap-demo", "--data", "synthetic", "--limit", "2", "--starts", "1,4",
+            "--widths", "1,2,9", "--contexts", "mean", "--metrics", "pointing_game,deletion", "--out", str(tmp_path)]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "sweep.json").read_text())
+    assert [(s["start"], s["width"]) for s in summary["settings"]] == [(1, 1), (1, 2), (4, 1), (4, 2)]  # 9 is too wide
+    assert (tmp_path / "sweep_deletion_mean_logit.png").is_file()
+    model, data = load_demo_model(), Synthetic("simple", 2)
+    deletion = metrics.get("deletion")()
+    values = []
+    for i in range(2):
+        item = data[i]
+        att = CAAP(model, layers=range(4, 6)).explain(item.image[None], target=[item.label])
+        values.append(float(deletion(model, item.image[None], att.target, att.scores)[0]))
+    setting = next(s for s in summary["settings"] if (s["start"], s["width"]) == (4, 2))
+    assert setting["means"]["deletion"] == pytest.approx(sum(values) / 2, rel=1e-5)
+    stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "records").glob("*.json")}
+    assert main(args) == 0  # resume: nothing recomputed
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "records").glob("*.json")}
+    assert main([*args[:-2], "--widths", "0", "--out", str(tmp_path)]) == 2
+    assert "a band has at least one block" in capsys.readouterr().err
+

@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (re-running the same command resumes)")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("sweep", help="CAAP layer band x context x score sweep scored by the metrics")
+    _model_args(p)
+    p.add_argument("--data", required=True, help="an image folder or synthetic[:variant]")
+    p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
+    p.add_argument("--limit", type=int, help="use the first N images")
+    p.add_argument("--starts", default="0,2,4,6", help="first patched block of each band")
+    p.add_argument("--widths", default="1,2,4", help="band widths (blocks)")
+    p.add_argument("--contexts", default="mean,blur", help="contexts, comma-separated")
+    p.add_argument("--scores", default="logit", help="scores, comma-separated")
+    p.add_argument("--metrics", default="deletion,insertion")
+    p.add_argument("--out", required=True, help="sweep folder (re-running resumes)")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("demo", help="offline demo: explain controlled-evidence images with the embedded model")
     p.add_argument("--variant", default="simple", choices=["simple", "conjunction"])
     p.add_argument("--images", type=int, default=8, help="number of generated images (default 8)")
@@ -312,6 +325,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
     table = run(config, args.out)
     if table is not None:
         print((Path(args.out) / "table.md").read_text(), end="")
+    return 0
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CaapError(f"{flag} {text!r}: expected comma-separated integers") from None
+    if not values or min(values) < 0:
+        raise CaapError(f"{flag} {text!r}: expected non-negative integers")
+    return values
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from caap.bench.sweep import SweepConfig, sweep
+    from caap.core.contexts import make_context
+    from caap.core.scores import make_score
+
+    contexts = [c for c in args.contexts.split(",") if c]
+    scores = [c for c in args.scores.split(",") if c]
+    for c in contexts:
+        make_context(c)
+    for s in scores:
+        make_score(s)
+    widths = _ints(args.widths, "--widths")
+    if 0 in widths:
+        raise CaapError(f"--widths {args.widths!r}: a band has at least one block")
+    config = SweepConfig(model=args.model, weights=args.weights, data=args.data, masks=args.masks, limit=args.limit,
+                         starts=_ints(args.starts, "--starts"), widths=widths, contexts=contexts, scores=scores,
+                         metrics=[m for m in args.metrics.split(",") if m])
+    summary = sweep(config, args.out)
+    for s in summary["settings"]:
+        means = "  ".join(f"{k} {v:.4f}" for k, v in s["means"].items())
+        print(f"layers {s['start']}:{s['start'] + s['width']}  {s['context']:8s} {s['score']:8s} {means}")
     return 0
 
 
