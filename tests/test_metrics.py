@@ -202,3 +202,13 @@ def test_randomization_cascade_against_scipy_and_leaves_the_model_untouched():
     assert torch.equal(metric(model, images, targets, maps), curve.mean(1))
     assert_untouched(model, before)
     assert metrics.get("randomization").higher_is_better is False
+
+
+def test_metric_specs_with_options():
+    m = metrics.build("deletion:step=4:canvas=blur:2")
+    assert m.step == 4 and m.canvas.describe() == "blur:2"
+    assert metrics.get("insertion:step=2") is metrics.get("insertion")
+    with pytest.raises(CaapError, match="expected KEY=VALUE"):
+        metrics.build("deletion:4")
+    with pytest.raises(CaapError, match="metric 'pointing_game:step=2'"):
+        metrics.build("pointing_game:step=2")

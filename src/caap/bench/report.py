@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ def curve_plots(out: Path, methods: list[str]) -> list[Path]:
         ax.set_title(metric)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        written.append(save_figure(out / "plots" / f"{metric}.png", fig, dpi=100))
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "-", metric)
+        written.append(save_figure(out / "plots" / f"{slug}.png", fig, dpi=100))
         close(fig)
     return written
 

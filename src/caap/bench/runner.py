@@ -60,7 +60,7 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
     out = Path(out)
     for name in config.methods:
         method_registry.get(name)
-    metric_objs = {name: metric_registry.get(name)() for name in config.metrics}
+    metric_objs = {spec: metric_registry.build(spec) for spec in config.metrics}
     rank, world = _dist()
     settings = config.to_dict()
     cfg_path = out / "config.json"

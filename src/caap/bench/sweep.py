@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def sweep(config: SweepConfig, out: str | Path, progress: bool = True) -> dict:
                                                                     config.scores) if s + w <= depth]
     if not settings:
         raise CaapError(f"no layer band fits a model with {depth} blocks; check --starts and --widths")
-    metric_objs = {m: metric_registry.get(m)() for m in config.metrics}
+    metric_objs = {m: metric_registry.build(m) for m in config.metrics}
     jobs = [(st, i) for st in settings for i in range(len(dataset))
             if not (out / "records" / f"{_key(*st)}_{i:06d}.json").is_file()]
     cache = {}
@@ -104,5 +105,6 @@ def _heatmaps(out: Path, summary: dict, config: SweepConfig) -> None:
                     ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w")
             fig.colorbar(im, ax=ax, fraction=0.05)
             fig.tight_layout()
-            save_figure(out / f"sweep_{metric}_{context.replace(':', '-')}_{score}.png", fig, dpi=100)
+            name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"sweep_{metric}_{context}_{score}")
+            save_figure(out / f"{name}.png", fig, dpi=100)
             close(fig)

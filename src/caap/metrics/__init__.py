@@ -35,9 +35,39 @@ def available() -> list[str]:
 
 
 def get(name: str) -> type[Metric]:
-    if name not in METRICS:
-        raise CaapError(f"unknown metric {name!r}; expected one of {available()}")
-    return METRICS[name]
+    """The metric class for ``name``; a spec with options (``"deletion:step=4"``) names its base metric."""
+    base = name.split(":", 1)[0]
+    if base not in METRICS:
+        raise CaapError(f"unknown metric {base!r}; expected one of {available()}")
+    return METRICS[base]
 
 
-__all__ = ["METRICS", "Metric", "available", "get", "patch_mask", "pointing_game_hits"]
+def build(spec: str) -> Metric:
+    """A configured metric from ``NAME[:KEY=VALUE[:KEY=VALUE…]]``, e.g. ``"deletion:step=4:canvas=blur"``."""
+    name, *segments = spec.split(":")
+    options: list[str] = []
+    for segment in segments:  # a segment without '=' continues the previous value (``canvas=blur:2``)
+        if "=" not in segment and options:
+            options[-1] += ":" + segment
+        else:
+            options.append(segment)
+    kwargs: dict = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise CaapError(f"metric option {option!r} in {spec!r}: expected KEY=VALUE")
+        for cast in (int, float):
+            try:
+                kwargs[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            kwargs[key] = value
+    try:
+        return get(name)(**kwargs)
+    except TypeError as exc:
+        raise CaapError(f"metric {spec!r}: {exc}") from None
+
+
+__all__ = ["METRICS", "Metric", "available", "build", "get", "patch_mask", "pointing_game_hits"]
