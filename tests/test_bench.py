@@ -65,7 +65,8 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def test_cli_bench_prints_the_table(tmp_path, capsys):
     assert main(["bench", "--model", "caap-demo", "--data", "synthetic:conjunction", "--limit", "2",
-                 "--methods", "caap,gradcam", "--metrics", "pointing_game,insertion:step=8", "--out", str(tmp_path)]) == 0
+                 "--methods", "caap,gradcam", "--metrics", "pointing_game,insertion:step=8",
+                 "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| caap |" in out and "pointing_game ↑" in out and "insertion:step=8 ↑" in out
 
