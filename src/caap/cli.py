@@ -102,6 +102,20 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local .safetensors or .pth weights (default: pretrained from the hub)")
 
 
+def _load_model(args: argparse.Namespace):
+    """``(model, adapter, data_config, transform, normalization)`` for ``--model`` / ``--weights``."""
+    from timm.data import create_transform, resolve_model_data_config
+
+    from caap.adapters import adapt
+    from caap.core.contexts import Normalization
+    from caap.models import create_model
+
+    model = create_model(args.model, args.weights)
+    adapter = adapt(model)
+    cfg = resolve_model_data_config(model)
+    return model, adapter, cfg, create_transform(**cfg), Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
 def make_explainer(name: str, model, options: dict):
     """``caap.methods.get(name)(model, **options)``, passing only the options the method takes.
 
@@ -190,15 +204,12 @@ def _unique_stems(paths: list[Path]) -> list[str]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from timm.data import create_transform, resolve_model_data_config
     from tqdm.auto import tqdm
 
-    from caap.adapters import adapt
-    from caap.core.contexts import Normalization, make_context
+    from caap.core.contexts import make_context
     from caap.core.engine import layers_from_spec
     from caap.data.images import load_image
     from caap.io import save_figure, save_json, save_npy
-    from caap.models import create_model
     from caap.viz import close, explanation_figure
 
     if args.top_k < 1:
@@ -206,11 +217,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     device = _device(args.device)
     paths = [Path(p) for p in args.images]
     pictures = [load_image(p) for p in paths]  # every image checked before any work
-    model = create_model(args.model, args.weights)
-    adapter = adapt(model)
-    cfg = resolve_model_data_config(model)
-    transform = create_transform(**cfg)
-    norm = Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
+    model, adapter, cfg, transform, norm = _load_model(args)
     num_classes = int(getattr(model, "num_classes", 0) or adapter.forward(torch.zeros(1, *cfg["input_size"])).shape[1])
     target = _parse_target(args.target, num_classes)
     if args.top_k > num_classes:
@@ -269,14 +276,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from timm.data import create_transform, resolve_model_data_config
 
     from caap import methods
-    from caap.adapters import adapt
-    from caap.core.contexts import Normalization
     from caap.data.images import load_image
     from caap.io import save_figure, save_json
-    from caap.models import create_model
     from caap.viz import close, grid_figure
 
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -286,11 +289,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if unknown:
         raise CaapError(f"unknown method {unknown[0]!r}; expected one of {methods.available()}")
     picture = load_image(args.image)
-    model = create_model(args.model, args.weights)
-    adapt(model)
-    cfg = resolve_model_data_config(model)
-    x = create_transform(**cfg)(picture)[None]
-    norm = Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
+    model, _, _, transform, norm = _load_model(args)
+    x = transform(picture)[None]
     with torch.inference_mode():
         probs = model(x).float().softmax(-1)[0]
     target = _parse_target(args.target, probs.shape[0])

@@ -58,8 +58,7 @@ def capture_attention(adapter: Adapter) -> Iterator[AttentionMaps]:
                 handles.append(attn.attn_drop.register_forward_hook(
                     lambda m, i, out, index=index: maps.record(index, out)))
         elif isinstance(adapter, HFViTAdapter):
-            configs = {id(m.config): m.config for m in adapter.model.modules() if hasattr(m, "config")}
-            for config in configs.values():
+            for config in hf_configs(adapter.model):
                 restore.append((config, "_attn_implementation", config._attn_implementation))
                 config._attn_implementation = "eager"
             for index, block in enumerate(adapter.blocks):
@@ -74,6 +73,11 @@ def capture_attention(adapter: Adapter) -> Iterator[AttentionMaps]:
             h.remove()
         for obj, attr, value in reversed(restore):
             setattr(obj, attr, value)
+
+
+def hf_configs(model: torch.nn.Module) -> list:
+    """The distinct config objects of a Hugging Face model and its submodules (they select attention)."""
+    return list({id(m.config): m.config for m in model.modules() if hasattr(m, "config")}.values())
 
 
 def _hf_hook(maps: AttentionMaps, index: int):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caap.adapters.attention import capture_attention
+from caap.adapters.attention import capture_attention, hf_configs
 from caap.adapters.hf import HFViTAdapter
 from caap.adapters.timm import TimmViTAdapter
 from caap.core.attribution import Attribution
@@ -84,7 +84,7 @@ def _conservative(adapter):
 
             AttentionInterface.register(_HF_DETACHED, _hf_detached_attention)
             stack.callback(AttentionInterface._global_mapping.pop, _HF_DETACHED, None)
-            for config in {id(m.config): m.config for m in adapter.model.modules() if hasattr(m, "config")}.values():
+            for config in hf_configs(adapter.model):
                 stack.callback(setattr, config, "_attn_implementation", config._attn_implementation)
                 config._attn_implementation = _HF_DETACHED
         for module in adapter.model.modules():
