@@ -115,3 +115,14 @@ def test_sweep_scores_each_band_and_resumes(tmp_path, capsys):
     assert main([*args[:-2], "--widths", "0", "--out", str(tmp_path)]) == 2
     assert "a band has at least one block" in capsys.readouterr().err
 
+
+
+def test_every_selects_a_spread_subset(tmp_path):
+    from caap.bench.runner import _load
+    from caap.data.datasets import Synthetic
+
+    _, subset = _load(BenchConfig(**{**CONFIG, "limit": 3, "every": 4}))
+    full = Synthetic("simple", size=12)
+    assert len(subset) == 3
+    assert [subset[i].id for i in range(3)] == [full[i].id for i in (0, 4, 8)]
+    assert main(["bench", "--model", "caap-demo", "--data", "synthetic", "--every", "0", "--out", str(tmp_path)]) != 0

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True,
                    help="an image folder (ImageNet WordNet ids in names) or synthetic[:variant]")
     p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
-    p.add_argument("--limit", type=int, help="use the first N images")
+    p.add_argument("--limit", type=int, help="use the first N images (after --every)")
+    p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
     p.add_argument("--methods", default="caap,rollout,gae,gradcam,occlusion,input_insertion")
     p.add_argument("--metrics", default="deletion,insertion",
                    help="comma-separated NAME[:KEY=VALUE…], e.g. deletion:step=4,insertion:step=4:canvas=blur")
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--data", required=True, help="an image folder or synthetic[:variant]")
     p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
-    p.add_argument("--limit", type=int, help="use the first N images")
+    p.add_argument("--limit", type=int, help="use the first N images (after --every)")
+    p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
     p.add_argument("--starts", default="0,2,4,6", help="first patched block of each band")
     p.add_argument("--widths", default="1,2,4", help="band widths (blocks)")
     p.add_argument("--contexts", default="mean,blur", help="contexts, comma-separated")
@@ -318,15 +320,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from caap.bench.runner import BenchConfig, run
 
-    if args.limit is not None and args.limit < 1:
-        raise CaapError(f"--limit {args.limit}: expected a positive number of images")
+    _check_subset(args)
     config = BenchConfig(model=args.model, weights=args.weights, data=args.data, masks=args.masks, limit=args.limit,
+                         every=args.every,
                          methods=[m for m in args.methods.split(",") if m],
                          metrics=[m for m in args.metrics.split(",") if m])
     table = run(config, args.out)
     if table is not None:
         print((Path(args.out) / "table.md").read_text(), end="")
     return 0
+
+
+def _check_subset(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise CaapError(f"--limit {args.limit}: expected a positive number of images")
+    if args.every < 1:
+        raise CaapError(f"--every {args.every}: expected a positive step")
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -353,7 +362,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     widths = _ints(args.widths, "--widths")
     if 0 in widths:
         raise CaapError(f"--widths {args.widths!r}: a band has at least one block")
+    _check_subset(args)
     config = SweepConfig(model=args.model, weights=args.weights, data=args.data, masks=args.masks, limit=args.limit,
+                         every=args.every,
                          starts=_ints(args.starts, "--starts"), widths=widths, contexts=contexts, scores=scores,
                          metrics=[m for m in args.metrics.split(",") if m])
     summary = sweep(config, args.out)

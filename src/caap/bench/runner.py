@@ -35,11 +35,13 @@ class BenchConfig:
     weights: str | None = None
     masks: str | None = None
     limit: int | None = None
+    every: int = 1
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "weights": self.weights, "data": self.data, "masks": self.masks,
-                "limit": self.limit, "methods": self.methods, "metrics": self.metrics, **self.extra}
+                "limit": self.limit, "every": self.every, "methods": self.methods, "metrics": self.metrics,
+                **self.extra}
 
 
 def _dist() -> tuple[int, int]:
@@ -123,15 +125,16 @@ def _done(out: Path, index: int, method: str) -> bool:
 def _load(config: BenchConfig):
     from timm.data import create_transform, resolve_model_data_config
 
-    from caap.data.datasets import ImageFolder, Synthetic
+    from caap.data.datasets import ImageFolder, Subset, Synthetic
     from caap.models import create_model
 
     model = create_model(config.model, config.weights)
     if config.data.startswith("synthetic"):
         variant = config.data.split(":", 1)[1] if ":" in config.data else "simple"
-        return model, Synthetic(variant, size=config.limit or 200)
-    transform = create_transform(**resolve_model_data_config(model))
-    return model, ImageFolder(config.data, transform, config.masks, config.limit)
+        dataset = Synthetic(variant, size=config.limit * config.every if config.limit else 200)
+    else:
+        dataset = ImageFolder(config.data, create_transform(**resolve_model_data_config(model)), config.masks)
+    return model, Subset(dataset, range(0, len(dataset), config.every)[:config.limit])
 
 
 def summarize(out: str | Path, config: BenchConfig) -> dict:

@@ -32,6 +32,7 @@ class SweepConfig:
     weights: str | None = None
     masks: str | None = None
     limit: int | None = None
+    every: int = 1
 
 
 def _key(start: int, width: int, context: str, score: str) -> str:
@@ -45,7 +46,8 @@ def sweep(config: SweepConfig, out: str | Path, progress: bool = True) -> dict:
     from caap.bench.runner import BenchConfig, _load
 
     out = Path(out)
-    model, dataset = _load(BenchConfig(config.model, config.data, [], [], config.weights, config.masks, config.limit))
+    model, dataset = _load(BenchConfig(config.model, config.data, [], [], config.weights, config.masks, config.limit,
+                                       config.every))
     depth = adapt(model).num_blocks
     settings = [(s, w, c, sc) for s, w, c, sc in itertools.product(config.starts, config.widths, config.contexts,
                                                                     config.scores) if s + w <= depth]

@@ -33,8 +33,7 @@ class ImageFolder:
     (nearest). ``transform``: the model's preprocessing (PIL -> normalised tensor).
     """
 
-    def __init__(self, root: str | Path, transform: Callable, masks: str | Path | None = None,
-                 limit: int | None = None) -> None:
+    def __init__(self, root: str | Path, transform: Callable, masks: str | Path | None = None) -> None:
         from timm.data import ImageNetInfo
 
         self.root = Path(root)
@@ -43,7 +42,7 @@ class ImageFolder:
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise CaapError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(root)!r}")
-        self.files = files[:limit] if limit else files
+        self.files = files
         names = ImageNetInfo().label_names()
         self._index = {wnid: i for i, wnid in enumerate(names)}
         self.transform = transform
@@ -94,3 +93,16 @@ class Synthetic:
         b = generate_batch(self.config, i, 1)
         return Item(f"{self.config.variant}_{i:05d}", normalize_uint8(b["images"])[0], int(b["labels"][0]),
                     b["masks"][0])
+
+
+class Subset:
+    """The items of ``dataset`` at ``indices`` (e.g. ``range(0, n, every)[:limit]``), re-indexed from 0."""
+
+    def __init__(self, dataset, indices: range | list[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Item:
+        return self.dataset[self.indices[i]]
