@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from archs import ARCHS, CLASSES, DEPTH, DIM, GRID, IMG, PATCH, build, explainable
 
 from caap import CAAP
 from caap.core.flops import caap_macs, count_macs
-from tests.archs import ARCHS, CLASSES, DEPTH, DIM, GRID, IMG, PATCH, build, explainable
 
 
 def _hand_block(n: int, d: int, hidden: int, rows: int | None = None) -> int:

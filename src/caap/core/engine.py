@@ -10,6 +10,7 @@ as batches ``[n_variants, N, D]`` of at most ``batch_size`` rows, with no Python
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -81,7 +82,8 @@ class Variants:
     """The patched runs of a call, sorted by variant.
 
     ``image[v]`` is the image of variant ``v``; ``(pair_variant, pair_token)`` list every patched token,
-    sorted by variant; ``patch_variant[b, p]`` is the variant that patch ``p`` of image ``b`` belongs to.
+    sorted by variant; ``patch_variant[b, p]`` is the variant that patch ``p`` of image ``b`` belongs to
+    (``-1`` for a patch with a negative group id: it is never patched).
     """
 
     image: torch.Tensor  # [V] int64
@@ -95,13 +97,18 @@ class Variants:
         flat = groups.reshape(batch, -1)  # [B, P_img]
         images, patch_variant, offset = [], [], 0
         for b in range(batch):
-            ids, inverse = torch.unique(flat[b], return_inverse=True)
+            keep = flat[b] >= 0
+            ids, inverse = torch.unique(flat[b][keep], return_inverse=True)
             images.append(torch.full((len(ids),), b, dtype=torch.int64))
-            patch_variant.append(inverse + offset)
+            variant = torch.full_like(flat[b], -1)
+            variant[keep] = inverse + offset
+            patch_variant.append(variant)
             offset += len(ids)
         patch_variant_t = torch.stack(patch_variant)  # [B, P_img]
         pair_variant = patch_variant_t.reshape(-1)
         pair_token = torch.arange(flat.shape[1]).repeat(batch) + num_prefix
+        kept = pair_variant >= 0
+        pair_variant, pair_token = pair_variant[kept], pair_token[kept]
         order = torch.argsort(pair_variant, stable=True)
         return cls(torch.cat(images), pair_variant[order], pair_token[order], patch_variant_t)
 
@@ -125,6 +132,12 @@ class CAAP(Explainer):
         device: where to run (default: the model's device).
         dtype: ``None``/``torch.float32`` (exact) or ``torch.bfloat16`` / ``torch.float16`` (autocast).
         normalization: the model's input mean/std, for pixel-defined contexts (default: from the model).
+        refine: coarse-to-fine mode (approximate): score ``coarse × coarse`` superpatches first, then patch
+            single patches only inside the top ``refine`` fraction of superpatches (by score); the other
+            patches get their superpatch's score divided by its patch count. ``None``: exact, every patch.
+        coarse: superpatch side in patches for ``refine`` (edge superpatches may be smaller).
+
+    Patches whose group id is negative are not patched; their score is NaN.
     """
 
     name = "caap"
@@ -141,8 +154,16 @@ class CAAP(Explainer):
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
         normalization=None,
+        refine: float | None = None,
+        coarse: int = 2,
     ) -> None:
         super().__init__(model, device=device, dtype=dtype, normalization=normalization)
+        if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float))
+                                   or not 0 < refine <= 1):
+            raise CaapError(f"refine must be a fraction in (0, 1] of superpatches to refine, got {refine!r}")
+        if isinstance(coarse, bool) or not isinstance(coarse, int) or coarse < 2:
+            raise CaapError(f"coarse must be an int >= 2 (superpatch side in patches), got {coarse!r}")
+        self.refine, self.coarse = refine, coarse
         self.layers = check_layers(layers, self.adapter.num_blocks)
         self.context = make_context(context)
         self.score_name, self.score_fn = make_score(score)
@@ -161,6 +182,7 @@ class CAAP(Explainer):
             "score": self.score_name,
             "batch_size": self.batch_size,
             "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+            **({"refine": self.refine, "coarse": self.coarse} if self.refine is not None else {}),
         }
 
     def explain(
@@ -192,9 +214,52 @@ class CAAP(Explainer):
         groups: torch.Tensor | None = None,
         progress: bool = False,
     ) -> Attribution:
+        groups = self.groups if groups is None else groups
+        if self.refine is None:
+            return self._run(images, target, grid, device, check_groups(groups, images.shape[0], grid), all_classes,
+                             progress)
+        if groups is not None:
+            raise CaapError("refine scores its own superpatch groups; pass either groups or refine, not both")
+        return self._refined(images, target, grid, device, all_classes, progress)
+
+    def _refined(self, images, target, grid, device, all_classes, progress) -> Attribution:
+        """Coarse-to-fine: score ``coarse × coarse`` superpatches, then single patches of the top groups."""
+        batch, (gh, gw) = images.shape[0], grid
+        coarse = superpatch_groups(grid, self.coarse).expand(batch, gh, gw)  # [B, gh, gw]
+        first = self._run(images, target, grid, device, coarse, all_classes, progress)
+        flat = coarse.reshape(batch, -1)  # [B, P]
+        n_groups = int(flat.max()) + 1
+        size = torch.zeros(batch, n_groups).scatter_add_(1, flat, torch.ones(flat.shape))  # [B, G] patches per group
+        group_score = torch.zeros(batch, n_groups).scatter_reduce_(1, flat, first.scores.reshape(batch, -1), "amax",
+                                                                   include_self=False)  # [B, G]
+        k = max(1, math.ceil(self.refine * n_groups))
+        chosen = torch.zeros(batch, n_groups, dtype=torch.bool)
+        chosen.scatter_(1, group_score.topk(k, dim=1).indices, True)
+        refine_patch = chosen.gather(1, flat)  # [B, P] patch lies in a chosen group
+        fine = torch.where(refine_patch, torch.arange(gh * gw).expand(batch, -1), -1).view(batch, gh, gw)
+        second = self._run(images, first.target, grid, device, fine, all_classes, progress)
+        share = size.gather(1, flat).view(batch, gh, gw)  # [B, gh, gw] size of each patch's group
+        refined = refine_patch.view(batch, gh, gw)
+        scores = torch.where(refined, second.scores, first.scores / share)
+        class_scores = None
+        if all_classes:
+            class_scores = torch.where(refined[:, None], second.class_scores, first.class_scores / share[:, None])
+        meta = {**second.meta, "patched_runs": first.meta["patched_runs"] + second.meta["patched_runs"],
+                "refined_patches": int(refine_patch.sum())}
+        return Attribution(scores, first.target, first.input_size, self.name, class_scores, meta)
+
+    def _run(
+        self,
+        images: torch.Tensor,
+        target: TargetLike,
+        grid: tuple[int, int],
+        device: torch.device,
+        groups: torch.Tensor,
+        all_classes: bool,
+        progress: bool,
+    ) -> Attribution:
         adapter, layers = self.adapter, self.layers
         batch = images.shape[0]
-        groups = check_groups(self.groups if groups is None else groups, batch, grid)
         contexts = self.context(images, adapter.normalization)  # [B, 3, H, W]
         first = layers[0]
 
@@ -231,48 +296,68 @@ class CAAP(Explainer):
             out_all = (
                 torch.empty(n_var, context_scores.shape[1], dtype=torch.float32, device=device) if all_classes else None
             )
-            last, head_rows = adapter.num_blocks - 1, self._head_row_count(n_tokens)
-            rows_used = 0
+            head_rows = self._head_row_count(n_tokens)
             var_image = variants.image.to(device)
             pair_variant, pair_token = variants.pair_variant.to(device), variants.pair_token.to(device)
-            bounds = torch.searchsorted(variants.pair_variant, torch.arange(0, n_var + chunk, chunk)).tolist()
-            starts = range(0, n_var, chunk)
-            for k, start in enumerate(tqdm(starts, desc="CAAP", unit="chunk", disable=not progress, leave=False)):
+            rows_used, halvings, start = 0, 0, 0
+            bar = tqdm(total=n_var, desc="CAAP", unit="run", disable=not progress, leave=False)
+            while start < n_var:
                 stop = min(start + chunk, n_var)
+                lo, hi = torch.searchsorted(variants.pair_variant, torch.tensor([start, stop])).tolist()
                 img = var_image[start:stop]  # [n]
-                rows = pair_variant[bounds[k] : bounds[k + 1]] - start  # [P_chunk] row in the chunk
-                toks = pair_token[bounds[k] : bounds[k + 1]]  # [P_chunk] token index
-                imgs = img[rows]  # [P_chunk] image of each patched token
-                zc = context_prefix[img]  # [n, N, D]
-                for index in range(first, adapter.num_blocks):
-                    if index in source:
-                        zc[rows, toks] = source[index][imgs, toks].to(zc.dtype)
-                    rows_only = adapter.run_block_rows(index, zc, head_rows) if index == last and head_rows else None
-                    # [n, R, D] when the last block computed only the rows the head reads, else [n, N, D]
-                    zc = rows_only if rows_only is not None else adapter.run_block(index, zc)
-                    rows_used = rows_used or (head_rows if rows_only is not None else 0)
-                s = apply_score(self.score_fn, adapter.head(zc))  # [n, K]
+                try:
+                    s, rows_used = self._patched_chunk(
+                        context_prefix[img], source, img, pair_variant[lo:hi] - start, pair_token[lo:hi], head_rows)
+                except torch.OutOfMemoryError:
+                    if chunk == 1:
+                        raise
+                    chunk, halvings = max(1, chunk // 2), halvings + 1  # retry this chunk at half the size
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
                 base = context_scores[img]  # [n, K]
                 out[start:stop] = (s.gather(1, tgt_dev[img, None]) - base.gather(1, tgt_dev[img, None]))[:, 0]
                 if out_all is not None:
                     out_all[start:stop] = s - base
+                bar.update(stop - start)
+                start = stop
+            bar.close()
 
         gh, gw = grid
-        pv = variants.patch_variant.to(device)  # [B, gh*gw]
-        scores = out[pv].view(batch, gh, gw).float().cpu()
+        pv = variants.patch_variant.to(device)  # [B, gh*gw], -1 where a patch is not patched
+        skipped = pv < 0
+        scores = out[pv.clamp(min=0)].masked_fill(skipped, float("nan")).view(batch, gh, gw).float().cpu()
         class_scores = None
         if out_all is not None:
-            class_scores = out_all[pv].permute(0, 2, 1).reshape(batch, -1, gh, gw).float().cpu()  # [B, K, gh, gw]
+            picked = out_all[pv.clamp(min=0)].masked_fill(skipped[..., None], float("nan"))  # [B, gh*gw, K]
+            class_scores = picked.permute(0, 2, 1).reshape(batch, -1, gh, gw).float().cpu()  # [B, K, gh, gw]
         idx = tgt_dev[:, None]
         meta = {
             **self.settings(),
             "batch_size": chunk,
+            "halvings": halvings,
             "last_block_rows": rows_used,
             "patched_runs": n_var,
             "context_score": context_scores.gather(1, idx)[:, 0].float().cpu(),
             "source_score": source_scores.gather(1, idx)[:, 0].float().cpu(),
         }
         return Attribution(scores, tgt, (images.shape[2], images.shape[3]), self.name, class_scores, meta)
+
+    def _patched_chunk(self, zc, source, img, rows, toks, head_rows) -> tuple[torch.Tensor, int]:
+        """Scores ``[n, K]`` of ``n`` patched variants (``zc``: their context prefix ``[n, N, D]``, a copy).
+
+        ``rows``/``toks``: every patched token of the chunk (variant row, token index); ``img``: the image of
+        each variant. Returns the scores and the number of rows the last block computed (0: all)."""
+        adapter, last, rows_used = self.adapter, self.adapter.num_blocks - 1, 0
+        imgs = img[rows]  # [P_chunk] image of each patched token
+        for index in range(self.layers[0], adapter.num_blocks):
+            if index in source:
+                zc[rows, toks] = source[index][imgs, toks].to(zc.dtype)
+            rows_only = adapter.run_block_rows(index, zc, head_rows) if index == last and head_rows else None
+            # [n, R, D] when the last block computed only the rows the head reads, else [n, N, D]
+            zc = rows_only if rows_only is not None else adapter.run_block(index, zc)
+            rows_used = rows_used or (head_rows if rows_only is not None else 0)
+        return apply_score(self.score_fn, adapter.head(zc)), rows_used
 
     def _head_row_count(self, n_tokens: int) -> int:
         """``k`` when the head reads only rows ``0..k-1`` and the adapter can compute just those in the last
@@ -296,6 +381,14 @@ class CAAP(Explainer):
             return int(max(1, min(MAX_BATCH, int(free * 0.4) // per_variant)))
         by_memory = CPU_MEMORY_BUDGET // per_variant
         return int(max(1, min(MAX_BATCH, by_memory, CPU_CHUNK_TOKENS // n_tokens)))
+
+
+def superpatch_groups(grid: tuple[int, int], size: int) -> torch.Tensor:
+    """Group map ``[gh, gw]`` of ``size × size`` superpatches in row-major order (edge ones may be smaller)."""
+    gh, gw = grid
+    rows = torch.arange(gh)[:, None] // size  # [gh, 1]
+    cols = torch.arange(gw)[None, :] // size  # [1, gw]
+    return rows * math.ceil(gw / size) + cols  # [gh, gw]
 
 
 def layers_from_spec(spec: str | Sequence[int]) -> list[int]:

@@ -1,0 +1,113 @@
+"""Skipped patches, out-of-memory halving and coarse-to-fine refinement, against the naive loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from archs import GRID, IMG, build
+from test_engine import close, images, naive
+
+from caap import CAAP
+from caap.core.engine import superpatch_groups
+from caap.errors import CaapError
+
+N_PATCHES = GRID[0] * GRID[1]
+
+
+def test_negative_group_ids_are_not_patched():
+    model = build("timm_vit")
+    x = images(2)
+    groups = torch.arange(N_PATCHES).view(GRID).clone()
+    groups[0] = -1  # the first row is skipped
+    att = CAAP(model, layers=[1, 2]).explain(x, groups=groups)
+    assert att.meta["patched_runs"] == 2 * (N_PATCHES - GRID[1])
+    assert att.scores[:, 0].isnan().all() and not att.scores[:, 1:].isnan().any()
+    full = naive("timm_vit", model, x, torch.zeros_like(x), [1, 2], att.target)
+    close(att.scores[:, 1:], full[:, 1:])
+
+
+def test_out_of_memory_halves_the_chunk_and_retries(monkeypatch):
+    model = build("timm_deit_distilled")
+    x = images(2)
+    explainer = CAAP(model, layers=[1, 3], batch_size=16)
+    expected = explainer.explain(x)
+    assert expected.meta["halvings"] == 0
+    original, seen = explainer.adapter.run_block, []
+
+    def tight(index, z):  # a device that holds at most 3 variants
+        seen.append(z.shape[0])
+        if z.shape[0] > 3:
+            raise torch.OutOfMemoryError("simulated: out of memory")
+        return original(index, z)
+
+    monkeypatch.setattr(explainer.adapter, "run_block", tight)
+    att = explainer.explain(x)
+    assert att.meta["batch_size"] == 2 and att.meta["halvings"] == 3  # 16 -> 8 -> 4 -> 2
+    close(att.scores, expected.scores)
+    assert explainer.batch_size == 16  # the halving is per call
+
+
+
+def test_out_of_memory_with_one_variant_is_raised(monkeypatch):
+    explainer = CAAP(build("timm_vit"), layers=[1], batch_size=4)
+    calls = []
+
+    def never_fits(*args):
+        calls.append(args[0].shape[0])
+        raise torch.OutOfMemoryError("simulated: out of memory")
+
+    monkeypatch.setattr(explainer, "_patched_chunk", never_fits)
+    with pytest.raises(torch.OutOfMemoryError):
+        explainer.explain(images(1))
+    assert calls == [4, 2, 1]
+
+
+def test_superpatch_groups():
+    g = superpatch_groups((5, 3), 2)
+    assert g.tolist() == [[0, 0, 1], [0, 0, 1], [2, 2, 3], [2, 2, 3], [4, 4, 5]]
+
+
+@pytest.mark.parametrize("name", ["timm_vit", "hf_deit"])
+def test_refine_is_exact_on_refined_patches_and_a_share_elsewhere(name):
+    model = build(name)
+    x = images(2)
+    explainer = CAAP(model, layers=[1, 2], refine=0.25, coarse=2)
+    att = explainer.explain(x)
+    coarse = superpatch_groups(GRID, 2)  # 4 superpatches of 2x2 on the 4x4 grid
+    n_groups = int(coarse.max()) + 1
+    chosen = math.ceil(0.25 * n_groups)
+    assert att.meta["patched_runs"] == 2 * (n_groups + chosen * 4)
+    exact = naive(name, model, x, torch.zeros_like(x), [1, 2], att.target)
+    by_group = naive(name, model, x, torch.zeros_like(x), [1, 2], att.target, groups=coarse.expand(2, *GRID))
+    for b in range(2):
+        group_scores = torch.stack([by_group[b][coarse == g][0] for g in range(n_groups)])
+        top = int(group_scores.argmax())
+        refined = coarse == top
+        close(att.scores[b][refined], exact[b][refined])
+        close(att.scores[b][~refined], by_group[b][~refined] / 4)
+
+
+def test_refine_everything_is_the_exact_map():
+    model = build("timm_registers")
+    x = images(1)
+    exact = CAAP(model, layers=[2]).explain(x, all_classes=True)
+    att = CAAP(model, layers=[2], refine=1.0).explain(x, all_classes=True)
+    close(att.scores, exact.scores)
+    close(att.class_scores, exact.class_scores)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(refine=0.0), "refine must be a fraction"), (dict(refine=1.5), "refine must be a fraction"),
+    (dict(refine=True), "refine must be a fraction"), (dict(refine=0.5, coarse=1), "coarse must be an int"),
+])
+def test_refine_options_are_checked(kwargs, message):
+    with pytest.raises(CaapError, match=message):
+        CAAP(build("timm_vit"), **kwargs)
+
+
+def test_refine_and_groups_are_exclusive():
+    explainer = CAAP(build("timm_vit"), refine=0.5)
+    with pytest.raises(CaapError, match="either groups or refine"):
+        explainer.explain(torch.zeros(1, 3, IMG, IMG), groups=torch.zeros(GRID, dtype=torch.long))
