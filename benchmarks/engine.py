@@ -1,10 +1,20 @@
-"""Seconds per image: the batched CAAP engine vs the naive one-forward-per-patch loop.
+"""CAAP engine throughput against the hardware: GEMM peak, achieved FLOP/s, naive loop, Captum Occlusion.
 
-    python benchmarks/engine.py [--images N] [--threads T] [--json OUT.json]
+    python benchmarks/engine.py [--models deit_tiny,vit_small,vit_base] [--images N] [--threads T]
+                                [--device cpu|cuda] [--modes fp32,bf16,compile] [--json OUT.json]
 
-Models: the real DeiT-Tiny from ``../shared/data`` (or ``$CAAP_DATA_DIR``; skipped when absent) on dev
-images, and a random-init ``vit_base_patch16_224`` on random inputs. Same layers (``range(4, 8)``),
-float32, both methods timed in the same run; the printed ratio is naive / engine.
+In one run, per model (real DeiT-Tiny from ``../shared/data`` or ``$CAAP_DATA_DIR`` on dev images, skipped
+when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range(4, 8)``:
+
+- the GEMM peak: fp32 and bf16 matrix products of the engine's own shapes (qkv, attention scores and
+  mixing, projection, MLP at the engine's chunk size), weighted by their share of the block's multiply-adds;
+- CAAP seconds per image, its FLOP/s (``caap.core.flops.caap_macs``, FLOPs = 2 × MACs) and the ratio to
+  the same-run peak of its dtype, for fp32, bf16 autocast (and fp16 on CUDA) and ``compile=True``;
+- the naive one-forward-per-patch loop (fp32) and Captum's ``Occlusion`` on the patch grid (a window and
+  stride of one patch: the same number of forward passes), and their ratio to CAAP;
+- the Spearman rank correlation of every fast mode's maps with the fp32 maps;
+- peak memory per ``batch_size`` (CUDA: ``max_memory_allocated``; CPU: the resident-set high-water mark
+  above the level before the call, reset through ``/proc/self/clear_refs``).
 """
 
 from __future__ import annotations
@@ -15,81 +25,245 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from caap import CAAP
+from caap.core.flops import caap_macs
 from caap.core.reference import naive_caap
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+LAYERS = list(range(4, 8))
+TIMM = {"deit_tiny": "deit_tiny_patch16_224", "vit_small": "vit_small_patch16_224", "vit_base": "vit_base_patch16_224"}
 
 
-def real_inputs(n: int):
+def load(name: str, n: int, device: torch.device):
+    """(label, model, images [n, 3, 224, 224]) or None when the real weights are absent."""
+    import timm
     from timm.data import create_transform, resolve_model_data_config
 
     from caap.data.images import load_image
     from caap.models import create_model
 
-    weights = DATA / "deit_tiny_patch16_224.safetensors"
-    if not weights.is_file():
-        return None
-    model = create_model("deit_tiny_patch16_224", weights)
-    transform = create_transform(**resolve_model_data_config(model))
-    files = sorted((DATA / "imagenet-dev").glob("*.JPEG"))[:n]
-    return model, torch.stack([transform(load_image(f)) for f in files])
+    if name == "deit_tiny":
+        weights = DATA / "deit_tiny_patch16_224.safetensors"
+        if not weights.is_file():
+            return None
+        model = create_model(TIMM[name], weights)
+        transform = create_transform(**resolve_model_data_config(model))
+        files = sorted((DATA / "imagenet-dev").glob("*.JPEG"))[::50][:n]  # spread over the classes
+        images = torch.stack([transform(load_image(f)) for f in files])
+        label = "deit_tiny_patch16_224 (real)"
+    else:
+        torch.manual_seed(0)
+        model = timm.create_model(TIMM[name], pretrained=False).eval()
+        images = torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        label = f"{TIMM[name]} (random)"
+    return label, model.to(device), images.to(device)
 
 
-def random_inputs(name: str, n: int):
-    import timm
-
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
-    return model, torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def measure(label: str, model, images: torch.Tensor, layers: list[int], naive_images: int) -> dict:
-    explainer = CAAP(model, layers=layers)
-    explainer.explain(images[:1])  # warm-up
+def timed(fn, device: torch.device, min_seconds: float = 0.0) -> tuple[float, object]:
+    """(seconds per call, last result), repeating until ``min_seconds`` have passed."""
+    calls, result = 0, None
+    sync(device)
     start = time.perf_counter()
-    att = explainer.explain(images)
-    engine_s = (time.perf_counter() - start) / len(images)
+    while True:
+        result = fn()
+        calls += 1
+        sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls, result
+
+
+def gemm_peak(model, n_tokens: int, chunk: int, dtype: torch.dtype, device: torch.device) -> float:
+    """FLOP/s of the engine's matrix products (one block at ``chunk`` variants), back to back, no other work."""
+    block = model.blocks[0]
+    dim, hidden, heads = block.attn.qkv.in_features, block.mlp.fc1.out_features, block.attn.num_heads
+    rows, hd = chunk * n_tokens, dim // heads
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+
+    shapes = [  # (a, b) with a @ b, as in one block
+        (rand(rows, dim), rand(dim, 3 * dim)),  # qkv
+        (rand(chunk * heads, n_tokens, hd), rand(chunk * heads, hd, n_tokens)),  # q k^T
+        (rand(chunk * heads, n_tokens, n_tokens), rand(chunk * heads, n_tokens, hd)),  # attn v
+        (rand(rows, dim), rand(dim, dim)),  # proj
+        (rand(rows, dim), rand(dim, hidden)),  # fc1
+        (rand(rows, hidden), rand(hidden, dim)),  # fc2
+    ]
+    flops = sum(2 * a.numel() * b.shape[-1] for a, b in shapes)
+
+    def run():
+        for a, b in shapes:
+            torch.matmul(a, b)
+
+    run()
+    seconds, _ = timed(run, device, min_seconds=1.0)
+    return flops / seconds
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over images of the Spearman rank correlation of two map stacks ``[B, gh, gw]``."""
+    from scipy.stats import spearmanr
+
+    return float(np.mean([spearmanr(x.flatten().numpy(), y.flatten().numpy())[0] for x, y in zip(a, b, strict=True)]))
+
+
+def peak_memory(fn, device: torch.device) -> int | None:
+    """Bytes above the starting level at the peak of ``fn()`` (None where it cannot be read)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        return None
+
+    def read(key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    base = read("VmRSS:")
+    fn()
+    return read("VmHWM:") - base
+
+
+def occlusion_seconds(model, images: torch.Tensor, targets: torch.Tensor, chunk: int, device) -> float:
+    from captum.attr import Occlusion
+
+    patch = model.patch_embed.patch_size
+    occ = Occlusion(model)
+
+    def run():
+        with torch.no_grad():
+            return occ.attribute(images, sliding_window_shapes=(3, *patch), strides=(3, *patch), baselines=0.0,
+                                 target=targets, perturbations_per_eval=chunk)
+
+    run()  # warm-up
+    seconds, _ = timed(run, device)
+    return seconds / len(images)
+
+
+def measure(name: str, args, device: torch.device) -> dict | None:
+    loaded = load(name, args.images, device)
+    if loaded is None:
+        print(f"{TIMM[name]} (real): skipped, no weights under {DATA}")
+        return None
+    label, model, images = loaded
+    n = len(images)
+    row: dict = {"model": label, "images": n, "layers": LAYERS, "device": str(device), "modes": {}}
+    exact = CAAP(model, layers=LAYERS)
+    exact.explain(images[:1])  # warm-up
+    seconds, ref = timed(lambda: exact.explain(images), device)
+    macs = caap_macs(exact, images=n)
+    chunk = ref.meta["batch_size"]
+    n_tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    peaks = {"float32": gemm_peak(model, n_tokens, chunk, torch.float32, device),
+             "bfloat16": gemm_peak(model, n_tokens, chunk, torch.bfloat16, device)}
+    if device.type == "cuda":
+        peaks["float16"] = gemm_peak(model, n_tokens, chunk, torch.float16, device)
+    row.update(gemm_peak_flops=peaks, macs=macs.as_dict(), batch_size=chunk,
+               flops_per_image=2 * macs.total / n)
+
+    def mode_row(mode: str, dtype: torch.dtype, s: float, att, extra: dict | None = None) -> None:
+        achieved = 2 * macs.total / (s * n)
+        key = str(dtype).replace("torch.", "")
+        row["modes"][mode] = {"s_per_image": s / n, "flops": achieved, "of_peak": achieved / peaks[key],
+                              "spearman_vs_fp32": spearman(att.scores, ref.scores), **(extra or {})}
+
+    mode_row("fp32", torch.float32, seconds, ref)
+    fast = [torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
+    for dtype in fast if "bf16" in args.modes else []:
+        explainer = CAAP(model, layers=LAYERS, dtype=dtype)
+        explainer.explain(images[:1])
+        s, att = timed(lambda e=explainer: e.explain(images), device)
+        mode_row({torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype], dtype, s, att)
+    if "compile" in args.modes:
+        for dtype in [torch.float32, *fast]:
+            explainer = CAAP(model, layers=LAYERS, dtype=dtype, compile=True)
+            start = time.perf_counter()
+            explainer.explain(images)  # compiles for the chunk shapes of this call
+            sync(device)
+            compile_s = time.perf_counter() - start
+            s, att = timed(lambda e=explainer: e.explain(images), device)
+            mode_row({torch.float32: "fp32+compile", torch.bfloat16: "bf16+compile",
+                      torch.float16: "fp16+compile"}[dtype], dtype, s, att, {"first_call_s": compile_s})
 
     ctx = torch.zeros_like(images[:1])
+    naive_n = min(args.naive_images, n)
     start = time.perf_counter()
-    for b in range(naive_images):
-        ref = naive_caap(model, list(model.blocks), images[b : b + 1], ctx, layers, int(att.target[b]), 1)
-    naive_s = (time.perf_counter() - start) / naive_images
-    err = (ref - att.scores[naive_images - 1].flatten()).abs().max().item()
-    row = {"model": label, "images": len(images), "layers": layers, "engine_s_per_image": engine_s,
-           "naive_s_per_image": naive_s, "speedup": naive_s / engine_s, "max_abs_diff": err,
-           "batch_size": att.meta["batch_size"]}
-    print(f"{label:32s} engine {engine_s:7.2f} s/img   naive {naive_s:7.2f} s/img   "
-          f"speed-up {naive_s / engine_s:5.2f}x   max|diff| {err:.1e}", flush=True)
+    for b in range(naive_n):
+        naive = naive_caap(model, list(model.blocks), images[b : b + 1], ctx, LAYERS, int(ref.target[b]), 1)
+    sync(device)
+    row["naive_s_per_image"] = (time.perf_counter() - start) / naive_n
+    row["max_abs_diff_vs_naive"] = (naive - ref.scores[naive_n - 1].flatten().to(naive.device)).abs().max().item()
+    try:
+        row["occlusion_s_per_image"] = occlusion_seconds(model, images[:naive_n], ref.target[:naive_n].tolist(),
+                                                         chunk, device)
+    except ImportError:
+        row["occlusion_s_per_image"] = None
+    row["memory"] = {}
+    for batch_size in (16, 64, None):
+        explainer = CAAP(model, layers=LAYERS, batch_size=batch_size)
+        row["memory"][str(batch_size or f"auto ({chunk})")] = peak_memory(lambda e=explainer: e.explain(images[:1]),
+                                                                          device)
+    report(row)
     return row
+
+
+def report(row: dict) -> None:
+    naive, occ = row["naive_s_per_image"], row["occlusion_s_per_image"]
+    peaks = "  ".join(f"{k} {v / 1e9:.0f}" for k, v in row["gemm_peak_flops"].items())
+    print(f"\n{row['model']}: {row['flops_per_image'] / 1e9:.1f} GFLOP per image, chunk {row['batch_size']}, "
+          f"GEMM peak (GFLOP/s) {peaks}, max|engine - naive| {row['max_abs_diff_vs_naive']:.1e}")
+    print(f"  {'mode':14s} {'s/img':>8s} {'GFLOP/s':>8s} {'of peak':>8s} {'vs naive':>9s} {'vs Occl.':>9s} "
+          f"{'Spearman':>9s}")
+    print(f"  {'naive fp32':14s} {naive:8.2f}")
+    if occ is not None:
+        print(f"  {'Captum Occl.':14s} {occ:8.2f}")
+    for mode, m in row["modes"].items():
+        vs_occ = f"{occ / m['s_per_image']:8.2f}x" if occ is not None else f"{'-':>9s}"
+        print(f"  {mode:14s} {m['s_per_image']:8.2f} {m['flops'] / 1e9:8.0f} {m['of_peak']:8.0%} "
+              f"{naive / m['s_per_image']:8.2f}x {vs_occ} {m['spearman_vs_fp32']:9.4f}")
+    mem = "  ".join(f"batch {k}: {v / 2**20:.0f} MiB" if v is not None else f"batch {k}: n/a"
+                    for k, v in row["memory"].items())
+    print(f"  peak memory (fp32, one image): {mem}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="deit_tiny,vit_small,vit_base")
     parser.add_argument("--images", type=int, default=4, help="images per model for the engine")
-    parser.add_argument("--naive-images", type=int, default=1, help="images for the naive loop (it is slow)")
+    parser.add_argument("--naive-images", type=int, default=1, help="images for the naive loop and Occlusion")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--modes", default="fp32,bf16,compile", help="fp32 always; bf16, compile optional")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, float32")
-    layers = list(range(4, 8))
-    rows = []
-    real = real_inputs(args.images)
-    if real is None:
-        print(f"deit_tiny_patch16_224 (real): skipped, no weights under {DATA}")
-    else:
-        rows.append(measure("deit_tiny_patch16_224 (real)", *real, layers, args.naive_images))
-    rows.append(measure("vit_base_patch16_224 (random)", *random_inputs("vit_base_patch16_224", args.images),
-                        layers, args.naive_images))
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {device} ({name}), {args.threads} threads, layers {LAYERS}")
+    rows = [r for m in args.models.split(",") if m for r in [measure(m, args, device)] if r is not None]
     if args.json:
         from caap.io import save_json
 
-        save_json(args.json, {"torch": torch.__version__, "threads": args.threads, "rows": rows})
+        save_json(args.json, {"torch": torch.__version__, "device": name, "threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

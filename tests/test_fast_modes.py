@@ -111,3 +111,18 @@ def test_refine_and_groups_are_exclusive():
     explainer = CAAP(build("timm_vit"), refine=0.5)
     with pytest.raises(CaapError, match="either groups or refine"):
         explainer.explain(torch.zeros(1, 3, IMG, IMG), groups=torch.zeros(GRID, dtype=torch.long))
+
+
+def test_compile_is_exact_and_leaves_the_model_untouched():
+    from modelstate import assert_untouched, snapshot
+
+    model = build("timm_vit")
+    x = images(2)
+    before = snapshot(model)
+    explainer = CAAP(model, layers=[1, 2], batch_size=6, compile=True)
+    att = explainer.explain(x)
+    assert att.meta["compile"] is True
+    close(att.scores, naive("timm_vit", model, x, torch.zeros_like(x), [1, 2], att.target))
+    assert_untouched(model, before)
+    with pytest.raises(CaapError, match="compile must be True or False"):
+        CAAP(model, compile="yes")

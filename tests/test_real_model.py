@@ -84,3 +84,17 @@ def test_every_method_on_the_real_deit(deit, batch):
         size = (14, 14) if explainer.resolution == "patch" else (224, 224)
         assert att.scores.shape == (1, *size), name
         assert torch.isfinite(att.scores).all() and att.scores.abs().max() > 0, name
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a.flatten().numpy(), b.flatten().numpy())[0])
+
+
+def test_real_deit_bf16_maps_agree_with_fp32(deit, batch):
+    """The documented agreement of the bf16 fast mode (docs/PERFORMANCE.md): Spearman >= 0.99 per image."""
+    exact = CAAP(deit, layers=range(4, 8)).explain(batch)
+    fast = CAAP(deit, layers=range(4, 8), dtype=torch.bfloat16).explain(batch, target=exact.target)
+    for b in range(len(batch)):
+        assert _spearman(fast.scores[b], exact.scores[b]) >= 0.99

@@ -136,6 +136,8 @@ class CAAP(Explainer):
             single patches only inside the top ``refine`` fraction of superpatches (by score); the other
             patches get their superpatch's score divided by its patch count. ``None``: exact, every patch.
         coarse: superpatch side in patches for ``refine`` (edge superpatches may be smaller).
+        compile: run the patched blocks through ``torch.compile`` (exact up to float rounding; the first
+            call of each chunk shape compiles). See docs/PERFORMANCE.md for when it pays.
 
     Patches whose group id is negative are not patched; their score is NaN.
     """
@@ -156,6 +158,7 @@ class CAAP(Explainer):
         normalization=None,
         refine: float | None = None,
         coarse: int = 2,
+        compile: bool = False,
     ) -> None:
         super().__init__(model, device=device, dtype=dtype, normalization=normalization)
         if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float))
@@ -164,6 +167,10 @@ class CAAP(Explainer):
         if isinstance(coarse, bool) or not isinstance(coarse, int) or coarse < 2:
             raise CaapError(f"coarse must be an int >= 2 (superpatch side in patches), got {coarse!r}")
         self.refine, self.coarse = refine, coarse
+        if not isinstance(compile, bool):
+            raise CaapError(f"compile must be True or False, got {compile!r}")
+        self.compile = compile
+        self._compiled = None
         self.layers = check_layers(layers, self.adapter.num_blocks)
         self.context = make_context(context)
         self.score_name, self.score_fn = make_score(score)
@@ -183,6 +190,7 @@ class CAAP(Explainer):
             "batch_size": self.batch_size,
             "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
             **({"refine": self.refine, "coarse": self.coarse} if self.refine is not None else {}),
+            **({"compile": True} if self.compile else {}),
         }
 
     def explain(
@@ -306,7 +314,7 @@ class CAAP(Explainer):
                 lo, hi = torch.searchsorted(variants.pair_variant, torch.tensor([start, stop])).tolist()
                 img = var_image[start:stop]  # [n]
                 try:
-                    s, rows_used = self._patched_chunk(
+                    s, rows_used = self._chunk_runner()(
                         context_prefix[img], source, img, pair_variant[lo:hi] - start, pair_token[lo:hi], head_rows)
                 except torch.OutOfMemoryError:
                     if chunk == 1:
@@ -342,6 +350,13 @@ class CAAP(Explainer):
             "source_score": source_scores.gather(1, idx)[:, 0].float().cpu(),
         }
         return Attribution(scores, tgt, (images.shape[2], images.shape[3]), self.name, class_scores, meta)
+
+    def _chunk_runner(self):
+        if not self.compile:
+            return self._patched_chunk
+        if self._compiled is None:
+            self._compiled = torch.compile(self._patched_chunk, dynamic=False)
+        return self._compiled
 
     def _patched_chunk(self, zc, source, img, rows, toks, head_rows) -> tuple[torch.Tensor, int]:
         """Scores ``[n, K]`` of ``n`` patched variants (``zc``: their context prefix ``[n, N, D]``, a copy).
