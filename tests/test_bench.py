@@ -63,6 +63,16 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         run(BenchConfig(**{**CONFIG, "limit": 1, "metrics": ["deletion"]}), tmp_path, progress=False)
 
 
+def test_resume_with_more_methods_adds_them(tmp_path):
+    run(BenchConfig(**{**CONFIG, "limit": 2, "methods": ["rollout"]}), tmp_path, progress=False)
+    first = _results(tmp_path)
+    table = run(BenchConfig(**{**CONFIG, "limit": 2, "methods": ["rollout", "caap"]}), tmp_path, progress=False)
+    assert set(table["rows"]) == {"rollout", "caap"}
+    both = _results(tmp_path)
+    assert {k: v for k, v in both.items() if k in first} == first and len(both) == 4
+    assert json.loads((tmp_path / "config.json").read_text())["methods"] == ["rollout", "caap"]
+
+
 def test_cli_bench_prints_the_table(tmp_path, capsys):
     assert main(["bench", "--model", "caap-demo", "--data", "synthetic:conjunction", "--limit", "2",
                  "--methods", "caap,gradcam", "--metrics", "pointing_game,insertion:step=8",

@@ -4,7 +4,8 @@ killed at any moment and resumed ends with the same results as an uninterrupted 
 the images are sharded across ranks (``torch.distributed``, gloo on CPU / nccl on CUDA); rank 0 waits for
 all ranks and writes the table.
 
-Layout of ``RUN_DIR``: ``config.json`` (the settings; a resume with other settings is refused),
+Layout of ``RUN_DIR``: ``config.json`` (the settings; a resume with other data, model or metrics is refused,
+one with other methods adds them: the table lists the methods of the last call),
 ``records/<index>_<method>.json`` (target, label, seconds, metric scores), ``maps/<index>_<method>.npy``,
 ``table.{md,csv,json}``, ``plots/`` (curves, example maps) and ``report.html``.
 """
@@ -67,12 +68,13 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
     settings = config.to_dict()
     cfg_path = out / "config.json"
     if rank == 0:
-        if cfg_path.is_file():
+        stored = settings
+        if cfg_path.is_file():  # a resume: same data, model and metrics; methods may be added
             previous = json.loads(cfg_path.read_text())
-            if previous != json.loads(json.dumps(settings)):
+            if {**previous, "methods": None} != json.loads(json.dumps({**settings, "methods": None})):
                 raise CaapError(f"{str(out)!r} holds a run with other settings; use another folder to start anew")
-        else:
-            save_json(cfg_path, settings)
+            stored = {**settings, "methods": list(dict.fromkeys(previous["methods"] + settings["methods"]))}
+        save_json(cfg_path, stored)
     model, dataset = _load(config)
     explainers = {name: method_registry.get(name)(model) for name in config.methods}
     mine = [i for i in range(len(dataset)) if i % world == rank]
