@@ -125,7 +125,7 @@ BASELINES = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad
 FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16}}
 
 
-@pytest.mark.parametrize("name", ["caap", *BASELINES])
+@pytest.mark.parametrize("name", methods.available())  # every registered method, CAAP's modes included
 @pytest.mark.parametrize("arch", ["timm_deit_distilled", "timm_registers", "timm_avg_fc_norm", "hf_dinov2"])
 def test_every_method_runs_on_every_architecture_and_leaves_no_trace(name, arch):
     model = build(arch)
@@ -140,7 +140,7 @@ def test_every_method_runs_on_every_architecture_and_leaves_no_trace(name, arch)
     assert_untouched(model, before)
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", methods.available())
 def test_state_restored_when_a_method_raises(name, monkeypatch):
     model = build("timm_vit")
     before = snapshot(model)
