@@ -122,6 +122,9 @@ def test_sweep_scores_each_band_and_resumes(tmp_path, capsys):
     stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "records").glob("*.json")}
     assert main(args) == 0  # resume: nothing recomputed
     assert stamp == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "records").glob("*.json")}
+    other = [a if a != "pointing_game,deletion" else "deletion" for a in args]
+    assert main(other) != 0  # other metrics in the same folder: refused
+    assert "other data, model or metrics" in capsys.readouterr().err
     assert main([*args[:-2], "--widths", "0", "--out", str(tmp_path)]) == 2
     assert "a band has at least one block" in capsys.readouterr().err
 

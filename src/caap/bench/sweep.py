@@ -1,6 +1,7 @@
 """CAAP's layer-band × context × score sweep, scored by faithfulness (and localisation where masks exist).
 
-Every (setting, image) record is written atomically; re-running resumes. Writes ``sweep.json`` (mean per
+Every (setting, image) record is written atomically; re-running resumes (the grid may grow; the data, model
+and metrics must stay). Writes ``sweep.json`` (mean per
 setting and metric) and one heat map per context, score and metric (``sweep_<metric>_<context>_<score>.png``,
 rows: first patched block, columns: band width).
 """
@@ -46,6 +47,7 @@ def sweep(config: SweepConfig, out: str | Path, progress: bool = True) -> dict:
     from caap.bench.runner import BenchConfig, _load
 
     out = Path(out)
+    _check_resume(out, config)
     model, dataset = _load(BenchConfig(config.model, config.data, [], [], config.weights, config.masks, config.limit,
                                        config.every))
     depth = adapt(model).num_blocks
@@ -80,6 +82,19 @@ def sweep(config: SweepConfig, out: str | Path, progress: bool = True) -> dict:
     save_json(out / "sweep.json", summary)
     _heatmaps(out, summary, config)
     return summary
+
+
+def _check_resume(out: Path, config: SweepConfig) -> None:
+    """Records are keyed by setting and image index: a resume may change the grid and ``limit``, not what an
+    index or a record means (model, weights, data, masks, ``every``, metrics)."""
+    fixed = {k: getattr(config, k) for k in ("model", "weights", "data", "masks", "every", "metrics")}
+    path = out / "config.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != json.loads(json.dumps(fixed)):
+            raise CaapError(f"{str(out)!r} holds a sweep with other data, model or metrics; use another folder")
+    else:
+        save_json(path, fixed)
 
 
 def _heatmaps(out: Path, summary: dict, config: SweepConfig) -> None:
