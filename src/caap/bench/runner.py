@@ -6,8 +6,9 @@ all ranks and writes the table.
 
 Layout of ``RUN_DIR``: ``config.json`` (the settings; a resume with other data, model or metrics is refused,
 one with other methods adds them: the table lists the methods of the last call),
-``records/<index>_<method>.json`` (target, label, seconds, metric scores), ``maps/<index>_<method>.npy``,
-``table.{md,csv,json}``, ``plots/`` (curves, example maps) and ``report.html``.
+``records/<index>_<method>.json`` (target, label, seconds, metric scores, the method's scalar metadata such
+as CAAP's patched runs), ``maps/<index>_<method>.npy``, ``table.{md,csv,json}``, ``plots/`` (curves, example
+maps) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
         save_npy(out / "maps" / f"{i:06d}_{name}.npy", att.scores[0].numpy())
         save_json(out / "records" / f"{i:06d}_{name}.json", {
             "index": i, "id": item.id, "method": name, "label": item.label, "target": int(att.target[0]),
-            "seconds": seconds, "metrics": scores, "curves": curves})
+            "seconds": seconds, "metrics": scores, "curves": curves,
+            "meta": {k: v for k, v in att.meta.items() if isinstance(v, (bool, int, float, str)) and k != "seconds"}})
         bar.update(1)
     bar.close()
     if world > 1:

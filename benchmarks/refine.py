@@ -1,0 +1,58 @@
+"""What coarse-to-fine CAAP trades: patched runs, rank correlation and faithfulness against exact CAAP.
+
+    caap bench --model deit_tiny_patch16_224 --weights W --data DIR --methods caap,caap_adaptive \
+        --metrics deletion:step=14,insertion:step=14 --out RUN
+    python benchmarks/refine.py RUN [--exact caap] [--fast caap_adaptive]
+
+Reads the maps and records of a finished ``caap bench`` run that holds both methods, and prints per image
+means of: patched runs (recorded by the engine), the Spearman rank correlation of
+the fast map with the exact one, and each faithfulness metric of both with the relative change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--exact", default="caap")
+    parser.add_argument("--fast", default="caap_adaptive")
+    args = parser.parse_args()
+    records: dict[str, dict[int, dict]] = {args.exact: {}, args.fast: {}}
+    for path in sorted((args.run / "records").glob("*.json")):
+        r = json.loads(path.read_text())
+        if r["method"] in records:
+            records[r["method"]][r["index"]] = r
+    common = sorted(set(records[args.exact]) & set(records[args.fast]))
+    if not common:
+        raise SystemExit(f"no image has both {args.exact} and {args.fast} in {args.run}")
+    rho = []
+    for i in common:
+        a = np.load(args.run / "maps" / f"{i:06d}_{args.exact}.npy").ravel()
+        b = np.load(args.run / "maps" / f"{i:06d}_{args.fast}.npy").ravel()
+        rho.append(spearmanr(a, b)[0])
+    grid = np.load(args.run / "maps" / f"{common[0]:06d}_{args.exact}.npy").shape
+    exact_runs, fast_runs = (np.mean([records[m][i]["meta"]["patched_runs"] for i in common])
+                             for m in (args.exact, args.fast))
+    print(f"{len(common)} images, grid {grid[0]}x{grid[1]}")
+    print(f"patched runs per image: {args.exact} {exact_runs:.0f}, {args.fast} {fast_runs:.0f} "
+          f"({exact_runs / fast_runs:.2f}x fewer)")
+    print(f"Spearman({args.fast}, {args.exact}): mean {np.mean(rho):.3f}, median {np.median(rho):.3f}, "
+          f"min {np.min(rho):.3f}")
+    seconds = [np.mean([records[m][i]["seconds"] for i in common]) for m in (args.exact, args.fast)]
+    print(f"seconds per image: {seconds[0]:.2f} vs {seconds[1]:.2f}")
+    for metric in records[args.exact][common[0]]["metrics"]:
+        e = np.mean([records[args.exact][i]["metrics"][metric] for i in common])
+        f = np.mean([records[args.fast][i]["metrics"][metric] for i in common])
+        print(f"{metric:24s} {args.exact} {e:.4f}  {args.fast} {f:.4f}  change {(f - e) / abs(e):+.2%}")
+
+
+if __name__ == "__main__":
+    main()
