@@ -139,3 +139,23 @@ def test_every_selects_a_spread_subset(tmp_path):
     assert len(subset) == 3
     assert [subset[i].id for i in range(3)] == [full[i].id for i in (0, 4, 8)]
     assert main(["bench", "--model", "caap-demo", "--data", "synthetic", "--every", "0", "--out", str(tmp_path)]) != 0
+
+
+def test_method_specs_configure_methods_in_a_run(tmp_path):
+    from caap import methods
+
+    explainer = methods.build("caap:layers=2:5:context=blur:2", _demo())
+    assert explainer.layers == [2, 3, 4] and explainer.context.describe().startswith("blur")
+    with pytest.raises(CaapError, match="method 'rise:bogus=1'"):
+        methods.build("rise:bogus=1", _demo())
+    table = run(BenchConfig(**{**CONFIG, "limit": 2, "methods": ["rise:masks=8", "caap:layers=1:3"],
+                               "metrics": ["pointing_game"]}), tmp_path, progress=False)
+    assert set(table["rows"]) == {"rise:masks=8", "caap:layers=1:3"}
+    assert (tmp_path / "maps" / "000001_rise_masks=8.npy").is_file()
+    assert json.loads((tmp_path / "records" / "000000_caap_layers=1_3.json").read_text())["meta"]["layers"] == [1, 2]
+
+
+def _demo():
+    from caap.data.demo import load_demo_model
+
+    return load_demo_model()

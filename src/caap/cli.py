@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
     p.add_argument("--limit", type=int, help="use the first N images (after --every)")
     p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
-    p.add_argument("--methods", default="caap,rollout,gae,gradcam,occlusion,input_insertion")
+    p.add_argument("--methods", default="caap,rollout,gae,gradcam,occlusion,input_insertion",
+                   help="comma-separated NAME[:KEY=VALUE…], e.g. caap,caap:layers=2:6:context=blur,rise:masks=500")
     p.add_argument("--metrics", default="deletion,insertion",
                    help="comma-separated NAME[:KEY=VALUE…], e.g. deletion:step=4,insertion:step=4:canvas=blur")
     p.add_argument("--out", required=True, help="run folder (re-running the same command resumes)")

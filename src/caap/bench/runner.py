@@ -62,8 +62,10 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
     from caap import metrics as metric_registry
 
     out = Path(out)
-    for name in config.methods:
-        method_registry.get(name)
+    from caap.specs import file_stem, parse_spec
+
+    for spec in config.methods:
+        method_registry.get(parse_spec(spec, "method")[0])
     metric_objs = {spec: metric_registry.build(spec) for spec in config.metrics}
     rank, world = _dist()
     settings = config.to_dict()
@@ -77,7 +79,7 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
             stored = {**settings, "methods": list(dict.fromkeys(previous["methods"] + settings["methods"]))}
         save_json(cfg_path, stored)
     model, dataset = _load(config)
-    explainers = {name: method_registry.get(name)(model) for name in config.methods}
+    explainers = {spec: method_registry.build(spec, model) for spec in config.methods}
     mine = [i for i in range(len(dataset)) if i % world == rank]
     todo = [(i, m) for i in mine for m in config.methods if not _done(out, i, m)]
     bar = tqdm(total=len(todo), desc=f"bench[{rank}]", unit="map", disable=not progress)
@@ -100,11 +102,11 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
                 curves[metric_name] = {"x": fractions.tolist(), "y": values[0].tolist()}
             else:
                 scores[metric_name] = float(metric(model, x, att.target, att.scores, mask)[0])
-        save_npy(out / "maps" / f"{i:06d}_{name}.npy", att.scores[0].numpy())
-        save_json(out / "records" / f"{i:06d}_{name}.json", {
+        save_npy(out / "maps" / f"{i:06d}_{file_stem(name)}.npy", att.scores[0].numpy())
+        save_json(out / "records" / f"{i:06d}_{file_stem(name)}.json", {
             "index": i, "id": item.id, "method": name, "label": item.label, "target": int(att.target[0]),
             "seconds": seconds, "metrics": scores, "curves": curves,
-            "meta": {k: v for k, v in att.meta.items() if isinstance(v, (bool, int, float, str)) and k != "seconds"}})
+            "meta": {k: v for k, v in att.meta.items() if _plain(v) and k != "seconds"}})
         bar.update(1)
     bar.close()
     if world > 1:
@@ -120,10 +122,18 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
     return table
 
 
+def _plain(value) -> bool:
+    """A JSON scalar or a list of them (settings and counts from an Attribution's metadata)."""
+    scalar = (bool, int, float, str)
+    return isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+
+
 def _done(out: Path, index: int, method: str) -> bool:
     """A record counts once both its map and its JSON exist (the JSON is written last)."""
-    path = out / "records" / f"{index:06d}_{method}.json"
-    return path.is_file() and (out / "maps" / f"{index:06d}_{method}.npy").is_file()
+    from caap.specs import file_stem
+
+    path = out / "records" / f"{index:06d}_{file_stem(method)}.json"
+    return path.is_file() and (out / "maps" / f"{index:06d}_{file_stem(method)}.npy").is_file()
 
 
 def _load(config: BenchConfig):

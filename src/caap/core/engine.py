@@ -43,6 +43,8 @@ def check_layers(layers: Iterable[int] | None, num_blocks: int) -> list[int]:
     """Sorted unique 0-based block indices, validated against ``num_blocks``."""
     if layers is None:
         return default_layers(num_blocks)
+    if isinstance(layers, str):
+        layers = layers_from_spec(layers)
     if isinstance(layers, int):
         layers = [layers]
     try:

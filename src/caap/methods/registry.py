@@ -41,3 +41,15 @@ def get(name: str) -> type:
     if name not in _REGISTRY:
         raise CaapError(f"unknown method {name!r}; expected one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def build(spec: str, model, **config):
+    """An explainer from ``NAME[:KEY=VALUE…]`` (e.g. ``"rise:masks=500"``, ``"caap:layers=2:6:context=blur"``)."""
+    from caap.specs import parse_spec
+
+    name, kwargs = parse_spec(spec, "method")
+    cls = get(name)
+    try:
+        return cls(model, **{**kwargs, **config})
+    except TypeError as exc:
+        raise CaapError(f"method {spec!r}: {exc}") from None

@@ -44,26 +44,9 @@ def get(name: str) -> type[Metric]:
 
 def build(spec: str) -> Metric:
     """A configured metric from ``NAME[:KEY=VALUE[:KEY=VALUE…]]``, e.g. ``"deletion:step=4:canvas=blur"``."""
-    name, *segments = spec.split(":")
-    options: list[str] = []
-    for segment in segments:  # a segment without '=' continues the previous value (``canvas=blur:2``)
-        if "=" not in segment and options:
-            options[-1] += ":" + segment
-        else:
-            options.append(segment)
-    kwargs: dict = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        if not sep or not key:
-            raise CaapError(f"metric option {option!r} in {spec!r}: expected KEY=VALUE")
-        for cast in (int, float):
-            try:
-                kwargs[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            kwargs[key] = value
+    from caap.specs import parse_spec
+
+    name, kwargs = parse_spec(spec, "metric")
     try:
         return get(name)(**kwargs)
     except TypeError as exc:
