@@ -126,3 +126,19 @@ def test_compile_is_exact_and_leaves_the_model_untouched():
     assert_untouched(model, before)
     with pytest.raises(CaapError, match="compile must be True or False"):
         CAAP(model, compile="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_modes_agree_with_the_cpu(dtype):
+    from scipy.stats import spearmanr
+
+    model = build("timm_vit")
+    x = images(2)
+    exact = CAAP(model, layers=[1, 2]).explain(x)
+    att = CAAP(model, layers=[1, 2], device="cuda", dtype=dtype).explain(x, target=exact.target)
+    assert next(model.parameters()).device.type == "cpu"  # moved for the call only
+    if dtype == torch.float32:
+        close(att.scores, exact.scores)
+    for b in range(2):
+        assert spearmanr(att.scores[b].flatten(), exact.scores[b].flatten())[0] >= 0.99
