@@ -119,7 +119,8 @@ def _heatmaps(out: Path, summary: dict, config: SweepConfig) -> None:
             ax.set_title(f"{metric} ({better} is better)\ncontext {context}, score {score}", fontsize=8)
             for (r, c), v in np.ndenumerate(grid):
                 if not np.isnan(v):
-                    ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w")
+                    light = im.norm(v) > 0.6 if better == "higher" else im.norm(v) < 0.4  # viridis: yellow end
+                    ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=7, color="k" if light else "w")
             fig.colorbar(im, ax=ax, fraction=0.05)
             fig.tight_layout()
             name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"sweep_{metric}_{context}_{score}")
