@@ -67,6 +67,27 @@ def test_localisation_agrees_with_quantus(ours, theirs):
     np.testing.assert_allclose(got.numpy(), np.asarray(peer, dtype=np.float64), rtol=1e-5, atol=1e-6)
 
 
+def test_relevance_mass_of_signed_maps_counts_positive_relevance():
+    quantus = pytest.importorskip("quantus")
+    images, t, maps, masks = _case(seed=5, size=16)
+    signed = torch.nn.functional.interpolate(maps[:, None], size=(16, 16), mode="nearest")[:, 0] - 0.5
+
+    def peer(a):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(quantus.RelevanceMassAccuracy(disable_warnings=True)(
+                model=None, x_batch=images.numpy(), y_batch=t.numpy(), a_batch=a[:, None].numpy(),
+                s_batch=masks[:, None].float().numpy(), device="cpu"), dtype=np.float64)
+
+    positive = metrics.get("relevance_mass")()(None, images, t, signed, masks)
+    np.testing.assert_allclose(positive.numpy(), peer(signed.clamp(min=0)), rtol=1e-5, atol=1e-6)
+    assert ((positive >= 0) & (positive <= 1)).all()
+    as_is = metrics.get("relevance_mass")(positive=False)(None, images, t, signed, masks)
+    np.testing.assert_allclose(as_is.numpy(), peer(signed), rtol=1e-4, atol=1e-6)
+    none = metrics.get("relevance_mass")()(None, images, t, -signed.abs(), masks)
+    assert (none == 0).all()
+
+
 def test_metric_metadata_and_errors():
     with_model = {"deletion", "insertion", "positive_perturbation", "negative_perturbation", "randomization"}
     assert {n for n in metrics.available() if metrics.get(n).needs_model} == with_model

@@ -58,14 +58,29 @@ class EnergyPointingGame(Metric):
 
 class RelevanceMass(Metric):
     """Relevance mass accuracy (Arras et al. 2022): attribution inside the mask over the total attribution,
-    at pixel resolution (the map as is, as Quantus)."""
+    at pixel resolution.
+
+    ``positive=True`` (default, as Arras et al.) counts positive relevance only, which keeps the ratio in
+    [0, 1] for signed maps (0 for a map with no positive relevance); ``positive=False`` takes the map as is
+    (Quantus's ``RelevanceMassAccuracy``), whose ratio is unbounded when a signed map sums to about zero.
+    """
 
     name = "relevance_mass"
     needs_masks = True
 
+    def __init__(self, positive: bool = True) -> None:
+        if not isinstance(positive, bool):
+            raise CaapError(f"positive must be True or False, got {positive!r}")
+        self.positive = positive
+
     def evaluate(self, model, images, targets, maps, masks):
         px = to_pixels(maps, masks.shape[-2:])
-        return (px * masks).flatten(1).sum(1) / px.flatten(1).sum(1)
+        if self.positive:
+            px = px.clamp(min=0)
+        inside, total = (px * masks).flatten(1).sum(1), px.flatten(1).sum(1)
+        if self.positive:
+            return torch.where(total > 0, inside / total.clamp(min=1e-30), torch.zeros_like(total))
+        return inside / total
 
 
 class RelevanceRank(Metric):
