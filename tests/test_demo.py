@@ -84,3 +84,12 @@ def test_conv_stem_token_sees_its_own_cell():
         rows, cols = torch.nonzero(x.grad.abs().sum(1)[0] > 0, as_tuple=True)
         assert (rows.min(), rows.max()) == (max(0, 8 * i - 1), min(63, 8 * i + 8))
         assert (cols.min(), cols.max()) == (max(0, 8 * j - 1), min(63, 8 * j + 8))
+
+
+def test_demo_models_carry_their_measured_band():
+    from caap import CAAP
+    from caap.data.demo import load_demo_model
+
+    model = load_demo_model("conjunction")
+    assert CAAP(model).layers == [0, 1, 2, 3]  # from the layer sweep (docs/RESULTS.md)
+    assert CAAP(model, layers="2:4").layers == [2, 3]

@@ -39,6 +39,15 @@ def default_layers(num_blocks: int) -> list[int]:
     return band or [num_blocks // 2]
 
 
+def model_default_layers(model: nn.Module) -> list[int] | None:
+    """The band a model carries as its own measured default (``model.caap_defaults["layers"]``), if any.
+
+    The embedded demo models carry ``range(0, 4)``: on their benchmark the layer sweep found bands from block
+    0 better than the middle third (docs/RESULTS.md)."""
+    defaults = getattr(model, "caap_defaults", None)
+    return list(defaults["layers"]) if isinstance(defaults, dict) and "layers" in defaults else None
+
+
 def check_layers(layers: Iterable[int] | None, num_blocks: int) -> list[int]:
     """Sorted unique 0-based block indices, validated against ``num_blocks``."""
     if layers is None:
@@ -124,7 +133,9 @@ class CAAP(Explainer):
 
     Args:
         model: a timm ``VisionTransformer``, a Hugging Face ViT/DeiT/DINOv2 classifier, or a caap adapter.
-        layers: 0-based block indices whose *input* is patched (default: ``range(L//3, 2L//3)``).
+        layers: 0-based block indices whose *input* is patched, or ``"START:STOP"`` (default: the model's
+            ``caap_defaults["layers"]`` when it carries one, else the middle third ``range(L//3, 2L//3)``,
+            which the layer sweep on DeiT-Tiny found on the best plateau; docs/RESULTS.md).
         context: ``"mean"``, ``"black"``, ``"blur"`` / ``"blur:SIGMA"``, ``"noise"`` / ``"noise:STD:SEED"``,
             a tensor ``[3, H, W]`` / ``[B, 3, H, W]`` (normalised) or a :class:`caap.core.contexts.Context`.
         score: ``"logit"``, ``"prob"``, ``"logprob"`` or a callable ``logits [N, C] -> scores [N, K]``.
@@ -173,6 +184,8 @@ class CAAP(Explainer):
             raise CaapError(f"compile must be True or False, got {compile!r}")
         self.compile = compile
         self._compiled = None
+        if layers is None:
+            layers = model_default_layers(self.model)
         self.layers = check_layers(layers, self.adapter.num_blocks)
         self.context = make_context(context)
         self.score_name, self.score_fn = make_score(score)

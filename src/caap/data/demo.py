@@ -20,6 +20,7 @@ ARCH = dict(img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4, mlp_
 STEM = "ConvPatchEmbed: conv4x4/2 (pad 1), conv2x2/2, conv2x2/2; BatchNorm + GELU between; 32-64-128 channels"
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
+DEMO_LAYERS = range(0, 4)  # CAAP's band for the demo models, from `caap sweep` on both variants (docs/RESULTS.md)
 DEMO_NAMES = {"caap-demo": "simple", "caap-demo-simple": "simple", "caap-demo-conjunction": "conjunction"}
 
 
@@ -92,6 +93,7 @@ def load_demo_model(variant: str = "simple") -> nn.Module:
     model = build_demo_architecture()
     model.load_state_dict(load_state_dict(path), strict=True)
     model.caap_class_names = list(SyntheticConfig(variant=variant).classes)
+    model.caap_defaults = {"layers": list(DEMO_LAYERS)}
     return model.eval()
 
 
