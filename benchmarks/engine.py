@@ -14,7 +14,7 @@ when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range
   stride of one patch: the same number of forward passes), and their ratio to CAAP;
 - the Spearman rank correlation of every fast mode's maps with the fp32 maps;
 - peak memory per ``batch_size`` (CUDA: ``max_memory_allocated``; CPU: the resident-set high-water mark
-  above the level before the call, reset through ``/proc/self/clear_refs``).
+  above the level before the call, in a fresh process per configuration).
 """
 
 from __future__ import annotations
@@ -118,29 +118,43 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.mean([spearmanr(x.flatten().numpy(), y.flatten().numpy())[0] for x, y in zip(a, b, strict=True)]))
 
 
-def peak_memory(fn, device: torch.device) -> int | None:
-    """Bytes above the starting level at the peak of ``fn()`` (None where it cannot be read)."""
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def _cpu_peak(name: str, batch_size: int | None, threads: int) -> int:
+    """In a fresh process: resident-set high-water mark of one explain call above the level before it."""
+    torch.set_num_threads(threads)
+    _, model, images = load(name, 1, torch.device("cpu"))
+    explainer = CAAP(model, layers=LAYERS, batch_size=batch_size)
+    base = _status("VmRSS:")
+    explainer.explain(images)
+    return _status("VmHWM:") - base
+
+
+def peak_memory(name: str, model, images: torch.Tensor, batch_size: int | None, device: torch.device,
+                threads: int) -> int | None:
+    """Bytes above the starting level at the peak of one explain call on one image (None if unreadable).
+
+    CUDA: ``max_memory_allocated``. CPU: a fresh process per configuration, because the allocator keeps
+    freed memory resident and an earlier, larger call would hide a smaller one's peak."""
     if device.type == "cuda":
+        explainer = CAAP(model, layers=LAYERS, batch_size=batch_size)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        fn()
+        explainer.explain(images[:1])
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
+    if not Path("/proc/self/status").is_file():
         return None
+    import multiprocessing
 
-    def read(key: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-        raise KeyError(key)
-
-    base = read("VmRSS:")
-    fn()
-    return read("VmHWM:") - base
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_cpu_peak, (name, batch_size, threads))
 
 
 def occlusion_seconds(model, images: torch.Tensor, targets: torch.Tensor, chunk: int, device) -> float:
@@ -219,9 +233,8 @@ def measure(name: str, args, device: torch.device) -> dict | None:
         row["occlusion_s_per_image"] = None
     row["memory"] = {}
     for batch_size in (16, 64, None):
-        explainer = CAAP(model, layers=LAYERS, batch_size=batch_size)
-        row["memory"][str(batch_size or f"auto ({chunk})")] = peak_memory(lambda e=explainer: e.explain(images[:1]),
-                                                                          device)
+        row["memory"][str(batch_size or f"auto ({chunk})")] = peak_memory(name, model, images, batch_size, device,
+                                                                          args.threads)
     report(row)
     return row
 
