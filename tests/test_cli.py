@@ -186,6 +186,10 @@ def test_explain_rejects_options_a_method_does_not_take(weights, pictures, tmp_p
     code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method", "rollout",
                         "--layers", "2:4", "--out", tmp_path], capsys)
     assert code == 2 and "method 'rollout' takes no --layers" in err
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method",
+                        "caap_adaptive", "--layers", "2:4", "--out", tmp_path], capsys)
+    assert code == 0, err  # CAAP's own options reach its coarse-to-fine subclass
+    assert json.loads((tmp_path / "results.json").read_text())["settings"]["layers"] == [2, 3]
     code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method", "magic",
                         "--out", tmp_path], capsys)
     assert code == 2 and "unknown method 'magic'" in err

@@ -129,7 +129,12 @@ def make_explainer(name: str, model, options: dict):
     from caap import methods
 
     cls = methods.get(name)
-    accepted = set(inspect.signature(cls.__init__).parameters)
+    accepted: set[str] = set()
+    for klass in cls.__mro__:  # a subclass that passes **kwargs on takes its base's options too
+        params = inspect.signature(klass.__init__).parameters if "__init__" in vars(klass) else {}
+        accepted |= set(params)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
     renamed = {"context": "baseline"} if "baseline" in accepted else {}
     kwargs, unused = {}, []
     for key, value in options.items():
