@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from caap.bench.runner import BenchConfig, run
 from caap.cli import main
@@ -159,3 +160,22 @@ def _demo():
     from caap.data.demo import load_demo_model
 
     return load_demo_model()
+
+
+def test_rescore_recomputes_metrics_from_saved_maps(tmp_path, monkeypatch):
+    config = BenchConfig(**{**CONFIG, "limit": 2})
+    run(config, tmp_path, progress=False)
+    before = _results(tmp_path)
+    from caap.methods.attention import Rollout
+    from caap.metrics.localisation import RelevanceMass
+
+    monkeypatch.setattr(Rollout, "explain", lambda *a, **k: pytest.fail("rescore must not explain again"))
+    monkeypatch.setattr(RelevanceMass, "evaluate", lambda self, model, images, targets, maps, masks:
+                        torch.full((maps.shape[0],), 0.25))
+    run(config, tmp_path, progress=False, rescore=True)
+    after = _results(tmp_path)
+    assert all(r["metrics"]["relevance_mass"] == 0.25 for r in after.values())
+    for name, r in after.items():
+        r["metrics"].pop("relevance_mass")
+        before[name]["metrics"].pop("relevance_mass")
+        assert r == before[name]

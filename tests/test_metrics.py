@@ -42,6 +42,21 @@ def test_hand_computed_cases():
     assert metrics.get("sparseness")()(None, images, t, spike, None).item() == pytest.approx(15 / 16, abs=1e-4)
 
 
+def test_energy_pointing_game_uses_the_bounding_box():
+    from caap.metrics.localisation import bounding_boxes
+
+    images = torch.zeros(1, 3, 4, 4)
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, 0, 0] = mask[0, 2, 2] = True  # an L-free diagonal object: its box is the top-left 3x3
+    assert bounding_boxes(mask)[0].tolist() == [[True] * 3 + [False]] * 3 + [[False] * 4]
+    assert not bounding_boxes(torch.zeros(1, 4, 4, dtype=torch.bool)).any()
+    pixels = torch.zeros(1, 4, 4)
+    pixels[0, 1, 1], pixels[0, 3, 3], pixels[0, 0, 0] = 2.0, 1.0, -5.0
+    t = torch.zeros(1, dtype=torch.long)
+    assert metrics.get("energy_pointing_game")()(None, images, t, pixels, mask).item() == pytest.approx(2 / 3)
+    assert metrics.get("energy_pointing_game")(box=False)(None, images, t, pixels, mask).item() == 0.0
+
+
 def test_patch_maps_point_at_patches_touching_the_mask():
     images, t, maps, masks = _case()
     hits = metrics.get("pointing_game")()(None, images, t, maps, masks)

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="deletion,insertion",
                    help="comma-separated NAME[:KEY=VALUE…], e.g. deletion:step=4,insertion:step=4:canvas=blur")
     p.add_argument("--out", required=True, help="run folder (re-running the same command resumes)")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute the metrics of finished records from their saved maps")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="CAAP layer band x context x score sweep scored by the metrics")
@@ -331,7 +333,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          every=args.every,
                          methods=[m for m in args.methods.split(",") if m],
                          metrics=[m for m in args.metrics.split(",") if m])
-    table = run(config, args.out)
+    table = run(config, args.out, rescore=args.rescore)
     if table is not None:
         print((Path(args.out) / "table.md").read_text(), end="")
     return 0

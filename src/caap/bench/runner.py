@@ -56,8 +56,11 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | None:
-    """Run (or resume) the benchmark into ``out``; returns the table on rank 0 (None on other ranks)."""
+def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bool = False) -> dict | None:
+    """Run (or resume) the benchmark into ``out``; returns the table on rank 0 (None on other ranks).
+
+    ``rescore``: recompute every metric of the finished records from their saved maps (after a metric's
+    definition changed), keeping the maps, targets and timings; the explanations are not recomputed."""
     from caap import methods as method_registry
     from caap import metrics as metric_registry
 
@@ -91,17 +94,7 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
         start = time.perf_counter()
         att = explainers[name].explain(x, target=[item.label])
         seconds = time.perf_counter() - start
-        mask = None if item.mask is None else item.mask[None]
-        scores, curves = {}, {}
-        for metric_name, metric in metric_objs.items():
-            if metric.needs_masks and mask is None:
-                continue
-            if hasattr(metric, "curve") and hasattr(metric, "area"):  # keep the curve for the report's plots
-                values, fractions = metric.curve(model, x, att.target, att.scores)
-                scores[metric_name] = float(metric.area(values, fractions)[0])
-                curves[metric_name] = {"x": fractions.tolist(), "y": values[0].tolist()}
-            else:
-                scores[metric_name] = float(metric(model, x, att.target, att.scores, mask)[0])
+        scores, curves = _score(metric_objs, model, x, att.target, att.scores, item.mask)
         save_npy(out / "maps" / f"{i:06d}_{file_stem(name)}.npy", att.scores[0].numpy())
         save_json(out / "records" / f"{i:06d}_{file_stem(name)}.json", {
             "index": i, "id": item.id, "method": name, "label": item.label, "target": int(att.target[0]),
@@ -109,6 +102,17 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
             "meta": {k: v for k, v in att.meta.items() if _plain(v) and k != "seconds"}})
         bar.update(1)
     bar.close()
+    if rescore:
+        done = [(i, m) for i in mine for m in config.methods if (i, m) not in set(todo)]
+        for i, name in tqdm(done, desc=f"rescore[{rank}]", unit="map", disable=not progress):
+            path = out / "records" / f"{i:06d}_{file_stem(name)}.json"
+            record = json.loads(path.read_text())
+            item = dataset[i]
+            saved = torch.from_numpy(np.load(out / "maps" / f"{i:06d}_{file_stem(name)}.npy"))[None]
+            target = torch.tensor([record["target"]])
+            record["metrics"], record["curves"] = _score(metric_objs, model, item.image[None], target, saved,
+                                                         item.mask)
+            save_json(path, record)
     if world > 1:
         torch.distributed.barrier()
     if rank != 0:
@@ -120,6 +124,23 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True) -> dict | N
     grid = example_grid(out, dataset, config.methods)
     write_html(out, table, settings, plots + ([grid] if grid else []))
     return table
+
+
+def _score(metric_objs: dict, model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
+           mask: torch.Tensor | None) -> tuple[dict, dict]:
+    """Every metric of one map ``[1, h, w]`` (curve metrics keep their curve for the report's plots)."""
+    mask = None if mask is None else mask[None]
+    scores, curves = {}, {}
+    for metric_name, metric in metric_objs.items():
+        if metric.needs_masks and mask is None:
+            continue
+        if hasattr(metric, "curve") and hasattr(metric, "area"):
+            values, fractions = metric.curve(model, x, target, maps)
+            scores[metric_name] = float(metric.area(values, fractions)[0])
+            curves[metric_name] = {"x": fractions.tolist(), "y": values[0].tolist()}
+        else:
+            scores[metric_name] = float(metric(model, x, target, maps, mask)[0])
+    return scores, curves
 
 
 def _plain(value) -> bool:

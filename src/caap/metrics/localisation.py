@@ -45,15 +45,35 @@ class PointingGame(Metric):
 
 
 class EnergyPointingGame(Metric):
-    """Share of the positive attribution inside the mask (Wang et al. 2020, Score-CAM), at pixel resolution."""
+    """Share of the positive attribution inside the object's bounding box (Wang et al. 2020, Score-CAM), at
+    pixel resolution. ``box=False`` uses the mask itself, which equals positive relevance mass."""
 
     name = "energy_pointing_game"
     needs_masks = True
 
+    def __init__(self, box: bool = True) -> None:
+        if not isinstance(box, bool):
+            raise CaapError(f"box must be True or False, got {box!r}")
+        self.box = box
+
     def evaluate(self, model, images, targets, maps, masks):
         pos = to_pixels(maps, masks.shape[-2:]).clamp(min=0)
+        region = bounding_boxes(masks) if self.box else masks
         total = pos.flatten(1).sum(1)
-        return torch.where(total > 0, (pos * masks).flatten(1).sum(1) / total.clamp(min=1e-30), 0.0)
+        return torch.where(total > 0, (pos * region).flatten(1).sum(1) / total.clamp(min=1e-30), 0.0)
+
+
+def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, H, W]``: the smallest axis-aligned box around each mask (empty stays empty)."""
+    rows, cols = masks.any(2), masks.any(1)  # [B, H], [B, W]
+
+    def span(on: torch.Tensor) -> torch.Tensor:  # [B, n] -> bool [B, n] between first and last True
+        idx = torch.arange(on.shape[1])
+        first = torch.where(on, idx, on.shape[1]).min(1, keepdim=True).values
+        last = torch.where(on, idx, -1).max(1, keepdim=True).values
+        return (idx >= first) & (idx <= last)
+
+    return span(rows)[:, :, None] & span(cols)[:, None, :]
 
 
 class RelevanceMass(Metric):
