@@ -98,3 +98,18 @@ def test_real_deit_bf16_maps_agree_with_fp32(deit, batch):
     fast = CAAP(deit, layers=range(4, 8), dtype=torch.bfloat16).explain(batch, target=exact.target)
     for b in range(len(batch)):
         assert _spearman(fast.scores[b], exact.scores[b]) >= 0.99
+
+
+def test_real_deit_coarse_to_fine_is_exact_where_it_refines(deit, batch):
+    """caap_adaptive (docs/PERFORMANCE.md): 65 patched runs instead of 196; exact in the 4 best superpatches."""
+    from caap.core.engine import AdaptiveCAAP, superpatch_groups
+
+    exact = CAAP(deit, layers=range(4, 8)).explain(batch[:1])
+    fast = AdaptiveCAAP(deit, layers=range(4, 8)).explain(batch[:1], target=exact.target)
+    assert fast.meta["patched_runs"] == 49 + 16 and fast.meta["refined_patches"] == 16
+    groups = superpatch_groups((14, 14), 2)
+    coarse = CAAP(deit, layers=range(4, 8), groups=groups).explain(batch[:1], target=exact.target).scores[0]
+    group_scores = torch.stack([coarse[groups == g][0] for g in range(49)])
+    refined = torch.isin(groups, group_scores.topk(4).indices)
+    torch.testing.assert_close(fast.scores[0][refined], exact.scores[0][refined], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.scores[0][~refined], (coarse / 4)[~refined], rtol=1e-4, atol=1e-4)
