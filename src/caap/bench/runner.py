@@ -103,7 +103,8 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
         bar.update(1)
     bar.close()
     if rescore:
-        done = [(i, m) for i in mine for m in config.methods if (i, m) not in set(todo)]
+        fresh = set(todo)  # just computed with the current metrics
+        done = [(i, m) for i in mine for m in config.methods if (i, m) not in fresh]
         for i, name in tqdm(done, desc=f"rescore[{rank}]", unit="map", disable=not progress):
             path = out / "records" / f"{i:06d}_{file_stem(name)}.json"
             record = json.loads(path.read_text())
