@@ -65,11 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="methods x metrics on a dataset; resumable, shards under torchrun")
     _model_args(p)
-    p.add_argument("--data", required=True,
-                   help="an image folder (ImageNet WordNet ids in names) or synthetic[:variant]")
-    p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
-    p.add_argument("--limit", type=int, help="use the first N images (after --every)")
-    p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
+    _data_args(p)
     p.add_argument("--methods", default="caap,rollout,gae,gradcam,occlusion,input_insertion",
                    help="comma-separated NAME[:KEY=VALUE…], e.g. caap,caap:layers=2:6:context=blur,rise:masks=500")
     p.add_argument("--metrics", default="deletion,insertion",
@@ -81,10 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="CAAP layer band x context x score sweep scored by the metrics")
     _model_args(p)
-    p.add_argument("--data", required=True, help="an image folder or synthetic[:variant]")
-    p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
-    p.add_argument("--limit", type=int, help="use the first N images (after --every)")
-    p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
+    _data_args(p)
     p.add_argument("--starts", default="0,2,4,6", help="first patched block of each band")
     p.add_argument("--widths", default="1,2,4", help="band widths (blocks)")
     p.add_argument("--contexts", default="mean,blur", help="contexts, comma-separated")
@@ -100,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="caap-demo", help="output folder (default ./caap-demo)")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True,
+                   help="an image folder (ImageNet WordNet ids in names) or synthetic[:variant]")
+    p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
+    p.add_argument("--limit", type=int, help="use the first N images (after --every)")
+    p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from caap.bench.runner import map_path
 from caap.io import atomic_write_bytes, save_figure
-from caap.specs import file_stem
 
 
 def curve_plots(out: Path, methods: list[str]) -> list[Path]:
@@ -50,14 +50,14 @@ def example_grid(out: Path, dataset, methods: list[str], count: int = 4) -> Path
 
     images, maps, titles, outlines = [], [], [], []
     for i in range(min(count, len(dataset))):
-        if not all((out / "maps" / f"{i:06d}_{file_stem(m)}.npy").is_file() for m in methods):
+        if not all(map_path(out, i, m).is_file() for m in methods):
             continue
         item = dataset[i]
         pixels = item.image - item.image.amin()
         pixels = (pixels / pixels.amax().clamp(min=1e-6)).permute(1, 2, 0).numpy()
         for m in methods:
             images.append(pixels)
-            maps.append(torch.from_numpy(np.load(out / "maps" / f"{i:06d}_{file_stem(m)}.npy")))
+            maps.append(torch.from_numpy(np.load(map_path(out, i, m))))
             titles.append(f"{item.id[:18]} {m}")
             outlines.append(None if item.mask is None else item.mask.numpy())
     if not maps:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from caap.errors import CaapError
 from caap.io import atomic_write_bytes, save_json, save_npy
+from caap.specs import file_stem, parse_spec
 
 
 @dataclass
@@ -65,8 +66,6 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     from caap import metrics as metric_registry
 
     out = Path(out)
-    from caap.specs import file_stem, parse_spec
-
     for spec in config.methods:
         method_registry.get(parse_spec(spec, "method")[0])
     metric_objs = {spec: metric_registry.build(spec) for spec in config.metrics}
@@ -95,8 +94,8 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
         att = explainers[name].explain(x, target=[item.label])
         seconds = time.perf_counter() - start
         scores, curves = _score(metric_objs, model, x, att.target, att.scores, item.mask)
-        save_npy(out / "maps" / f"{i:06d}_{file_stem(name)}.npy", att.scores[0].numpy())
-        save_json(out / "records" / f"{i:06d}_{file_stem(name)}.json", {
+        save_npy(map_path(out, i, name), att.scores[0].numpy())
+        save_json(record_path(out, i, name), {
             "index": i, "id": item.id, "method": name, "label": item.label, "target": int(att.target[0]),
             "seconds": seconds, "metrics": scores, "curves": curves,
             "meta": {k: v for k, v in att.meta.items() if _plain(v) and k != "seconds"}})
@@ -106,10 +105,10 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
         fresh = set(todo)  # just computed with the current metrics
         done = [(i, m) for i in mine for m in config.methods if (i, m) not in fresh]
         for i, name in tqdm(done, desc=f"rescore[{rank}]", unit="map", disable=not progress):
-            path = out / "records" / f"{i:06d}_{file_stem(name)}.json"
+            path = record_path(out, i, name)
             record = json.loads(path.read_text())
             item = dataset[i]
-            saved = torch.from_numpy(np.load(out / "maps" / f"{i:06d}_{file_stem(name)}.npy"))[None]
+            saved = torch.from_numpy(np.load(map_path(out, i, name)))[None]
             target = torch.tensor([record["target"]])
             record["metrics"], record["curves"] = _score(metric_objs, model, item.image[None], target, saved,
                                                          item.mask)
@@ -150,12 +149,17 @@ def _plain(value) -> bool:
     return isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
 
 
+def record_path(out: Path, index: int, method: str) -> Path:
+    return out / "records" / f"{index:06d}_{file_stem(method)}.json"
+
+
+def map_path(out: Path, index: int, method: str) -> Path:
+    return out / "maps" / f"{index:06d}_{file_stem(method)}.npy"
+
+
 def _done(out: Path, index: int, method: str) -> bool:
     """A record counts once both its map and its JSON exist (the JSON is written last)."""
-    from caap.specs import file_stem
-
-    path = out / "records" / f"{index:06d}_{file_stem(method)}.json"
-    return path.is_file() and (out / "maps" / f"{index:06d}_{file_stem(method)}.npy").is_file()
+    return record_path(out, index, method).is_file() and map_path(out, index, method).is_file()
 
 
 def _load(config: BenchConfig):
