@@ -323,28 +323,27 @@ class CAAP(Explainer):
             var_image = variants.image.to(device)
             pair_variant, pair_token = variants.pair_variant.to(device), variants.pair_token.to(device)
             rows_used, halvings, start = 0, 0, 0
-            bar = tqdm(total=n_var, desc="CAAP", unit="run", disable=not progress, leave=False)
-            while start < n_var:
-                stop = min(start + chunk, n_var)
-                lo, hi = torch.searchsorted(variants.pair_variant, torch.tensor([start, stop])).tolist()
-                img = var_image[start:stop]  # [n]
-                try:
-                    s, rows_used = self._chunk_runner()(
-                        context_prefix[img], source, img, pair_variant[lo:hi] - start, pair_token[lo:hi], head_rows)
-                except torch.OutOfMemoryError:
-                    if chunk == 1:
-                        raise
-                    chunk, halvings = max(1, chunk // 2), halvings + 1  # retry this chunk at half the size
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    continue
-                base = context_scores[img]  # [n, K]
-                out[start:stop] = (s.gather(1, tgt_dev[img, None]) - base.gather(1, tgt_dev[img, None]))[:, 0]
-                if out_all is not None:
-                    out_all[start:stop] = s - base
-                bar.update(stop - start)
-                start = stop
-            bar.close()
+            with tqdm(total=n_var, desc="CAAP", unit="run", disable=not progress, leave=False) as bar:
+                while start < n_var:
+                    stop = min(start + chunk, n_var)
+                    lo, hi = torch.searchsorted(variants.pair_variant, torch.tensor([start, stop])).tolist()
+                    img = var_image[start:stop]  # [n]
+                    try:
+                        s, rows_used = self._chunk_runner()(
+                            context_prefix[img], source, img, pair_variant[lo:hi] - start, pair_token[lo:hi], head_rows)
+                    except torch.OutOfMemoryError:
+                        if chunk == 1:
+                            raise
+                        chunk, halvings = max(1, chunk // 2), halvings + 1  # retry this chunk at half the size
+                        if device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        continue
+                    base = context_scores[img]  # [n, K]
+                    out[start:stop] = (s.gather(1, tgt_dev[img, None]) - base.gather(1, tgt_dev[img, None]))[:, 0]
+                    if out_all is not None:
+                        out_all[start:stop] = s - base
+                    bar.update(stop - start)
+                    start = stop
 
         gh, gw = grid
         pv = variants.patch_variant.to(device)  # [B, gh*gw], -1 where a patch is not patched
