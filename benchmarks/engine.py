@@ -195,7 +195,7 @@ def measure(name: str, args, device: torch.device) -> dict | None:
                flops_per_image=2 * macs.total / n)
 
     def mode_row(mode: str, dtype: torch.dtype, s: float, att, extra: dict | None = None) -> None:
-        achieved = 2 * macs.total / (s * n)
+        achieved = 2 * macs.total / s  # s: seconds for all n images
         key = str(dtype).replace("torch.", "")
         row["modes"][mode] = {"s_per_image": s / n, "flops": achieved, "of_peak": achieved / peaks[key],
                               "spearman_vs_fp32": spearman(att.scores, ref.scores), **(extra or {})}

@@ -99,3 +99,62 @@ def test_timm_pretrained_path_with_a_local_file(tmp_path):
     via_caap = create_model("test_vit", path)
     for k, v in via_timm.state_dict().items():
         assert torch.equal(v, via_caap.state_dict()[k])
+
+
+def _block_input(dim: int, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(3, PREFIX["timm_vit"] + GRID[0] * GRID[1], dim, generator=torch.Generator().manual_seed(1),
+                       dtype=dtype)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"qkv_bias": False}, {"act_layer": "gelu_tanh"}, {"mlp_ratio": 3.0},
+                                    {"dtype": torch.float64}], ids=["plain", "no_qkv_bias", "gelu_tanh", "mlp3", "f64"])
+def test_inplace_block_path_reproduces_the_block(kwargs):
+    from archs import _scale, timm_vit
+
+    from caap.core.workspace import Workspace
+
+    dtype = kwargs.pop("dtype", torch.float32)
+    model = _scale(timm_vit(**kwargs), seed=0).to(dtype)
+    adapter, ws = TimmViTAdapter(model), Workspace()
+    for index, block in enumerate(model.blocks):
+        x = _block_input(model.embed_dim, dtype)
+        with torch.inference_mode():
+            expected = block(x)
+            z = x.clone()
+            out = adapter.run_block_inplace(index, z, ws)
+        assert out is z  # the residual stream was updated in place
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_inplace_block_path_declines_what_it_does_not_reproduce():
+    from archs import _scale, timm_vit
+
+    from caap.core.workspace import Workspace
+
+    ws = Workspace()
+    x = _block_input(32)
+    plain = TimmViTAdapter(_scale(timm_vit(), seed=0))
+    with torch.inference_mode():
+        assert plain.run_block_inplace(0, x.clone(), ws) is not None
+        assert plain.run_block_inplace(0, x.clone().transpose(0, 1).contiguous().transpose(0, 1), ws) is None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert plain.run_block_inplace(0, x.clone(), ws) is None
+    assert plain.run_block_inplace(0, x.clone(), ws) is None  # autograd on: the module's own path
+    for kwargs in ({"init_values": 0.5}, {"qk_norm": True}, {"act_layer": "relu"}):
+        adapter = TimmViTAdapter(_scale(timm_vit(**kwargs), seed=0))
+        with torch.inference_mode():
+            assert adapter.run_block_inplace(0, x.clone(), ws) is None, kwargs
+    handle = plain.model.blocks[0].mlp.fc1.register_forward_hook(lambda *args: None)
+    try:
+        with torch.inference_mode():
+            assert plain.run_block_inplace(0, x.clone(), ws) is None  # a user's hook must still fire
+    finally:
+        handle.remove()
+    attn = plain.model.blocks[0].attn
+    attn.forward = attn.forward  # an instance-level forward, as instrumentation libraries install
+    with torch.inference_mode():
+        assert plain.run_block_inplace(0, x.clone(), ws) is None
+    del attn.forward
+    plain.model.blocks[0].train()
+    with torch.inference_mode():
+        assert plain.run_block_inplace(0, x.clone(), ws) is None

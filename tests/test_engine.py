@@ -45,6 +45,25 @@ def test_engine_equals_naive_loop_on_every_adapter(name):
     close(att.scores, expected)
 
 
+@pytest.mark.parametrize("name", ["timm_vit", "timm_registers", "timm_deit3_no_embed_class"])
+def test_inplace_block_path_is_taken_where_it_can_and_stays_exact(name):
+    model = build(name)
+    explainer = CAAP(explainable(name, model), layers=[1, 2], batch_size=7)
+    original, taken = explainer.adapter.run_block_inplace, []
+
+    def spy(index, z, workspace):
+        out = original(index, z, workspace)
+        taken.append(out is not None)
+        return out
+
+    explainer.adapter.run_block_inplace = spy
+    x = images()
+    att = explainer.explain(x)
+    # plain blocks run in place; DeiT-3's layer scale falls back to the module's own forward
+    assert taken and all(taken) == (name != "timm_deit3_no_embed_class") and any(taken) == all(taken)
+    close(att.scores, naive(name, model, x, torch.zeros_like(x), [1, 2], att.target))
+
+
 @pytest.mark.parametrize("name", ["timm_vit", "timm_deit_distilled", "hf_dinov2_registers"])
 def test_default_layers_and_target(name):
     model = build(name)

@@ -34,15 +34,18 @@ def test_out_of_memory_halves_the_chunk_and_retries(monkeypatch):
     explainer = CAAP(model, layers=[1, 3], batch_size=16)
     expected = explainer.explain(x)
     assert expected.meta["halvings"] == 0
-    original, seen = explainer.adapter.run_block, []
+    adapter, seen = explainer.adapter, []
 
-    def tight(index, z):  # a device that holds at most 3 variants
-        seen.append(z.shape[0])
-        if z.shape[0] > 3:
-            raise torch.OutOfMemoryError("simulated: out of memory")
-        return original(index, z)
+    def tight(original):  # a device that holds at most 3 variants, on either block path
+        def run(index, z, *args):
+            seen.append(z.shape[0])
+            if z.shape[0] > 3:
+                raise torch.OutOfMemoryError("simulated: out of memory")
+            return original(index, z, *args)
+        return run
 
-    monkeypatch.setattr(explainer.adapter, "run_block", tight)
+    monkeypatch.setattr(adapter, "run_block", tight(adapter.run_block))
+    monkeypatch.setattr(adapter, "run_block_inplace", tight(adapter.run_block_inplace))
     att = explainer.explain(x)
     assert att.meta["batch_size"] == 2 and att.meta["halvings"] == 3  # 16 -> 8 -> 4 -> 2
     close(att.scores, expected.scores)

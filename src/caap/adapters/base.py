@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from caap.core.contexts import Normalization
+from caap.core.workspace import Workspace
 from caap.errors import CaapError
 
 
@@ -56,6 +57,13 @@ class Adapter(ABC):
         """Rows ``0 .. rows-1`` of ``B_l(z)``, ``[B, N, D] -> [B, rows, D]``, computing attention queries and
         the MLP for those rows only; ``None`` when this adapter cannot do it for this block (then the engine
         runs the whole block). Used for the last block when the head reads only prefix rows."""
+        return None
+
+    def run_block_inplace(self, index: int, z: torch.Tensor, workspace: Workspace) -> torch.Tensor | None:
+        """``B_l(z)`` computed in place: ``z`` ``[B, N, D]`` (contiguous, owned by the caller) becomes the
+        output and is returned; large intermediates go to ``workspace``. ``None`` when this adapter has no
+        such path for this block or this state (grad, autocast, hooks): the engine then calls ``run_block``.
+        The result must equal ``run_block``'s up to float rounding (the residual is added in another order)."""
         return None
 
     @abstractmethod

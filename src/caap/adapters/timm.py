@@ -15,6 +15,7 @@ from torch import nn
 
 from caap.adapters.base import Adapter
 from caap.core.contexts import Normalization
+from caap.core.workspace import Workspace
 from caap.errors import UnsupportedModelError
 
 
@@ -67,6 +68,13 @@ class TimmViTAdapter(Adapter):
             return None
         return _block_rows(block, z, rows)
 
+    def run_block_inplace(self, index: int, z: torch.Tensor, workspace: Workspace) -> torch.Tensor | None:
+        block = self.model.blocks[index]
+        approximate = _inplace_gelu(block, z)
+        if approximate is None:
+            return None
+        return _block_inplace(block, z, workspace, approximate)
+
     def head(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.norm(z))
 
@@ -113,6 +121,83 @@ def _block_rows(block: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
         out = out * attn.gate(y[:, :rows]).sigmoid()
     h = x[:, :rows] + block.ls1(attn.proj(out))  # [B, R, D]
     return h + block.ls2(block.mlp(block.norm2(h)))
+
+
+def _inplace_gelu(block: nn.Module, z: torch.Tensor) -> str | None:
+    """The GELU variant (``"none"``/``"tanh"``) when :func:`_block_inplace` reproduces ``block(z)``, else ``None``.
+
+    That is a plain timm ``Block`` in eval mode whose optional parts are all off (layer scale, drop path,
+    q/k norms, attention norm and gate, MLP norm), a ``Mlp`` with GELU, no hooks on any of its modules, and
+    a float32/float64 contiguous input outside autograd and autocast; timm's own ``forward`` methods, not
+    replaced ones, on the block, its attention and its MLP."""
+    from timm.layers import Mlp
+    from timm.layers.activations import GELU, GELUTanh
+
+    if not _plain_block(block) or block.training or type(block.mlp) is not Mlp:
+        return None
+    if torch.is_grad_enabled() or torch.is_autocast_enabled(z.device.type) or not z.is_contiguous():
+        return None
+    attn, mlp = block.attn, block.mlp
+    if z.dtype not in (torch.float32, torch.float64) or attn.qkv.weight.dtype != z.dtype:
+        return None
+    off = (block.ls1, block.ls2, block.drop_path1, block.drop_path2, attn.q_norm, attn.k_norm, attn.norm, mlp.norm)
+    if not all(type(m) is nn.Identity for m in off) or getattr(attn, "gate", None) is not None:
+        return None
+    if not all(type(m) is nn.Linear for m in (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)):
+        return None
+    if not all(isinstance(m, nn.LayerNorm) for m in (block.norm1, block.norm2)):
+        return None
+    if any(m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m) for m in block.modules()):
+        return None  # hooks or a replaced forward (instrumentation) must still run
+    if not all(_timm_forward(m) for m in (block, attn, mlp)):
+        return None
+    act = mlp.act
+    if type(act) is nn.GELU:
+        return act.approximate
+    return {GELU: "none", GELUTanh: "tanh"}.get(type(act))
+
+
+def _timm_forward(module: nn.Module) -> bool:
+    """``module``'s class still has timm's own ``forward`` (not one patched in by a user or a library)."""
+    forward = type(module).forward
+    return forward.__module__.startswith("timm.") and forward.__qualname__ == f"{type(module).__name__}.forward"
+
+
+def _block_inplace(block: nn.Module, x: torch.Tensor, ws: Workspace, approximate: str) -> torch.Tensor:
+    """A plain timm ``Block`` (see :func:`_inplace_gelu`) on ``x`` ``[B, N, D]``, written into ``x``.
+
+    Same operations as ``block(x)``; the residual stream takes each branch's product in place
+    (``x += y W^T``, then ``x += b``), the GELU runs in place, and ``qkv`` and the MLP hidden layer live in
+    the workspace, so that a chunk allocates only the two norms' and attention's outputs."""
+    attn, mlp = block.attn, block.mlp
+    b, n, d = x.shape
+    rows, heads, head_dim = b * n, attn.num_heads, attn.head_dim
+    width = heads * head_dim
+    x2 = x.view(rows, d)  # [M, D] residual stream
+    y = F.layer_norm(x2, block.norm1.normalized_shape, block.norm1.weight, block.norm1.bias, block.norm1.eps)
+    qkv = _linear_into(y, attn.qkv, ws.get("qkv", (rows, 3 * width), x))  # [M, 3A]
+    q, k, v = qkv.view(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, N, hd] each
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # [B, H, N, hd]
+    _add_linear_(x2, out.transpose(1, 2).reshape(rows, width), attn.proj)
+    y = F.layer_norm(x2, block.norm2.normalized_shape, block.norm2.weight, block.norm2.bias, block.norm2.eps)
+    hidden = _linear_into(y, mlp.fc1, ws.get("hidden", (rows, mlp.fc1.out_features), x))  # [M, 4D]
+    torch.ops.aten.gelu_(hidden, approximate=approximate)
+    _add_linear_(x2, hidden, mlp.fc2)
+    return x
+
+
+def _linear_into(x: torch.Tensor, linear: nn.Linear, out: torch.Tensor) -> torch.Tensor:
+    """``linear(x)`` for ``x`` ``[M, K]``, written into ``out`` ``[M, N]``."""
+    if linear.bias is None:
+        return torch.mm(x, linear.weight.t(), out=out)
+    return torch.addmm(linear.bias, x, linear.weight.t(), out=out)
+
+
+def _add_linear_(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> None:
+    """``residual += linear(x)`` in place, ``residual`` ``[M, N]``, ``x`` ``[M, K]``."""
+    torch.addmm(residual, x, linear.weight.t(), out=residual)  # beta = 1 accumulates, no copy
+    if linear.bias is not None:
+        residual.add_(linear.bias)
 
 
 def _timm_normalization(model: nn.Module) -> Normalization:

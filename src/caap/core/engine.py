@@ -24,6 +24,7 @@ from caap.core.contexts import Context, make_context
 from caap.core.scores import ScoreFn, apply_score, make_score
 from caap.core.state import autocast
 from caap.core.targets import TargetLike, resolve_target
+from caap.core.workspace import Workspace
 from caap.errors import CaapError
 from caap.methods.base import Explainer
 from caap.methods.registry import register
@@ -323,14 +324,16 @@ class CAAP(Explainer):
             var_image = variants.image.to(device)
             pair_variant, pair_token = variants.pair_variant.to(device), variants.pair_token.to(device)
             rows_used, halvings, start = 0, 0, 0
+            workspace = None if self.compile else Workspace()  # compiled code plans its own memory
             with tqdm(total=n_var, desc="CAAP", unit="run", disable=not progress, leave=False) as bar:
                 while start < n_var:
                     stop = min(start + chunk, n_var)
                     lo, hi = torch.searchsorted(variants.pair_variant, torch.tensor([start, stop])).tolist()
                     img = var_image[start:stop]  # [n]
                     try:
+                        zc = self._chunk_prefix(context_prefix, img, workspace)  # [n, N, D], the chunk's own
                         s, rows_used = self._chunk_runner()(
-                            context_prefix[img], source, img, pair_variant[lo:hi] - start, pair_token[lo:hi], head_rows)
+                            zc, source, img, pair_variant[lo:hi] - start, pair_token[lo:hi], head_rows, workspace)
                     except torch.OutOfMemoryError:
                         if chunk == 1:
                             raise
@@ -365,6 +368,13 @@ class CAAP(Explainer):
         }
         return Attribution(scores, tgt, (images.shape[2], images.shape[3]), self.name, class_scores, meta)
 
+    @staticmethod
+    def _chunk_prefix(prefix: torch.Tensor, img: torch.Tensor, workspace: Workspace | None) -> torch.Tensor:
+        """The context prefix of each variant of a chunk, ``[n, N, D]``: a fresh copy, or the workspace's."""
+        if workspace is None:
+            return prefix[img]
+        return torch.index_select(prefix, 0, img, out=workspace.get("stream", (len(img), *prefix.shape[1:]), prefix))
+
     def _chunk_runner(self):
         if not self.compile:
             return self._patched_chunk
@@ -372,11 +382,12 @@ class CAAP(Explainer):
             self._compiled = torch.compile(self._patched_chunk, dynamic=False)
         return self._compiled
 
-    def _patched_chunk(self, zc, source, img, rows, toks, head_rows) -> tuple[torch.Tensor, int]:
+    def _patched_chunk(self, zc, source, img, rows, toks, head_rows, workspace) -> tuple[torch.Tensor, int]:
         """Scores ``[n, K]`` of ``n`` patched variants (``zc``: their context prefix ``[n, N, D]``, a copy).
 
         ``rows``/``toks``: every patched token of the chunk (variant row, token index); ``img``: the image of
-        each variant. Returns the scores and the number of rows the last block computed (0: all)."""
+        each variant. With a ``workspace``, blocks run in place where the adapter can (``zc`` is overwritten).
+        Returns the scores and the number of rows the last block computed (0: all)."""
         adapter, last, rows_used = self.adapter, self.adapter.num_blocks - 1, 0
         imgs = img[rows]  # [P_chunk] image of each patched token
         for index in range(self.layers[0], adapter.num_blocks):
@@ -384,7 +395,11 @@ class CAAP(Explainer):
                 zc[rows, toks] = source[index][imgs, toks].to(zc.dtype)
             rows_only = adapter.run_block_rows(index, zc, head_rows) if index == last and head_rows else None
             # [n, R, D] when the last block computed only the rows the head reads, else [n, N, D]
-            zc = rows_only if rows_only is not None else adapter.run_block(index, zc)
+            if rows_only is not None:
+                zc = rows_only
+            else:
+                inplace = None if workspace is None else adapter.run_block_inplace(index, zc, workspace)
+                zc = inplace if inplace is not None else adapter.run_block(index, zc)
             rows_used = rows_used or (head_rows if rows_only is not None else 0)
         return apply_score(self.score_fn, adapter.head(zc)), rows_used
 
