@@ -126,6 +126,25 @@ def test_inplace_block_path_reproduces_the_block(kwargs):
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_inplace_block_path_under_autocast_follows_autocast():
+    """bf16 autocast: products, attention and GELU in bf16, norms and the residual stream in float32."""
+    from archs import _scale, timm_vit
+
+    from caap.core.workspace import Workspace
+
+    model = _scale(timm_vit(), seed=0)
+    adapter, ws = TimmViTAdapter(model), Workspace()
+    x = _block_input(model.embed_dim)
+    for index, block in enumerate(model.blocks):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = block(x)
+            out = adapter.run_block_inplace(index, x.clone(), ws)
+        full = block(x).detach()
+        assert out.dtype == expected.dtype == torch.float32
+        # the same ops and roundings as autocast (bit-identical here); allowed: 1 % of bf16's own error
+        assert (out - expected).abs().max() <= 0.01 * (expected - full).abs().max()
+
+
 def test_inplace_block_path_declines_what_it_does_not_reproduce():
     from archs import _scale, timm_vit
 
@@ -138,7 +157,7 @@ def test_inplace_block_path_declines_what_it_does_not_reproduce():
         assert plain.run_block_inplace(0, x.clone(), ws) is not None
         assert plain.run_block_inplace(0, x.clone().transpose(0, 1).contiguous().transpose(0, 1), ws) is None
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert plain.run_block_inplace(0, x.clone(), ws) is None
+            assert plain.run_block_inplace(0, x.clone().double(), ws) is None  # autocast leaves float64 alone
     assert plain.run_block_inplace(0, x.clone(), ws) is None  # autograd on: the module's own path
     for kwargs in ({"init_values": 0.5}, {"qk_norm": True}, {"act_layer": "relu"}):
         adapter = TimmViTAdapter(_scale(timm_vit(**kwargs), seed=0))

@@ -73,7 +73,9 @@ class TimmViTAdapter(Adapter):
         approximate = _inplace_gelu(block, z)
         if approximate is None:
             return None
-        return _block_inplace(block, z, workspace, approximate)
+        low = _autocast_dtype(z)
+        with torch.autocast(z.device.type, enabled=False):  # the path applies autocast's dtypes itself
+            return _block_inplace(block, z, workspace, approximate, low)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.norm(z))
@@ -128,17 +130,19 @@ def _inplace_gelu(block: nn.Module, z: torch.Tensor) -> str | None:
 
     That is a plain timm ``Block`` in eval mode whose optional parts are all off (layer scale, drop path,
     q/k norms, attention norm and gate, MLP norm), a ``Mlp`` with GELU, no hooks on any of its modules, and
-    a float32/float64 contiguous input outside autograd and autocast; timm's own ``forward`` methods, not
-    replaced ones, on the block, its attention and its MLP."""
+    a float32/float64 contiguous input outside autograd (autocast to bf16/fp16 allowed); timm's own
+    ``forward`` methods, not replaced ones, on the block, its attention and its MLP."""
     from timm.layers import Mlp
     from timm.layers.activations import GELU, GELUTanh
 
     if not _plain_block(block) or block.training or type(block.mlp) is not Mlp:
         return None
-    if torch.is_grad_enabled() or torch.is_autocast_enabled(z.device.type) or not z.is_contiguous():
+    if torch.is_grad_enabled() or not z.is_contiguous():
         return None
     attn, mlp = block.attn, block.mlp
     if z.dtype not in (torch.float32, torch.float64) or attn.qkv.weight.dtype != z.dtype:
+        return None
+    if _autocast_dtype(z) not in (None, torch.bfloat16, torch.float16):
         return None
     off = (block.ls1, block.ls2, block.drop_path1, block.drop_path2, attn.q_norm, attn.k_norm, attn.norm, mlp.norm)
     if not all(type(m) is nn.Identity for m in off) or getattr(attn, "gate", None) is not None:
@@ -157,44 +161,66 @@ def _inplace_gelu(block: nn.Module, z: torch.Tensor) -> str | None:
     return {GELU: "none", GELUTanh: "tanh"}.get(type(act))
 
 
+def _autocast_dtype(z: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast gives float32 ``z`` now, ``None`` when autocast is off (or leaves ``z`` as it is)."""
+    kind = z.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) and z.dtype == torch.float32 else None
+
+
 def _timm_forward(module: nn.Module) -> bool:
     """``module``'s class still has timm's own ``forward`` (not one patched in by a user or a library)."""
     forward = type(module).forward
     return forward.__module__.startswith("timm.") and forward.__qualname__ == f"{type(module).__name__}.forward"
 
 
-def _block_inplace(block: nn.Module, x: torch.Tensor, ws: Workspace, approximate: str) -> torch.Tensor:
+def _block_inplace(block: nn.Module, x: torch.Tensor, ws: Workspace, approximate: str,
+                   low: torch.dtype | None = None) -> torch.Tensor:
     """A plain timm ``Block`` (see :func:`_inplace_gelu`) on ``x`` ``[B, N, D]``, written into ``x``.
 
     Same operations as ``block(x)``; the residual stream takes each branch's product in place
     (``x += y W^T``, then ``x += b``), the GELU runs in place, and ``qkv`` and the MLP hidden layer live in
-    the workspace, so that a chunk allocates only the two norms' and attention's outputs."""
+    the workspace, so that a chunk allocates only the two norms' and attention's outputs.
+
+    ``low``: autocast's dtype, if any. Then, as under autocast, the products, attention and GELU run in
+    ``low`` (weights converted once per workspace) while the norms and the residual stream stay in ``x``'s
+    dtype; each branch's product is rounded to ``low`` before it is added to the stream."""
     attn, mlp = block.attn, block.mlp
     b, n, d = x.shape
     rows, heads, head_dim = b * n, attn.num_heads, attn.head_dim
-    width = heads * head_dim
+    width, compute = heads * head_dim, low or x.dtype
     x2 = x.view(rows, d)  # [M, D] residual stream
-    y = F.layer_norm(x2, block.norm1.normalized_shape, block.norm1.weight, block.norm1.bias, block.norm1.eps)
-    qkv = _linear_into(y, attn.qkv, ws.get("qkv", (rows, 3 * width), x))  # [M, 3A]
+    y = _norm(x2, block.norm1, ws, compute)  # [M, D]
+    qkv = _linear_into(y, attn.qkv, ws.get("qkv", (rows, 3 * width), x, compute), ws)  # [M, 3A]
     q, k, v = qkv.view(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, N, hd] each
     out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # [B, H, N, hd]
-    _add_linear_(x2, out.transpose(1, 2).reshape(rows, width), attn.proj)
-    y = F.layer_norm(x2, block.norm2.normalized_shape, block.norm2.weight, block.norm2.bias, block.norm2.eps)
-    hidden = _linear_into(y, mlp.fc1, ws.get("hidden", (rows, mlp.fc1.out_features), x))  # [M, 4D]
+    _add_linear_(x2, out.transpose(1, 2).reshape(rows, width), attn.proj, ws)
+    y = _norm(x2, block.norm2, ws, compute)
+    hidden = _linear_into(y, mlp.fc1, ws.get("hidden", (rows, mlp.fc1.out_features), x, compute), ws)  # [M, 4D]
     torch.ops.aten.gelu_(hidden, approximate=approximate)
-    _add_linear_(x2, hidden, mlp.fc2)
+    _add_linear_(x2, hidden, mlp.fc2, ws)
     return x
 
 
-def _linear_into(x: torch.Tensor, linear: nn.Linear, out: torch.Tensor) -> torch.Tensor:
-    """``linear(x)`` for ``x`` ``[M, K]``, written into ``out`` ``[M, N]``."""
+def _norm(x: torch.Tensor, norm: nn.LayerNorm, ws: Workspace, dtype: torch.dtype) -> torch.Tensor:
+    """``norm(x)`` in ``x``'s dtype, then in ``dtype`` (a workspace buffer) when that differs."""
+    y = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return y if y.dtype == dtype else ws.get("normed", y.shape, y, dtype).copy_(y)
+
+
+def _linear_into(x: torch.Tensor, linear: nn.Linear, out: torch.Tensor, ws: Workspace) -> torch.Tensor:
+    """``linear(x)`` for ``x`` ``[M, K]``, written into ``out`` ``[M, N]`` (``x``'s and ``out``'s dtype)."""
+    weight = ws.cast(linear.weight, out.dtype).t()
     if linear.bias is None:
-        return torch.mm(x, linear.weight.t(), out=out)
-    return torch.addmm(linear.bias, x, linear.weight.t(), out=out)
+        return torch.mm(x, weight, out=out)
+    return torch.addmm(ws.cast(linear.bias, out.dtype), x, weight, out=out)
 
 
-def _add_linear_(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> None:
-    """``residual += linear(x)`` in place, ``residual`` ``[M, N]``, ``x`` ``[M, K]``."""
+def _add_linear_(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear, ws: Workspace) -> None:
+    """``residual += linear(x)`` in place, ``residual`` ``[M, N]``, ``x`` ``[M, K]`` (the product in ``x``'s
+    dtype, as autocast rounds it, when that is lower than ``residual``'s)."""
+    if x.dtype != residual.dtype:
+        residual.add_(_linear_into(x, linear, ws.get("branch", residual.shape, x), ws))
+        return
     torch.addmm(residual, x, linear.weight.t(), out=residual)  # beta = 1 accumulates, no copy
     if linear.bias is not None:
         residual.add_(linear.bias)
