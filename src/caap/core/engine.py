@@ -90,6 +90,17 @@ def check_groups(groups: torch.Tensor | None, batch: int, grid: tuple[int, int])
 
 
 @dataclass
+class _Runs:
+    """The unpatched forwards of a call: source activations at each patched layer ``{l: [B, N, D]}``, source
+    and context scores ``[B, K]``, and the context's residual stream entering the first patched block."""
+
+    source: dict[int, torch.Tensor]
+    source_scores: torch.Tensor
+    context_prefix: torch.Tensor
+    context_scores: torch.Tensor
+
+
+@dataclass
 class Variants:
     """The patched runs of a call, sorted by variant.
 
@@ -250,7 +261,8 @@ class CAAP(Explainer):
         """Coarse-to-fine: score ``coarse × coarse`` superpatches, then single patches of the top groups."""
         batch, (gh, gw) = images.shape[0], grid
         coarse = superpatch_groups(grid, self.coarse).expand(batch, gh, gw)  # [B, gh, gw]
-        first = self._run(images, target, grid, device, coarse, all_classes, progress)
+        runs = self._forward_runs(images, grid, device)  # shared by both passes
+        first = self._run(images, target, grid, device, coarse, all_classes, progress, runs)
         flat = coarse.reshape(batch, -1)  # [B, P]
         n_groups = int(flat.max()) + 1
         size = torch.zeros(batch, n_groups).scatter_add_(1, flat, torch.ones(flat.shape))  # [B, G] patches per group
@@ -261,7 +273,7 @@ class CAAP(Explainer):
         chosen.scatter_(1, group_score.topk(k, dim=1).indices, True)
         refine_patch = chosen.gather(1, flat)  # [B, P] patch lies in a chosen group
         fine = torch.where(refine_patch, torch.arange(gh * gw).expand(batch, -1), -1).view(batch, gh, gw)
-        second = self._run(images, first.target, grid, device, fine, all_classes, progress)
+        second = self._run(images, first.target, grid, device, fine, all_classes, progress, runs)
         share = size.gather(1, flat).view(batch, gh, gw)  # [B, gh, gw] size of each patch's group
         refined = refine_patch.view(batch, gh, gw)
         scores = torch.where(refined, second.scores, first.scores / share)
@@ -272,21 +284,10 @@ class CAAP(Explainer):
                 "refined_patches": int(refine_patch.sum())}
         return Attribution(scores, first.target, first.input_size, self.name, class_scores, meta)
 
-    def _run(
-        self,
-        images: torch.Tensor,
-        target: TargetLike,
-        grid: tuple[int, int],
-        device: torch.device,
-        groups: torch.Tensor,
-        all_classes: bool,
-        progress: bool,
-    ) -> Attribution:
+    def _forward_runs(self, images: torch.Tensor, grid: tuple[int, int], device: torch.device) -> _Runs:
+        """The source and context forwards of ``images`` ``[B, 3, H, W]`` that every patched run builds on."""
         adapter, layers = self.adapter, self.layers
-        batch = images.shape[0]
         contexts = self.context(images, adapter.normalization)  # [B, 3, H, W]
-        first = layers[0]
-
         with autocast(device, self.dtype):
             # Source run: keep z_l(x) at every patched layer; its logits give the default target.
             z = adapter.embed(images)  # [B, N, D]
@@ -304,17 +305,38 @@ class CAAP(Explainer):
 
             # Context run: the prefix up to the first patched block is shared by every variant.
             c = adapter.embed(contexts)
-            for index in range(first):
+            for index in range(layers[0]):
                 c = adapter.run_block(index, c)
             context_prefix = c  # [B, N, D]
-            for index in range(first, adapter.num_blocks):
+            for index in range(layers[0], adapter.num_blocks):
                 c = adapter.run_block(index, c)
             context_scores = apply_score(self.score_fn, adapter.head(c))  # [B, K]
+        return _Runs(source, source_scores, context_prefix, context_scores)
 
+    def _run(
+        self,
+        images: torch.Tensor,
+        target: TargetLike,
+        grid: tuple[int, int],
+        device: torch.device,
+        groups: torch.Tensor,
+        all_classes: bool,
+        progress: bool,
+        runs: _Runs | None = None,
+    ) -> Attribution:
+        adapter = self.adapter
+        batch = images.shape[0]
+        if runs is None:
+            runs = self._forward_runs(images, grid, device)
+        source, source_scores, context_prefix, context_scores = (
+            runs.source, runs.source_scores, runs.context_prefix, runs.context_scores)
+        _, n_tokens, dim = context_prefix.shape
+
+        with autocast(device, self.dtype):
             tgt = resolve_target(target, source_scores)
             tgt_dev = tgt.to(device)
             variants = Variants.from_groups(groups, adapter.num_prefix)
-            chunk = self.batch_size or self._auto_batch_size(n_tokens, z.shape[-1], device, z.element_size())
+            chunk = self.batch_size or self._auto_batch_size(n_tokens, dim, device, context_prefix.element_size())
             n_var = len(variants)
             out = torch.empty(n_var, dtype=torch.float32, device=device)
             out_all = (
