@@ -1,7 +1,8 @@
 """CAAP engine throughput against the hardware: GEMM peak, achieved FLOP/s, naive loop, Captum Occlusion.
 
-    python benchmarks/engine.py [--models deit_tiny,vit_small,vit_base] [--images N] [--threads T]
-                                [--device cpu|cuda] [--modes fp32,bf16,compile] [--json OUT.json]
+    python benchmarks/engine.py [--models deit_tiny,vit_small,vit_base] [--images N] [--naive-images M]
+                                [--rounds R] [--threads T] [--device cpu|cuda] [--modes fp32,bf16,compile]
+                                [--json OUT.json]
 
 In one run, per model (real DeiT-Tiny from ``../shared/data`` or ``$CAAP_DATA_DIR`` on dev images, skipped
 when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range(4, 8)``:
@@ -13,6 +14,8 @@ when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range
 - the naive one-forward-per-patch loop (fp32) and Captum's ``Occlusion`` on the patch grid (a window and
   stride of one patch: the same number of forward passes), and their ratio to CAAP;
 - the Spearman rank correlation of every fast mode's maps with the fp32 maps;
+- every timing as the best of ``--rounds`` interleaved rounds (the GEMM peak too), so that each ratio
+  compares configurations measured side by side;
 - peak memory per ``batch_size`` (CUDA: ``max_memory_allocated``; CPU: the resident-set high-water mark
   above the level before the call, in a fresh process per configuration).
 """
@@ -157,20 +160,28 @@ def peak_memory(name: str, model, images: torch.Tensor, batch_size: int | None, 
         return pool.apply(_cpu_peak, (name, batch_size, threads))
 
 
-def occlusion_seconds(model, images: torch.Tensor, targets: torch.Tensor, chunk: int, device) -> float:
-    from captum.attr import Occlusion
+def occlusion_runner(model, images: torch.Tensor, targets: list[int], n_tokens: int, chunk: int, device):
+    """A call of Captum's ``Occlusion`` with a one-patch window and stride (``None`` without Captum).
+
+    It batches ``perturbations_per_eval`` occluded images per forward: on the CPU the ~2k tokens that suit
+    module forwards best (``caap.core.engine.CPU_CHUNK_TOKENS``), on CUDA the engine's chunk."""
+    try:
+        from captum.attr import Occlusion
+    except ImportError:
+        return None
+    from caap.core.engine import CPU_CHUNK_TOKENS
 
     patch = model.patch_embed.patch_size
     occ = Occlusion(model)
+    per_eval = chunk if device.type == "cuda" else max(1, CPU_CHUNK_TOKENS // n_tokens)
 
     def run():
         with torch.no_grad():
             return occ.attribute(images, sliding_window_shapes=(3, *patch), strides=(3, *patch), baselines=0.0,
-                                 target=targets, perturbations_per_eval=chunk)
+                                 target=targets, perturbations_per_eval=per_eval)
 
     run()  # warm-up
-    seconds, _ = timed(run, device)
-    return seconds / len(images)
+    return run
 
 
 def measure(name: str, args, device: torch.device) -> dict | None:
@@ -180,57 +191,66 @@ def measure(name: str, args, device: torch.device) -> dict | None:
         return None
     label, model, images = loaded
     n = len(images)
-    row: dict = {"model": label, "images": n, "layers": LAYERS, "device": str(device), "modes": {}}
-    exact = CAAP(model, layers=LAYERS)
-    exact.explain(images[:1])  # warm-up
-    seconds, ref = timed(lambda: exact.explain(images), device)
-    macs = caap_macs(exact, images=n)
+    row: dict = {"model": label, "images": n, "layers": LAYERS, "device": str(device), "rounds": args.rounds,
+                 "modes": {}}
+    fast = [torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    explainers = {"fp32": CAAP(model, layers=LAYERS)}
+    for dtype in fast if "bf16" in args.modes else []:
+        explainers[names[dtype]] = CAAP(model, layers=LAYERS, dtype=dtype)
+    first_call = {}
+    for dtype in [torch.float32, *fast] if "compile" in args.modes else []:
+        explainer = explainers[f"{names[dtype]}+compile"] = CAAP(model, layers=LAYERS, dtype=dtype, compile=True)
+        start = time.perf_counter()
+        explainer.explain(images)  # compiles for the chunk shapes of this call
+        sync(device)
+        first_call[f"{names[dtype]}+compile"] = time.perf_counter() - start
+    for explainer in explainers.values():
+        explainer.explain(images[:1])  # warm-up
+
+    ref = explainers["fp32"].explain(images)
+    macs = caap_macs(explainers["fp32"], images=n)
     chunk = ref.meta["batch_size"]
     n_tokens = model.patch_embed.num_patches + model.num_prefix_tokens
-    peaks = {"float32": gemm_peak(model, n_tokens, chunk, torch.float32, device),
-             "bfloat16": gemm_peak(model, n_tokens, chunk, torch.bfloat16, device)}
-    if device.type == "cuda":
-        peaks["float16"] = gemm_peak(model, n_tokens, chunk, torch.float16, device)
-    row.update(gemm_peak_flops=peaks, macs=macs.as_dict(), batch_size=chunk,
-               flops_per_image=2 * macs.total / n)
-
-    def mode_row(mode: str, dtype: torch.dtype, s: float, att, extra: dict | None = None) -> None:
-        achieved = 2 * macs.total / s  # s: seconds for all n images
-        key = str(dtype).replace("torch.", "")
-        row["modes"][mode] = {"s_per_image": s / n, "flops": achieved, "of_peak": achieved / peaks[key],
-                              "spearman_vs_fp32": spearman(att.scores, ref.scores), **(extra or {})}
-
-    mode_row("fp32", torch.float32, seconds, ref)
-    fast = [torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
-    for dtype in fast if "bf16" in args.modes else []:
-        explainer = CAAP(model, layers=LAYERS, dtype=dtype)
-        explainer.explain(images[:1])
-        s, att = timed(lambda e=explainer: e.explain(images), device)
-        mode_row({torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype], dtype, s, att)
-    if "compile" in args.modes:
-        for dtype in [torch.float32, *fast]:
-            explainer = CAAP(model, layers=LAYERS, dtype=dtype, compile=True)
-            start = time.perf_counter()
-            explainer.explain(images)  # compiles for the chunk shapes of this call
-            sync(device)
-            compile_s = time.perf_counter() - start
-            s, att = timed(lambda e=explainer: e.explain(images), device)
-            mode_row({torch.float32: "fp32+compile", torch.bfloat16: "bf16+compile",
-                      torch.float16: "fp16+compile"}[dtype], dtype, s, att, {"first_call_s": compile_s})
-
-    ctx = torch.zeros_like(images[:1])
     naive_n = min(args.naive_images, n)
-    start = time.perf_counter()
-    for b in range(naive_n):
-        naive = naive_caap(model, list(model.blocks), images[b : b + 1], ctx, LAYERS, int(ref.target[b]), 1)
-    sync(device)
-    row["naive_s_per_image"] = (time.perf_counter() - start) / naive_n
-    row["max_abs_diff_vs_naive"] = (naive - ref.scores[naive_n - 1].flatten().to(naive.device)).abs().max().item()
-    try:
-        row["occlusion_s_per_image"] = occlusion_seconds(model, images[:naive_n], ref.target[:naive_n].tolist(),
-                                                         chunk, device)
-    except ImportError:
-        row["occlusion_s_per_image"] = None
+    ctx = torch.zeros_like(images[:1])
+
+    def naive():
+        for b in range(naive_n):
+            out = naive_caap(model, list(model.blocks), images[b : b + 1], ctx, LAYERS, int(ref.target[b]), 1)
+        return out
+
+    calls = {key: (lambda e=e: e.explain(images)) for key, e in explainers.items()}
+    calls["naive"] = naive
+    occlusion = occlusion_runner(model, images[:naive_n], ref.target[:naive_n].tolist(), n_tokens, chunk, device)
+    if occlusion is not None:
+        calls["occlusion"] = occlusion
+    # Rounds interleave every configuration, and each keeps its fastest round: on a shared machine the
+    # minimum is the least noisy estimate, and every ratio compares configurations measured side by side.
+    best: dict[str, float] = {}
+    results: dict[str, object] = {}
+    peaks: dict[str, float] = {}
+    peak_dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
+    for _ in range(args.rounds):
+        for dtype in peak_dtypes:
+            key = str(dtype).replace("torch.", "")
+            peaks[key] = max(peaks.get(key, 0.0), gemm_peak(model, n_tokens, chunk, dtype, device))
+        for key, fn in calls.items():
+            seconds, results[key] = timed(fn, device)
+            best[key] = min(best.get(key, float("inf")), seconds)
+    row.update(gemm_peak_flops=peaks, macs=macs.as_dict(), batch_size=chunk, flops_per_image=2 * macs.total / n)
+    for mode in explainers:
+        achieved = 2 * macs.total / best[mode]  # best[mode]: seconds for all n images
+        dtype = next(d for d, label in names.items() if mode.split("+")[0] == label)
+        row["modes"][mode] = {"s_per_image": best[mode] / n, "flops": achieved,
+                              "of_peak": achieved / peaks[str(dtype).replace("torch.", "")],
+                              "spearman_vs_fp32": spearman(results[mode].scores, ref.scores),
+                              **({"first_call_s": first_call[mode]} if mode in first_call else {})}
+    row["naive_s_per_image"] = best["naive"] / naive_n
+    naive_map = results["naive"]  # [gh * gw] of the last naive image
+    last = ref.scores[naive_n - 1].flatten().to(naive_map.device)
+    row["max_abs_diff_vs_naive"] = (naive_map - last).abs().max().item()
+    row["occlusion_s_per_image"] = best["occlusion"] / naive_n if occlusion is not None else None
     row["memory"] = {}
     for batch_size in (16, 64, None):
         row["memory"][str(batch_size or f"auto ({chunk})")] = peak_memory(name, model, images, batch_size, device,
@@ -264,6 +284,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per model for the engine")
     parser.add_argument("--naive-images", type=int, default=1, help="images for the naive loop and Occlusion")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each configuration keeps its best")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--modes", default="fp32,bf16,compile", help="fp32 always; bf16, compile optional")
     parser.add_argument("--json", type=Path, default=None)
