@@ -412,6 +412,7 @@ class CAAP(Explainer):
         Returns the scores and the number of rows the last block computed (0: all)."""
         adapter, last, rows_used = self.adapter, self.adapter.num_blocks - 1, 0
         imgs = img[rows]  # [P_chunk] image of each patched token
+        owned = workspace is not None  # zc is the workspace's: blocks may overwrite it (not a module's output)
         for index in range(self.layers[0], adapter.num_blocks):
             if index in source:
                 zc[rows, toks] = source[index][imgs, toks].to(zc.dtype)
@@ -420,8 +421,9 @@ class CAAP(Explainer):
             if rows_only is not None:
                 zc = rows_only
             else:
-                inplace = None if workspace is None else adapter.run_block_inplace(index, zc, workspace)
-                zc = inplace if inplace is not None else adapter.run_block(index, zc)
+                inplace = adapter.run_block_inplace(index, zc, workspace) if owned else None
+                owned = inplace is not None
+                zc = inplace if owned else adapter.run_block(index, zc)
             rows_used = rows_used or (head_rows if rows_only is not None else 0)
         return apply_score(self.score_fn, adapter.head(zc)), rows_used
 
