@@ -174,6 +174,9 @@ def test_inplace_block_path_declines_what_it_does_not_reproduce():
     with torch.inference_mode():
         assert plain.run_block_inplace(0, x.clone(), ws) is None
     del attn.forward
+    plain.model.blocks[0].mlp.drop1.train()  # one dropout in training mode is enough to decline
+    with torch.inference_mode():
+        assert plain.run_block_inplace(0, x.clone(), ws) is None
     plain.model.blocks[0].train()
     with torch.inference_mode():
         assert plain.run_block_inplace(0, x.clone(), ws) is None

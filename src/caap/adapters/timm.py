@@ -128,14 +128,14 @@ def _block_rows(block: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
 def _inplace_gelu(block: nn.Module, z: torch.Tensor) -> str | None:
     """The GELU variant (``"none"``/``"tanh"``) when :func:`_block_inplace` reproduces ``block(z)``, else ``None``.
 
-    That is a plain timm ``Block`` in eval mode whose optional parts are all off (layer scale, drop path,
-    q/k norms, attention norm and gate, MLP norm), a ``Mlp`` with GELU, no hooks on any of its modules, and
-    a float32/float64 contiguous input outside autograd (autocast to bf16/fp16 allowed); timm's own
-    ``forward`` methods, not replaced ones, on the block, its attention and its MLP."""
+    That is a plain timm ``Block`` with every module in eval mode, whose optional parts are all off (layer
+    scale, drop path, q/k norms, attention norm and gate, MLP norm), a ``Mlp`` with GELU, no hooks on any
+    of its modules, and a float32/float64 contiguous input outside autograd (autocast to bf16/fp16
+    allowed); timm's own ``forward`` methods, not replaced ones, on the block, its attention and its MLP."""
     from timm.layers import Mlp
     from timm.layers.activations import GELU, GELUTanh
 
-    if not _plain_block(block) or block.training or type(block.mlp) is not Mlp:
+    if not _plain_block(block) or type(block.mlp) is not Mlp or any(m.training for m in block.modules()):
         return None
     if torch.is_grad_enabled() or not z.is_contiguous():
         return None
