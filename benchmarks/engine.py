@@ -230,18 +230,17 @@ def measure(name: str, args, device: torch.device) -> dict | None:
     best: dict[str, float] = {}
     results: dict[str, object] = {}
     peaks: dict[str, float] = {}
-    peak_dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
     for _ in range(args.rounds):
-        for dtype in peak_dtypes:
+        for dtype in [torch.float32, *fast]:
             key = str(dtype).replace("torch.", "")
             peaks[key] = max(peaks.get(key, 0.0), gemm_peak(model, n_tokens, chunk, dtype, device))
         for key, fn in calls.items():
             seconds, results[key] = timed(fn, device)
             best[key] = min(best.get(key, float("inf")), seconds)
     row.update(gemm_peak_flops=peaks, macs=macs.as_dict(), batch_size=chunk, flops_per_image=2 * macs.total / n)
-    for mode in explainers:
+    for mode, explainer in explainers.items():
         achieved = 2 * macs.total / best[mode]  # best[mode]: seconds for all n images
-        dtype = next(d for d, label in names.items() if mode.split("+")[0] == label)
+        dtype = explainer.dtype or torch.float32
         row["modes"][mode] = {"s_per_image": best[mode] / n, "flops": achieved,
                               "of_peak": achieved / peaks[str(dtype).replace("torch.", "")],
                               "spearman_vs_fp32": spearman(results[mode].scores, ref.scores),

@@ -135,7 +135,7 @@ def _inplace_gelu(block: nn.Module, z: torch.Tensor) -> str | None:
     from timm.layers import Mlp
     from timm.layers.activations import GELU, GELUTanh
 
-    if not _plain_block(block) or type(block.mlp) is not Mlp or any(m.training for m in block.modules()):
+    if not _plain_block(block) or type(block.mlp) is not Mlp:
         return None
     if torch.is_grad_enabled() or not z.is_contiguous():
         return None
@@ -151,8 +151,8 @@ def _inplace_gelu(block: nn.Module, z: torch.Tensor) -> str | None:
         return None
     if not all(isinstance(m, nn.LayerNorm) for m in (block.norm1, block.norm2)):
         return None
-    if any(m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m) for m in block.modules()):
-        return None  # hooks or a replaced forward (instrumentation) must still run
+    if any(m.training or m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m) for m in block.modules()):
+        return None  # training mode; hooks or a replaced forward (instrumentation) must still run
     if not all(_timm_forward(m) for m in (block, attn, mlp)):
         return None
     act = mlp.act

@@ -252,7 +252,7 @@ class CAAP(Explainer):
         groups = self.groups if groups is None else groups
         if self.refine is None:
             return self._run(images, target, grid, device, check_groups(groups, images.shape[0], grid), all_classes,
-                             progress)
+                             progress, self._forward_runs(images, grid, device))
         if groups is not None:
             raise CaapError("refine scores its own superpatch groups; pass either groups or refine, not both")
         return self._refined(images, target, grid, device, all_classes, progress)
@@ -322,12 +322,10 @@ class CAAP(Explainer):
         groups: torch.Tensor,
         all_classes: bool,
         progress: bool,
-        runs: _Runs | None = None,
+        runs: _Runs,
     ) -> Attribution:
         adapter = self.adapter
         batch = images.shape[0]
-        if runs is None:
-            runs = self._forward_runs(images, grid, device)
         source, source_scores, context_prefix, context_scores = (
             runs.source, runs.source_scores, runs.context_prefix, runs.context_scores)
         _, n_tokens, dim = context_prefix.shape
