@@ -9,7 +9,7 @@ when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range
 
 - the GEMM peak: fp32 and bf16 matrix products of the engine's own shapes (qkv, attention scores and
   mixing, projection, MLP at the engine's chunk size), weighted by their share of the block's multiply-adds;
-- CAAP seconds per image, its FLOP/s (``caap.core.flops.caap_macs``, FLOPs = 2 × MACs) and the ratio to
+- CAAP seconds per image, its FLOP/s (``caap.methods.caap.caap_macs``, FLOPs = 2 × MACs) and the ratio to
   the same-run peak of its dtype, for fp32, bf16 autocast (and fp16 on CUDA) and ``compile=True``;
 - the naive one-forward-per-patch loop (fp32) and Captum's ``Occlusion`` on the patch grid (a window and
   stride of one patch: the same number of forward passes), and their ratio to CAAP;
@@ -32,8 +32,7 @@ import numpy as np
 import torch
 
 from caap import CAAP
-from caap.core.flops import caap_macs
-from caap.core.reference import naive_caap
+from caap.methods.caap import caap_macs, naive_caap
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -47,7 +46,7 @@ def load(name: str, n: int, device: torch.device):
     from timm.data import create_transform, resolve_model_data_config
 
     from caap.data.images import load_image
-    from caap.models import create_model
+    from caap.adapters import create_model
 
     if name == "deit_tiny":
         weights = DATA / "deit_tiny_patch16_224.safetensors"
@@ -164,12 +163,12 @@ def occlusion_runner(model, images: torch.Tensor, targets: list[int], n_tokens: 
     """A call of Captum's ``Occlusion`` with a one-patch window and stride (``None`` without Captum).
 
     It batches ``perturbations_per_eval`` occluded images per forward: on the CPU the ~2k tokens that suit
-    module forwards best (``caap.core.engine.CPU_CHUNK_TOKENS``), on CUDA the engine's chunk."""
+    module forwards best (``caap.core.budget.CPU_CHUNK_TOKENS``), on CUDA the engine's chunk."""
     try:
         from captum.attr import Occlusion
     except ImportError:
         return None
-    from caap.core.engine import CPU_CHUNK_TOKENS
+    from caap.core.budget import CPU_CHUNK_TOKENS
 
     patch = model.patch_embed.patch_size
     occ = Occlusion(model)

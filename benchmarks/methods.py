@@ -27,7 +27,7 @@ def main() -> None:
     from timm.data import create_transform, resolve_model_data_config
 
     from caap.data.images import load_image
-    from caap.models import create_model
+    from caap.adapters import create_model
 
     weights = DATA / "deit_tiny_patch16_224.safetensors"
     if not weights.is_file():

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from caap.core.engine import superpatch_groups
+from caap.core.groups import superpatch_groups
 
 
 def oracle(exact: np.ndarray, groups: np.ndarray, refined: int) -> np.ndarray:

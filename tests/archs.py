@@ -44,7 +44,7 @@ def _conv_stem() -> nn.Module:
     """A small ViT-hybrid: timm ``VisionTransformer`` with caap's convolutional patch embedding."""
     from timm.models.vision_transformer import VisionTransformer
 
-    from caap.data.demo import ConvPatchEmbed
+    from caap.adapters.demo import ConvPatchEmbed
 
     return VisionTransformer(img_size=IMG, patch_size=PATCH, embed_dim=DIM, depth=DEPTH, num_heads=HEADS,
                              num_classes=CLASSES, embed_layer=ConvPatchEmbed)

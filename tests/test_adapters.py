@@ -89,7 +89,7 @@ def test_timm_pretrained_path_with_a_local_file(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from caap.models import create_model
+    from caap.adapters import create_model
 
     torch.manual_seed(0)
     src = timm.create_model("test_vit", pretrained=False)

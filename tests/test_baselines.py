@@ -223,23 +223,22 @@ def test_attention_capture_restores_flags_and_fails_loudly():
     from archs import generic_adapter
 
     from caap.adapters import adapt
-    from caap.adapters.attention import capture_attention
     from caap.errors import UnsupportedModelError
 
     model = build("timm_vit")
     flags = [blk.attn.fused_attn for blk in model.blocks]
     with pytest.raises(RuntimeError, match="inside"):
-        with capture_attention(adapt(model)):
+        with adapt(model).capture_attention():
             assert not any(blk.attn.fused_attn for blk in model.blocks)
             raise RuntimeError("inside")
     assert [blk.attn.fused_attn for blk in model.blocks] == flags
     hf = build("hf_vit")
     impl = hf.config._attn_implementation
-    with capture_attention(adapt(hf)) as maps:
+    with adapt(hf).capture_attention() as maps:
         with pytest.raises(UnsupportedModelError, match="saw 0 of 4 blocks"):
             maps.get()  # no forward yet
     assert hf.config._attn_implementation == impl
-    with pytest.raises(UnsupportedModelError, match="not available for GenericAdapter"):
+    with pytest.raises(UnsupportedModelError, match="GenericAdapter for TorchViT has no capture_attention"):
         methods.get("rollout")(generic_adapter(build("generic_torch"))).explain(images())
 
 

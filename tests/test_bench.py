@@ -103,7 +103,7 @@ def test_sweep_scores_each_band_and_resumes(tmp_path, capsys):
 
     from caap import CAAP, metrics
     from caap.data.datasets import Synthetic
-    from caap.data.demo import load_demo_model
+    from caap.adapters.demo import load_demo_model
 
     args = ["sweep", "--model", "caap-demo", "--data", "synthetic", "--limit", "2", "--starts", "1,4",
             "--widths", "1,2,9", "--contexts", "mean", "--metrics", "pointing_game,deletion", "--out", str(tmp_path)]
@@ -132,10 +132,10 @@ def test_sweep_scores_each_band_and_resumes(tmp_path, capsys):
 
 
 def test_every_selects_a_spread_subset(tmp_path):
-    from caap.bench.runner import _load
+    from caap.bench.runner import load
     from caap.data.datasets import Synthetic
 
-    _, subset = _load(BenchConfig(**{**CONFIG, "limit": 3, "every": 4}))
+    _, subset = load(BenchConfig(**{**CONFIG, "limit": 3, "every": 4}))
     full = Synthetic("simple", size=12)
     assert len(subset) == 3
     assert [subset[i].id for i in range(3)] == [full[i].id for i in (0, 4, 8)]
@@ -157,7 +157,7 @@ def test_method_specs_configure_methods_in_a_run(tmp_path):
 
 
 def _demo():
-    from caap.data.demo import load_demo_model
+    from caap.adapters.demo import load_demo_model
 
     return load_demo_model()
 

@@ -85,7 +85,7 @@ def test_explain_matches_the_library(weights, pictures, tmp_path, capsys):
 
     from caap import CAAP
     from caap.data.images import load_image
-    from caap.models import create_model
+    from caap.adapters import create_model
 
     out = tmp_path / "o"
     assert run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--target", "7",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from caap.cli import main
-from caap.data.demo import load_demo_model, model_card, normalize_uint8
+from caap.adapters.demo import load_demo_model, model_card, normalize_uint8
 from caap.data.synthetic import SyntheticConfig, generate, generate_batch, remove_objects
 
 FRESH_SEED = 777_777  # neither the training nor the model card's test seed
@@ -75,7 +75,7 @@ def test_demo_conjunction_and_explain_with_caap_demo(tmp_path, capsys):
 
 def test_conv_stem_token_sees_its_own_cell():
     """Token (i, j) of the demo stem depends on a 10x10 px window centred on its 8x8 cell."""
-    from caap.data.demo import build_demo_architecture
+    from caap.adapters.demo import build_demo_architecture
 
     model = build_demo_architecture().eval()
     for i, j in [(0, 0), (3, 5), (7, 7)]:
@@ -88,7 +88,7 @@ def test_conv_stem_token_sees_its_own_cell():
 
 def test_demo_models_carry_their_measured_band():
     from caap import CAAP
-    from caap.data.demo import load_demo_model
+    from caap.adapters.demo import load_demo_model
 
     model = load_demo_model("conjunction")
     assert CAAP(model).layers == [0, 1, 2, 3]  # from the layer sweep (docs/RESULTS.md)

@@ -1,4 +1,4 @@
-"""The batched engine against the naive one-forward-per-patch loop (caap.core.reference), on every adapter."""
+"""The batched engine against the naive one-forward-per-patch loop (caap.methods.caap.reference), on every adapter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from archs import ARCHS, GRID, IMG, PREFIX, block_list, build, explainable, logi
 
 from caap import CAAP, Normalization
 from caap.core.contexts import Blur, Noise
-from caap.core.reference import naive_caap
+from caap.methods.caap import naive_caap
 from caap.errors import CaapError
 
 N_PATCHES = GRID[0] * GRID[1]

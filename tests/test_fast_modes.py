@@ -10,7 +10,7 @@ from archs import GRID, IMG, build
 from test_engine import close, images, naive
 
 from caap import CAAP
-from caap.core.engine import superpatch_groups
+from caap.core.groups import superpatch_groups
 from caap.errors import CaapError
 
 N_PATCHES = GRID[0] * GRID[1]

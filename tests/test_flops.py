@@ -7,7 +7,7 @@ import torch
 from archs import ARCHS, CLASSES, DEPTH, DIM, GRID, IMG, PATCH, build, explainable
 
 from caap import CAAP
-from caap.core.flops import caap_macs, count_macs
+from caap.methods.caap import caap_macs, count_macs
 
 
 def _hand_block(n: int, d: int, hidden: int, rows: int | None = None) -> int:

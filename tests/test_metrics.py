@@ -229,7 +229,8 @@ def test_randomization_cascade_against_scipy_and_leaves_the_model_untouched():
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([1, 2])
     maps = methods.get("gae")(model).explain(images, target=targets).scores
-    metric = metrics.get("randomization")(method="gae", levels=[0, 2, 4], seed=1)
+    metric = metrics.get("randomization")(
+        explain=lambda m, x, t: methods.get("gae")(m).explain(x, target=t).scores, levels=[0, 2, 4], seed=1)
     curve = metric.curve(model, images, targets, maps)
     assert curve.shape == (2, 3)
     other = methods.get("gae")(metric.randomized(model, 4)).explain(images, target=targets).scores

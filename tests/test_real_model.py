@@ -11,7 +11,7 @@ from conftest import DEIT_TINY, DEV_IMAGES, needs_real_data, shared_data
 
 from caap import CAAP
 from caap.cli import main
-from caap.core.reference import naive_caap
+from caap.methods.caap import naive_caap
 
 pytestmark = needs_real_data
 
@@ -20,7 +20,7 @@ IMAGES = ["n01440764_tench.JPEG", "n01882714_koala.JPEG"]
 
 @pytest.fixture(scope="module")
 def deit():
-    from caap.models import create_model
+    from caap.adapters import create_model
 
     return create_model("deit_tiny_patch16_224", DEIT_TINY)
 
@@ -102,7 +102,8 @@ def test_real_deit_bf16_maps_agree_with_fp32(deit, batch):
 
 def test_real_deit_coarse_to_fine_is_exact_where_it_refines(deit, batch):
     """caap_adaptive (docs/PERFORMANCE.md): 65 patched runs instead of 196; exact in the 4 best superpatches."""
-    from caap.core.engine import AdaptiveCAAP, superpatch_groups
+    from caap.core.groups import superpatch_groups
+    from caap.methods.caap import AdaptiveCAAP
 
     exact = CAAP(deit, layers=range(4, 8)).explain(batch[:1])
     fast = AdaptiveCAAP(deit, layers=range(4, 8)).explain(batch[:1], target=exact.target)

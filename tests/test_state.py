@@ -8,7 +8,7 @@ from archs import ARCHS, IMG, PREFIX, block_list, build, explainable, logits_fn
 from modelstate import assert_untouched, snapshot
 
 from caap import CAAP
-from caap.core.reference import naive_caap
+from caap.methods.caap import naive_caap
 
 
 class Boom(RuntimeError):

@@ -4,16 +4,32 @@
     explainer = caap.CAAP(model, layers=range(4, 8), context="mean", score="logit")
     att = explainer.explain(images)          # images: normalised float [B, 3, H, W]
     att.scores                               # [B, gh, gw]: s(patched)[c] - s(context)[c]
+
+Subpackages, one direction of imports (lowest first): ``caap.core`` (tensors only), ``caap.adapters`` (all
+model knowledge), ``caap.methods`` and ``caap.metrics``, ``caap.data`` and ``caap.viz``, ``caap.bench``; the
+CLI on top. ``caap.methods``, ``caap.metrics``, ``caap.viz``, ``caap.bench`` and ``caap.data`` are loaded on
+first use.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from caap.adapters import Adapter, GenericAdapter, HFViTAdapter, TimmViTAdapter, adapt
 from caap.core.attribution import Attribution
 from caap.core.contexts import Black, Blur, Context, Mean, Noise, Normalization
-from caap.core.engine import CAAP
 from caap.errors import CaapError, UnsupportedModelError
-from caap.methods.base import Explainer
+from caap.methods import CAAP, Explainer
+from caap.version import __version__
 
-__version__ = "0.1.0"
+_SUBPACKAGES = ("adapters", "bench", "core", "data", "methods", "metrics", "viz")
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"caap.{name}")
+    raise AttributeError(f"module 'caap' has no attribute {name!r}")
+
 
 __all__ = [
     "CAAP",
@@ -31,5 +47,6 @@ __all__ = [
     "Normalization",
     "TimmViTAdapter",
     "UnsupportedModelError",
+    "__version__",
     "adapt",
 ]

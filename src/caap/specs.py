@@ -1,39 +1,126 @@
-"""``NAME[:KEY=VALUE[:KEY=VALUE…]]`` specs for methods and metrics on the command line and in runs."""
+"""The one option grammar of caap: ``NAME[:KEY=VALUE[:KEY=VALUE…]]`` for methods, metrics, contexts and layers.
+
+    caap:layers=4:8:context=blur            -> ("caap", {"layers": "4:8", "context": "blur"})
+    deletion:step=4:canvas=blur:2           -> ("deletion", {"step": 4, "canvas": "blur:2"})
+    blur:sigma=8    blur:8    noise:0.5:3   -> contexts, by keyword or by position
+
+A segment without ``=`` continues the previous value (``layers=4:8``, ``canvas=blur:2``); before any
+``KEY=VALUE`` it is a positional value. A nested spec inside a value therefore takes its positional form
+(``caap:context=blur:8``). Values that read as an int, a float or ``true``/``false`` become one.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from caap.errors import CaapError
 
 
-def parse_spec(spec: str, kind: str = "option") -> tuple[str, dict]:
-    """``"deletion:step=4:canvas=blur:2"`` -> ``("deletion", {"step": 4, "canvas": "blur:2"})``.
+@dataclass(frozen=True)
+class Spec:
+    """A parsed spec: ``name``, positional ``args`` and keyword ``options`` (values already typed)."""
 
-    A segment without ``=`` continues the previous value (``canvas=blur:2``, ``layers=4:8``); values that
-    read as an int or a float become one.
-    """
-    name, *segments = spec.split(":")
-    options: list[str] = []
+    name: str
+    args: tuple = ()
+    options: dict = field(default_factory=dict)
+
+
+def parse(spec: str, kind: str = "option") -> Spec:
+    """Parse ``NAME[:VALUE…][:KEY=VALUE…]``; ``kind`` names what is parsed in error messages."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise CaapError(f"{kind} spec {spec!r}: expected NAME[:KEY=VALUE…]")
+    name, *segments = spec.strip().split(":")
+    if not name:
+        raise CaapError(f"{kind} spec {spec!r}: the name before ':' is missing")
+    args: list[str] = []
+    options: list[list[str]] = []
     for segment in segments:
-        if "=" not in segment and options:
-            options[-1] += ":" + segment
+        key, sep, value = segment.partition("=")
+        if sep:
+            if not key:
+                raise CaapError(f"{kind} option {segment!r} in {spec!r}: expected KEY=VALUE")
+            options.append([key, value])
+        elif options:
+            options[-1][1] += ":" + segment
         else:
-            options.append(segment)
-    kwargs: dict = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        if not sep or not key:
-            raise CaapError(f"{kind} option {option!r} in {spec!r}: expected KEY=VALUE")
-        for cast in (int, float):
-            try:
-                kwargs[key] = cast(value)
-                break
-            except ValueError:
-                continue
+            args.append(segment)
+    typed: dict = {}
+    for key, value in options:
+        if key in typed:
+            raise CaapError(f"{kind} option {key!r} is given twice in {spec!r}")
+        typed[key] = typed_value(value)
+    return Spec(name, tuple(typed_value(a) for a in args), typed)
+
+
+def parse_spec(spec: str, kind: str = "option") -> tuple[str, dict]:
+    """``(name, options)`` of a spec that takes keyword options only (methods, metrics)."""
+    parsed = parse(spec, kind)
+    if parsed.args:
+        raise CaapError(f"{kind} {spec!r}: expected KEY=VALUE after {parsed.name!r}, got {parsed.args[0]!r}")
+    return parsed.name, parsed.options
+
+
+def typed_value(text: str):
+    """``"4"`` -> 4, ``"0.5"`` -> 0.5, ``"true"``/``"false"`` -> bool, anything else stays a string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text
+
+
+def parse_layers(spec: str | int | Iterable[int]) -> list[int]:
+    """Block indices from ``"4:8"`` (a Python range, ``"0:12:2"`` with a step), ``"4,5,7"``, ``"6"``, an int or
+    an iterable of ints; not yet range-checked against a model."""
+    if isinstance(spec, int):
+        return [spec]
+    if not isinstance(spec, str):
+        return list(spec)
+    text = spec.strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) not in (2, 3):
+                raise ValueError
+            start, stop = int(parts[0]), int(parts[1])
+            step = int(parts[2]) if len(parts) == 3 else 1
+            values = list(range(start, stop, step))
         else:
-            kwargs[key] = value
-    return name, kwargs
+            values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise CaapError(f"bad layers {spec!r}; expected START:STOP (e.g. 4:8), a list 4,5,7 or one index") from None
+    if not values:
+        raise CaapError(f"layers {spec!r} name no block; expected e.g. 4:8")
+    return values
+
+
+def format_layers(layers: Sequence[int]) -> str:
+    """The shortest spec of block indices: ``[4, 5, 6, 7]`` -> ``"4:8"``, ``[1, 3]`` -> ``"1,3"``."""
+    values = list(layers)
+    if len(values) > 1 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}:{values[-1] + 1}"
+    return ",".join(str(v) for v in values)
+
+
+def split_list(text: str) -> list[str]:
+    """A comma-separated list of specs (``"caap:layers=4,5,rise"`` keeps ``layers=4,5`` whole: a piece that
+    does not start a new spec name continues the previous one when it follows a ``KEY=VALUE``)."""
+    pieces = [p.strip() for p in text.split(",")]
+    out: list[str] = []
+    for piece in pieces:
+        if not piece:
+            continue
+        if out and re.fullmatch(r"[0-9.\-]+(:.*)?", piece) and "=" in out[-1].rsplit(":", 1)[-1]:
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    return out
 
 
 def file_stem(spec: str) -> str:

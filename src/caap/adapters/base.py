@@ -8,22 +8,31 @@ An adapter splits a ViT into ``embed`` (pixels -> input residual stream of block
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from caap.adapters.attention import AttentionMaps
 from caap.core.contexts import Normalization
 from caap.core.workspace import Workspace
-from caap.errors import CaapError
+from caap.errors import CaapError, UnsupportedModelError
 
 
 class Adapter(ABC):
     """A view of a ViT classifier as ``embed -> blocks -> head``.
 
+    Every fact about a model that a method, a metric or a command needs comes from here: the three parts,
+    the geometry, the head and its modules, attention capture, the input normalisation, the model card
+    (class names, per-model defaults). A capability an adapter lacks raises
+    :class:`~caap.errors.UnsupportedModelError` naming it.
+
     Attributes:
-        model: the wrapped module (left untouched; adapters never register hooks or change flags).
+        model: the wrapped module (adapters register hooks or change flags only inside the context managers
+            below, which undo them on exit).
         num_prefix: number of prefix tokens (CLS, distillation, registers) before the patch tokens.
         normalization: the preprocessing mean/std the model expects (used by pixel-defined contexts).
         head_rows: token rows the head reads (e.g. ``(0,)`` for class-token pooling), or ``None`` when it
@@ -34,6 +43,45 @@ class Adapter(ABC):
     num_prefix: int
     normalization: Normalization
     head_rows: tuple[int, ...] | None = None
+
+    # --- the model card -------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str] | None:
+        """One name per class (index order), when the model's card carries them."""
+        return None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Per-model defaults for methods (e.g. ``{"layers": [0, 1, 2, 3]}`` for CAAP), from the model's card."""
+        return {}
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of the head, when the model says."""
+        return None
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """The input size ``(H, W)`` in pixels the model was built for, when fixed."""
+        return None
+
+    # --- capabilities that not every model has ---------------------------------------------------------
+    def head_modules(self) -> list[nn.Module]:
+        """The classifier's own modules (what a model-randomisation check re-draws first)."""
+        raise self.unsupported("head_modules (the classifier's modules)")
+
+    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionMaps]:
+        """Context manager: after a forward inside it, ``maps.get()`` gives every block's attention
+        probabilities ``[B, heads, N, N]``; every switch it flips is restored on exit."""
+        raise self.unsupported("capture_attention (attention probabilities)")
+
+    def conservative(self) -> contextlib.AbstractContextManager[None]:
+        """Context manager: attention probabilities and every LayerNorm's ``1/std`` are constants for
+        autograd (Ali et al. 2022, conservative propagation); undone on exit."""
+        raise self.unsupported("conservative (detached attention for LRP)")
+
+    def unsupported(self, capability: str) -> UnsupportedModelError:
+        return UnsupportedModelError(f"{type(self).__name__} for {type(self.model).__name__} has no {capability}")
 
     @property
     @abstractmethod
@@ -112,6 +160,11 @@ class GenericAdapter(Adapter):
         patch_size: patch size in pixels, ``int`` or ``(ph, pw)`` (optional; used for pixel maps).
         normalization: the model's input mean/std (default ImageNet).
         head_rows: token rows the head reads, or ``None`` for all.
+        class_names: optional names of the classes; defaults: optional per-method defaults (model card).
+        head_modules: optional classifier modules (for model randomisation).
+
+    Attention capture and conservative propagation are not available: methods that need them raise
+    :class:`~caap.errors.UnsupportedModelError` naming the capability.
     """
 
     def __init__(
@@ -125,6 +178,9 @@ class GenericAdapter(Adapter):
         patch_size: int | tuple[int, int] | None = None,
         normalization: Normalization | None = None,
         head_rows: tuple[int, ...] | None = None,
+        class_names: Sequence[str] | None = None,
+        defaults: dict[str, Any] | None = None,
+        head_modules: Sequence[nn.Module] | None = None,
     ) -> None:
         if not callable(embed) or not callable(head):
             raise CaapError("GenericAdapter needs callables for embed and head")
@@ -141,10 +197,32 @@ class GenericAdapter(Adapter):
         self._patch = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
         self.normalization = normalization or Normalization()
         self.head_rows = head_rows
+        self._class_names = list(class_names) if class_names is not None else None
+        self._defaults = dict(defaults or {})
+        self._head_modules = list(head_modules) if head_modules is not None else None
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
         return self._blocks
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self._class_names
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return dict(self._defaults)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        if callable(self._grid) or self._patch is None:
+            return None
+        return (self._grid[0] * self._patch[0], self._grid[1] * self._patch[1])
+
+    def head_modules(self) -> list[nn.Module]:
+        if self._head_modules is None:
+            raise self.unsupported("head_modules (pass head_modules= to GenericAdapter)")
+        return list(self._head_modules)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self._embed(images)

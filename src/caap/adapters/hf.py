@@ -1,17 +1,22 @@
 """Adapters for Hugging Face ``transformers`` image classifiers: ViT, DeiT (with teacher), DINOv2.
 
-``transformers`` is not imported here: models are recognised by class name, and the submodules are
-found by attribute, which covers both the ``encoder.layer`` (transformers 4) and ``layers``
-(transformers 5) layouts.
+``transformers`` is imported only where a capability needs it: models are recognised by class name, and
+the submodules are found by attribute, which covers both the ``encoder.layer`` (transformers 4) and
+``layers`` (transformers 5) layouts. The model card is the model's ``config`` (``id2label``) and, when the
+model was loaded from a folder, its image-processor config (``preprocessor_config.json``: mean and std).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
 from caap.core.contexts import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from caap.errors import UnsupportedModelError
@@ -47,7 +52,7 @@ class HFViTAdapter(Adapter):
         self.num_registers = int(getattr(self.config, "num_register_tokens", 0) or 0)
         distilled = name.startswith("DeiT")
         self.num_prefix = 1 + int(distilled) + self.num_registers
-        self.normalization = normalization or _hf_normalization(name)
+        self.normalization = normalization or _hf_normalization(model)
         self.head_rows = {"cls": (0,), "cls_dist": (0, 1), "cls_mean": None}[self._head_kind]
 
     @property
@@ -85,6 +90,85 @@ class HFViTAdapter(Adapter):
     def patch_size(self) -> tuple[int, int]:
         return _pair(self.config.patch_size)
 
+    # --- the model card -------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str] | None:
+        labels = getattr(self.config, "id2label", None) or {}
+        names = [labels.get(i, labels.get(str(i))) for i in range(self.num_classes or 0)]
+        if not names or any(n is None for n in names) or all(str(n) == f"LABEL_{i}" for i, n in enumerate(names)):
+            return None
+        return [str(n) for n in names]
+
+    @property
+    def num_classes(self) -> int | None:
+        return int(self.config.num_labels)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return _pair(self.config.image_size)
+
+    def head_modules(self) -> list[nn.Module]:
+        found = [getattr(self.model, n) for n in ("classifier", "cls_classifier", "distillation_classifier")
+                 if isinstance(getattr(self.model, n, None), nn.Module)]
+        if not found:
+            raise self.unsupported("head_modules (no classifier module)")
+        return found
+
+    def _configs(self) -> list:
+        """The distinct config objects of the model and its submodules (they select attention)."""
+        return list({id(m.config): m.config for m in self.model.modules() if hasattr(m, "config")}.values())
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionMaps]:
+        """Every config's ``_attn_implementation`` is set to ``"eager"`` for the capture and the weights are
+        read from each attention module's output."""
+        maps = AttentionMaps(self.num_blocks)
+        with contextlib.ExitStack() as stack:
+            for config in self._configs():
+                stack.callback(setattr, config, "_attn_implementation", config._attn_implementation)
+                config._attn_implementation = "eager"
+            for index, block in enumerate(self.blocks):
+                for module in block.modules():
+                    if type(module).__name__.endswith("Attention"):
+                        stack.callback(module.register_forward_hook(_record_hook(maps, index)).remove)
+            yield maps
+
+    @contextlib.contextmanager
+    def conservative(self) -> Iterator[None]:
+        """An eager attention function with detached probabilities, registered under its own name in
+        ``transformers.AttentionInterface`` and selected through each config for the call only."""
+        from transformers import AttentionInterface
+
+        with contextlib.ExitStack() as stack:
+            AttentionInterface.register(_HF_DETACHED, _detached_attention)
+            stack.callback(AttentionInterface._global_mapping.pop, _HF_DETACHED, None)
+            for config in self._configs():
+                stack.callback(setattr, config, "_attn_implementation", config._attn_implementation)
+                config._attn_implementation = _HF_DETACHED
+            detach_layernorm_scales(self.model, stack)
+            yield
+
+
+_HF_DETACHED = "caap_detached_eager"
+
+
+def _record_hook(maps: AttentionMaps, index: int):
+    def hook(module, args, out):
+        if isinstance(out, tuple) and len(out) > 1 and isinstance(out[1], torch.Tensor) and out[1].dim() == 4:
+            maps.record(index, out[1])
+
+    return hook
+
+
+def _detached_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention (as transformers' ``eager_attention_forward``) with the probabilities detached."""
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # [B, H, N, N]
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = scores.softmax(-1, dtype=torch.float32).to(query.dtype).detach()
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
 
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
@@ -100,7 +184,19 @@ def _find_layers(backbone: nn.Module, name: str) -> Sequence[nn.Module]:
     raise UnsupportedModelError(f"{name}: found no transformer layers at .layers or .encoder.layer")
 
 
-def _hf_normalization(name: str) -> Normalization:
-    if name.startswith("ViT"):  # google/vit-* image processors normalise with 0.5 / 0.5
+def _hf_normalization(model: nn.Module) -> Normalization:
+    """Mean and std from the model's image-processor config (``preprocessor_config.json`` in the folder it
+    was loaded from), else those of the family's published processors (google/vit-*: 0.5 / 0.5; facebook
+    DeiT and DINOv2: ImageNet's)."""
+    folder = getattr(model.config, "_name_or_path", "") or ""
+    path = Path(folder) / "preprocessor_config.json" if folder else None
+    if path is not None and path.is_file():
+        try:
+            cfg = json.loads(path.read_text())
+            mean, std = cfg["image_mean"], cfg["image_std"]
+            return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UnsupportedModelError(f"cannot read image_mean/image_std from {str(path)!r} ({exc})") from None
+    if type(model).__name__.startswith("ViT"):
         return Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     return Normalization(IMAGENET_MEAN, IMAGENET_STD)

@@ -2,28 +2,29 @@
 
 The adapter calls timm's own modules in the order of ``VisionTransformer.forward_features`` /
 ``forward_head``; it never copies their code, so pooling variants (token, avg, attention pool, distilled
-heads) are exactly the model's.
+heads) are exactly the model's. The model card is timm's ``pretrained_cfg``: ``mean``/``std`` give the
+normalisation, ``label_names`` the class names, and an optional ``caap`` entry per-model method defaults.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
+from caap.adapters.timm_blocks import autocast_dtype, block_inplace, block_rows, inplace_gelu, plain_block
 from caap.core.contexts import Normalization
 from caap.core.workspace import Workspace
 from caap.errors import UnsupportedModelError
 
 
 def is_timm_vit(model: nn.Module) -> bool:
-    try:
-        from timm.models.vision_transformer import VisionTransformer
-    except ImportError:  # pragma: no cover - timm is a runtime dependency
-        return False
     return isinstance(model, VisionTransformer)
 
 
@@ -64,18 +65,18 @@ class TimmViTAdapter(Adapter):
 
     def run_block_rows(self, index: int, z: torch.Tensor, rows: int) -> torch.Tensor | None:
         block = self.model.blocks[index]
-        if not _plain_block(block) or block.training:
+        if not plain_block(block) or block.training:
             return None
-        return _block_rows(block, z, rows)
+        return block_rows(block, z, rows)
 
     def run_block_inplace(self, index: int, z: torch.Tensor, workspace: Workspace) -> torch.Tensor | None:
         block = self.model.blocks[index]
-        approximate = _inplace_gelu(block, z)
+        approximate = inplace_gelu(block, z)
         if approximate is None:
             return None
-        low = _autocast_dtype(z)
+        low = autocast_dtype(z)
         with torch.autocast(z.device.type, enabled=False):  # the path applies autocast's dtypes itself
-            return _block_inplace(block, z, workspace, approximate, low)
+            return block_inplace(block, z, workspace, approximate, low)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.norm(z))
@@ -96,134 +97,66 @@ class TimmViTAdapter(Adapter):
     def patch_size(self) -> tuple[int, int]:
         return tuple(self.model.patch_embed.patch_size)
 
+    # --- the model card -------------------------------------------------------------------------------
+    @property
+    def _card(self) -> dict:
+        return getattr(self.model, "pretrained_cfg", None) or {}
 
-def _plain_block(block: nn.Module) -> bool:
-    """A timm ``Block`` with the standard ``Attention`` (the structure ``_block_rows`` reproduces)."""
-    from timm.layers import Attention
-    from timm.models.vision_transformer import Block
+    @property
+    def class_names(self) -> list[str] | None:
+        names = self._card.get("label_names")
+        if names and len(names) == self.num_classes:
+            return list(names)
+        if self.num_classes == 1000:  # a 1000-way timm classifier: ImageNet-1k, timm's own class names
+            from timm.data import ImageNetInfo
 
-    return type(block) is Block and type(block.attn) is Attention
-
-
-def _block_rows(block: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
-    """Rows ``0 .. rows-1`` of a timm ``Block`` in eval mode; keys and values still come from every token."""
-    attn = block.attn
-    b, n, _ = x.shape
-    heads, head_dim, width = attn.num_heads, attn.head_dim, attn.attn_dim
-    y = block.norm1(x)  # [B, N, D]
-    weight, bias = attn.qkv.weight, attn.qkv.bias
-    q = F.linear(y[:, :rows], weight[:width], None if bias is None else bias[:width])  # [B, R, A]
-    kv = F.linear(y, weight[width:], None if bias is None else bias[width:])  # [B, N, 2A]
-    q = q.reshape(b, rows, heads, head_dim).transpose(1, 2)  # [B, H, R, hd]
-    k, v = kv.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, N, hd] each
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # [B, H, R, hd]
-    out = attn.norm(out.transpose(1, 2).reshape(b, rows, width))  # [B, R, A]
-    if attn.gate is not None:
-        out = out * attn.gate(y[:, :rows]).sigmoid()
-    h = x[:, :rows] + block.ls1(attn.proj(out))  # [B, R, D]
-    return h + block.ls2(block.mlp(block.norm2(h)))
-
-
-def _inplace_gelu(block: nn.Module, z: torch.Tensor) -> str | None:
-    """The GELU variant (``"none"``/``"tanh"``) when :func:`_block_inplace` reproduces ``block(z)``, else ``None``.
-
-    That is a plain timm ``Block`` with every module in eval mode, whose optional parts are all off (layer
-    scale, drop path, q/k norms, attention norm and gate, MLP norm), a ``Mlp`` with GELU, no hooks on any
-    of its modules, and a float32/float64 contiguous input outside autograd (autocast to bf16/fp16
-    allowed); timm's own ``forward`` methods, not replaced ones, on the block, its attention and its MLP."""
-    from timm.layers import Mlp
-    from timm.layers.activations import GELU, GELUTanh
-
-    if not _plain_block(block) or type(block.mlp) is not Mlp:
+            info = ImageNetInfo()
+            return [info.index_to_description(i).split(",")[0] for i in range(1000)]
         return None
-    if torch.is_grad_enabled() or not z.is_contiguous():
-        return None
-    attn, mlp = block.attn, block.mlp
-    if z.dtype not in (torch.float32, torch.float64) or attn.qkv.weight.dtype != z.dtype:
-        return None
-    if _autocast_dtype(z) not in (None, torch.bfloat16, torch.float16):
-        return None
-    off = (block.ls1, block.ls2, block.drop_path1, block.drop_path2, attn.q_norm, attn.k_norm, attn.norm, mlp.norm)
-    if not all(type(m) is nn.Identity for m in off) or getattr(attn, "gate", None) is not None:
-        return None
-    if not all(type(m) is nn.Linear for m in (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)):
-        return None
-    if not all(isinstance(m, nn.LayerNorm) for m in (block.norm1, block.norm2)):
-        return None
-    if any(m.training or m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m) for m in block.modules()):
-        return None  # training mode; hooks or a replaced forward (instrumentation) must still run
-    if not all(_timm_forward(m) for m in (block, attn, mlp)):
-        return None
-    act = mlp.act
-    if type(act) is nn.GELU:
-        return act.approximate
-    return {GELU: "none", GELUTanh: "tanh"}.get(type(act))
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return dict(self._card.get("caap") or {})
 
-def _autocast_dtype(z: torch.Tensor) -> torch.dtype | None:
-    """The dtype autocast gives float32 ``z`` now, ``None`` when autocast is off (or leaves ``z`` as it is)."""
-    kind = z.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) and z.dtype == torch.float32 else None
+    @property
+    def num_classes(self) -> int | None:
+        return int(self.model.num_classes)
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return tuple(self.model.patch_embed.img_size)
 
-def _timm_forward(module: nn.Module) -> bool:
-    """``module``'s class still has timm's own ``forward`` (not one patched in by a user or a library)."""
-    forward = type(module).forward
-    return forward.__module__.startswith("timm.") and forward.__qualname__ == f"{type(module).__name__}.forward"
+    def head_modules(self) -> list[nn.Module]:
+        found = [getattr(self.model, n) for n in ("head", "head_dist", "fc_norm")
+                 if isinstance(getattr(self.model, n, None), nn.Module)]
+        if not found:
+            raise self.unsupported("head_modules (no head, head_dist or fc_norm module)")
+        return found
 
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionMaps]:
+        """Each block's ``Attention.fused_attn`` is set to ``False`` for the capture (per module, not timm's
+        global flag) and the probabilities are read at ``attn_drop``'s output."""
+        maps = AttentionMaps(self.num_blocks)
+        with contextlib.ExitStack() as stack:
+            for index, block in enumerate(self.blocks):
+                attn = getattr(block, "attn", None)
+                if attn is None or not hasattr(attn, "attn_drop") or not hasattr(attn, "fused_attn"):
+                    raise UnsupportedModelError(f"block {index} ({type(block).__name__}) has no timm Attention")
+                stack.callback(setattr, attn, "fused_attn", attn.fused_attn)
+                attn.fused_attn = False
+                stack.callback(attn.attn_drop.register_forward_hook(
+                    lambda m, i, out, index=index: maps.record(index, out)).remove)
+            yield maps
 
-def _block_inplace(block: nn.Module, x: torch.Tensor, ws: Workspace, approximate: str,
-                   low: torch.dtype | None = None) -> torch.Tensor:
-    """A plain timm ``Block`` (see :func:`_inplace_gelu`) on ``x`` ``[B, N, D]``, written into ``x``.
-
-    Same operations as ``block(x)``; the residual stream takes each branch's product in place
-    (``x += y W^T``, then ``x += b``), the GELU runs in place, and ``qkv`` and the MLP hidden layer live in
-    the workspace, so that a chunk allocates only the two norms' and attention's outputs.
-
-    ``low``: autocast's dtype, if any. Then, as under autocast, the products, attention and GELU run in
-    ``low`` (weights converted once per workspace) while the norms and the residual stream stay in ``x``'s
-    dtype; each branch's product is rounded to ``low`` before it is added to the stream."""
-    attn, mlp = block.attn, block.mlp
-    b, n, d = x.shape
-    rows, heads, head_dim = b * n, attn.num_heads, attn.head_dim
-    width, compute = heads * head_dim, low or x.dtype
-    x2 = x.view(rows, d)  # [M, D] residual stream
-    y = _norm(x2, block.norm1, ws, compute)  # [M, D]
-    qkv = _linear_into(y, attn.qkv, ws.get("qkv", (rows, 3 * width), x, compute), ws)  # [M, 3A]
-    q, k, v = qkv.view(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, N, hd] each
-    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # [B, H, N, hd]
-    _add_linear_(x2, out.transpose(1, 2).reshape(rows, width), attn.proj, ws)
-    y = _norm(x2, block.norm2, ws, compute)
-    hidden = _linear_into(y, mlp.fc1, ws.get("hidden", (rows, mlp.fc1.out_features), x, compute), ws)  # [M, 4D]
-    torch.ops.aten.gelu_(hidden, approximate=approximate)
-    _add_linear_(x2, hidden, mlp.fc2, ws)
-    return x
-
-
-def _norm(x: torch.Tensor, norm: nn.LayerNorm, ws: Workspace, dtype: torch.dtype) -> torch.Tensor:
-    """``norm(x)`` in ``x``'s dtype, then in ``dtype`` (a workspace buffer) when that differs."""
-    y = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-    return y if y.dtype == dtype else ws.get("normed", y.shape, y, dtype).copy_(y)
-
-
-def _linear_into(x: torch.Tensor, linear: nn.Linear, out: torch.Tensor, ws: Workspace) -> torch.Tensor:
-    """``linear(x)`` for ``x`` ``[M, K]``, written into ``out`` ``[M, N]`` (``x``'s and ``out``'s dtype)."""
-    weight = ws.cast(linear.weight, out.dtype).t()
-    if linear.bias is None:
-        return torch.mm(x, weight, out=out)
-    return torch.addmm(ws.cast(linear.bias, out.dtype), x, weight, out=out)
-
-
-def _add_linear_(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear, ws: Workspace) -> None:
-    """``residual += linear(x)`` in place, ``residual`` ``[M, N]``, ``x`` ``[M, K]`` (the product in ``x``'s
-    dtype, as autocast rounds it, when that is lower than ``residual``'s)."""
-    if x.dtype != residual.dtype:
-        residual.add_(_linear_into(x, linear, ws.get("branch", residual.shape, x), ws))
-        return
-    torch.addmm(residual, x, linear.weight.t(), out=residual)  # beta = 1 accumulates, no copy
-    if linear.bias is not None:
-        residual.add_(linear.bias)
+    @contextlib.contextmanager
+    def conservative(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.capture_attention())
+            for block in self.blocks:
+                stack.callback(block.attn.attn_drop.register_forward_hook(lambda m, i, out: out.detach()).remove)
+            detach_layernorm_scales(self.model, stack)
+            yield
 
 
 def _timm_normalization(model: nn.Module) -> Normalization:

@@ -9,27 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
-from caap.bench.runner import map_path
+from caap.bench.store import RunStore
+from caap.bench.table import cell_text
 from caap.io import atomic_write_bytes, save_figure
+from caap.viz import grid_figure
 
 
-def curve_plots(out: Path, methods: list[str]) -> list[Path]:
+def curve_plots(store: RunStore, methods: list[str]) -> list[Path]:
     """One PNG per curve metric: the mean curve of every method (x: share of patches changed)."""
-    import matplotlib.pyplot as plt
-
-    from caap.viz import close
-
     curves: dict[str, dict[str, list[list[float]]]] = {}
     xs: dict[str, list[float]] = {}
-    for path in sorted((out / "records").glob("*.json")):
-        record = json.loads(path.read_text())
+    for record in store.records():
         for metric, c in record.get("curves", {}).items():
             curves.setdefault(metric, {}).setdefault(record["method"], []).append(c["y"])
             xs[metric] = c["x"]
     written = []
     for metric, per_method in curves.items():
-        fig, ax = plt.subplots(figsize=(5, 3.4))
+        fig = Figure(figsize=(5, 3.4))
+        ax = fig.subplots()
         for method in methods:
             if method in per_method:
                 ax.plot(xs[metric], np.mean(per_method[method], axis=0), label=method)
@@ -39,44 +38,38 @@ def curve_plots(out: Path, methods: list[str]) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         slug = re.sub(r"[^A-Za-z0-9_.-]", "-", metric)
-        written.append(save_figure(out / "plots" / f"{slug}.png", fig, dpi=100))
-        close(fig)
+        written.append(save_figure(store.root / "plots" / f"{slug}.png", fig, dpi=100))
     return written
 
 
-def example_grid(out: Path, dataset, methods: list[str], count: int = 4) -> Path | None:
+def example_grid(store: RunStore, dataset, methods: list[str], count: int = 4) -> Path | None:
     """Rows of example images, one overlay per method."""
-    from caap.viz import close, grid_figure
-
     images, maps, titles, outlines = [], [], [], []
     for i in range(min(count, len(dataset))):
-        if not all(map_path(out, i, m).is_file() for m in methods):
+        if not all(store.map_path(i, m).is_file() for m in methods):
             continue
         item = dataset[i]
         pixels = item.image - item.image.amin()
         pixels = (pixels / pixels.amax().clamp(min=1e-6)).permute(1, 2, 0).numpy()
         for m in methods:
             images.append(pixels)
-            maps.append(torch.from_numpy(np.load(map_path(out, i, m))))
+            maps.append(torch.from_numpy(np.load(store.map_path(i, m))))
             titles.append(f"{item.id[:18]} {m}")
             outlines.append(None if item.mask is None else item.mask.numpy())
     if not maps:
         return None
     fig = grid_figure(images, maps, titles, outlines=outlines, columns=len(methods))
-    path = save_figure(out / "plots" / "examples.png", fig, dpi=90)
-    close(fig)
-    return path
+    return save_figure(store.root / "plots" / "examples.png", fig, dpi=90)
 
 
 def write_html(out: Path, table: dict, settings: dict, plots: list[Path]) -> Path:
     """``report.html``: settings, the table (best per column in bold) and the figures."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *table["columns"]])
     rows = []
-    for method, row in table["rows"].items():
+    for method in table["rows"]:
         cells = []
         for c in table["columns"]:
-            v = row[c]
-            text = f"{v['mean']:.4f} ± {v['se']:.4f}" if c != "seconds" else f"{v['mean']:.2f}"
+            text = cell_text(table, method, c)
             cells.append(f"<td><b>{text}</b></td>" if table["best"].get(c) == method else f"<td>{text}</td>")
         rows.append(f"<tr><td>{html.escape(method)}</td>{''.join(cells)}</tr>")
     figures = "".join(f'<figure><img src="{html.escape(str(p.relative_to(out)))}" alt="{html.escape(p.stem)}">'

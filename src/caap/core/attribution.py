@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from caap.errors import CaapError
+from caap.io import atomic_write_bytes
 
 _UPSAMPLE_MODES = ("bilinear", "bicubic", "nearest", "area")
 
@@ -72,3 +76,49 @@ class Attribution:
     def to_pixels(self, mode: str = "bilinear") -> torch.Tensor:
         """Maps at input resolution as ``[B, 1, H, W]`` (the Captum / Quantus layout)."""
         return self.upsample(None, mode=mode)[:, None]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the maps to ``path`` (safetensors: tensors; JSON metadata: the rest), atomically.
+
+        Tensors in ``meta`` are stored as tensors; other metadata must be JSON-serialisable. Load with
+        :meth:`Attribution.load` (no pickle)."""
+        from safetensors.torch import save
+
+        tensors = {"scores": self.scores.contiguous(), "target": self.target.contiguous()}
+        if self.class_scores is not None:
+            tensors["class_scores"] = self.class_scores.contiguous()
+        plain: dict[str, Any] = {}
+        for key, value in self.meta.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"meta.{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain[key] = value
+        try:
+            header = json.dumps({"format": _FORMAT, "input_size": list(self.input_size), "method": self.method,
+                                 "meta": plain})
+        except TypeError as exc:
+            raise CaapError(f"Attribution.save: metadata is not JSON-serialisable ({exc})") from None
+        return atomic_write_bytes(path, save(tensors, metadata={"caap": header}))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Attribution:
+        """Read an :class:`Attribution` written by :meth:`save`."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise CaapError(f"attribution file {str(path)!r} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = json.loads((f.metadata() or {}).get("caap", "null"))
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CaapError(f"cannot read attribution file {str(path)!r} ({exc})") from None
+        if not isinstance(header, dict) or header.get("format") != _FORMAT:
+            raise CaapError(f"{str(path)!r} is not a caap attribution file (no '{_FORMAT}' metadata)")
+        meta = {**header["meta"], **{k[5:]: v for k, v in tensors.items() if k.startswith("meta.")}}
+        return cls(tensors["scores"], tensors["target"], tuple(header["input_size"]), header["method"],
+                   tensors.get("class_scores"), meta)
+
+
+_FORMAT = "caap.attribution/1"

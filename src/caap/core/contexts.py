@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from caap.errors import CaapError
+from caap.specs import parse
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -150,8 +151,8 @@ CONTEXTS: dict[str, type[Context]] = {"mean": Mean, "black": Black, "blur": Blur
 def make_context(spec: str | Context | torch.Tensor) -> Context:
     """Turn a context option into a :class:`Context`.
 
-    Accepts a :class:`Context`, a tensor, a name (``"mean"``, ``"black"``, ``"blur"``, ``"noise"``) or a name
-    with colon-separated numbers: ``"blur:8"`` (sigma), ``"noise:0.5:3"`` (std, seed).
+    Accepts a :class:`Context`, a tensor, or a spec in caap's grammar (:mod:`caap.specs`): ``"mean"``,
+    ``"black"``, ``"blur"``, ``"blur:sigma=8"`` or ``"blur:8"``, ``"noise:std=0.5:seed=3"`` or ``"noise:0.5:3"``.
     """
     if isinstance(spec, Context):
         return spec
@@ -159,22 +160,31 @@ def make_context(spec: str | Context | torch.Tensor) -> Context:
         return Fixed(spec)
     if not isinstance(spec, str):
         raise CaapError(f"context must be a name, a tensor or a caap Context, got {type(spec).__name__}")
-    name, *args = spec.split(":")
-    if name not in CONTEXTS:
+    parsed = parse(spec, "context")
+    if parsed.name not in CONTEXTS:
         raise CaapError(f"unknown context {spec!r}; expected one of {sorted(CONTEXTS)} or a tensor")
-    try:
-        numbers = [float(a) for a in args]
-    except ValueError:
-        raise CaapError(f"context {spec!r}: options after ':' must be numbers") from None
-    if name == "blur" and len(numbers) <= 1:
-        return Blur(*numbers)
-    if name == "noise" and len(numbers) <= 2:
-        if len(numbers) == 2 and not numbers[1].is_integer():
+    cls = CONTEXTS[parsed.name]
+    params = _CONTEXT_PARAMS[parsed.name]
+    values = [*parsed.args]
+    if len(values) > len(params) or set(parsed.options) - set(params):
+        usage = ", ".join(f"{n}:{':'.join(p.upper() for p in ps)}" for n, ps in _CONTEXT_PARAMS.items() if ps)
+        raise CaapError(f"context {spec!r} takes no such options ({usage})")
+    kwargs = dict(zip(params, values, strict=False))
+    for key, value in parsed.options.items():
+        if key in kwargs:
+            raise CaapError(f"context {spec!r}: {key} is given twice")
+        kwargs[key] = value
+    for key, value in kwargs.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CaapError(f"context {spec!r}: options must be numbers, {key} got {value!r}")
+    if "seed" in kwargs:
+        if not float(kwargs["seed"]).is_integer():
             raise CaapError(f"context {spec!r}: the noise seed must be an integer")
-        return Noise(*numbers[:1], *[int(n) for n in numbers[1:]])
-    if not numbers:
-        return CONTEXTS[name]()
-    raise CaapError(f"context {spec!r} takes no such options (blur:SIGMA, noise:STD[:SEED])")
+        kwargs["seed"] = int(kwargs["seed"])
+    return cls(**kwargs)
+
+
+_CONTEXT_PARAMS: dict[str, tuple[str, ...]] = {"mean": (), "black": (), "blur": ("sigma",), "noise": ("std", "seed")}
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -31,18 +31,25 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-@contextlib.contextmanager
-def on_device(model: nn.Module, device: torch.device | None) -> Iterator[torch.device]:
-    """Run on ``device``: a model elsewhere is moved there and moved back on exit (in place)."""
+def place(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """Move ``model`` to ``device`` once (in place; it stays there) and return where it runs.
+
+    ``None`` keeps the model where it is. Explainers call this at construction, so that explaining a dataset
+    image by image never copies the weights per call."""
     home = model_device(model)
-    if device is None or torch.device(device) == home:
-        yield home
-        return
-    model.to(device)
+    if device is None:
+        return home
     try:
-        yield torch.device(device)
-    finally:
-        model.to(home)
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CaapError(f"device {device!r} is not a torch device; expected cpu, cuda or cuda:N") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise CaapError(f"device {str(device)!r}: CUDA is not available on this machine")
+    if target.type == "cuda" and target.index is None:
+        target = torch.device("cuda", torch.cuda.current_device())
+    if target != home:
+        model.to(target)
+    return target
 
 
 def check_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from caap.adapters.demo import normalize_uint8
+from caap.data.images import load_image
+from caap.data.synthetic import SyntheticConfig, generate_batch
 from caap.errors import CaapError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -61,8 +64,6 @@ class ImageFolder:
         raise CaapError(f"no ImageNet WordNet id (nXXXXXXXX) in {str(path)!r} or its folder name")
 
     def __getitem__(self, i: int) -> Item:
-        from caap.data.images import load_image
-
         path = self.files[i]
         image = self.transform(load_image(path))
         mask = None
@@ -78,8 +79,6 @@ class Synthetic:
     """The controlled-evidence benchmark with exact masks (``caap.data.synthetic``)."""
 
     def __init__(self, variant: str = "simple", size: int = 200, seed: int = 3_000_017) -> None:
-        from caap.data.synthetic import SyntheticConfig
-
         self.config = SyntheticConfig(variant=variant, seed=seed)
         self.size = size
 
@@ -87,9 +86,6 @@ class Synthetic:
         return self.size
 
     def __getitem__(self, i: int) -> Item:
-        from caap.data.demo import normalize_uint8
-        from caap.data.synthetic import generate_batch
-
         b = generate_batch(self.config, i, 1)
         return Item(f"{self.config.variant}_{i:05d}", normalize_uint8(b["images"])[0], int(b["labels"][0]),
                     b["masks"][0])

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from caap.data.demo import ARCH, STEM, build_demo_architecture, normalize_uint8
+from caap.adapters.demo import ARCH, STEM, build_demo_architecture, normalize_uint8
 from caap.data.synthetic import SyntheticConfig, generate, generate_batch, remove_objects
 from caap.io import atomic_write_bytes, save_json
 

@@ -1,6 +1,16 @@
-"""Attribution methods behind one interface: ``get(name)(model, **config).explain(images, target)``."""
+"""Attribution methods behind one interface: ``get(name)(model, **config).explain(images, target)``.
 
-from caap.methods.base import Explainer
-from caap.methods.registry import available, build, get, register
+Every built-in method is registered when this package is imported; ``register`` adds a user's own
+:class:`Explainer` subclass, which then works in ``build``, the CLI and the benchmark like the built-ins.
+"""
 
-__all__ = ["Explainer", "available", "build", "get", "register"]
+from caap.methods import attention, cam, gradients, lrp, perturbation  # noqa: F401  (they register themselves)
+from caap.methods.base import METHODS, Explainer, Forward, Maps, register
+from caap.methods.caap import CAAP, AdaptiveCAAP
+
+available = METHODS.available
+get = METHODS.get
+build = METHODS.build
+
+__all__ = ["CAAP", "METHODS", "AdaptiveCAAP", "Explainer", "Forward", "Maps", "available", "build", "get",
+           "register"]

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from caap.adapters.attention import capture_attention
-from caap.core.attribution import Attribution
-from caap.core.targets import TargetLike, resolve_target
-from caap.methods.base import Explainer
-from caap.methods.registry import register
+from caap.methods.base import Explainer, Forward, Maps, register
 
 
 class AttentionExplainer(Explainer):
-    """Base: runs the model with attention capture; a subclass combines the maps into a token relevance
-    matrix ``R`` ``[B, N, N]`` whose head-row, patch-column block is the map."""
+    """Base: one forward with attention capture (it also resolves the target); a subclass combines the maps
+    into a token relevance matrix ``R`` ``[B, N, N]`` whose head-row, patch-column block is the map."""
 
     resolution = "patch"
     needs_attention = True
@@ -28,20 +24,20 @@ class AttentionExplainer(Explainer):
         rows = self.adapter.head_rows
         return list(rows) if rows else list(range(n_tokens))
 
-    def _explain(self, images, target: TargetLike, *, grid, device, **kwargs) -> Attribution:
-        with capture_attention(self.adapter) as maps:
-            relevance, tgt = self._relevance(images, target, maps)  # [B, N, N]
+    def _forward(self, images: torch.Tensor) -> Forward:
+        with self.adapter.capture_attention() as maps, torch.inference_mode():
+            logits = self.adapter.forward(images)
+            return Forward(logits, maps.get())
+
+    def _attribute(self, images, target, *, grid, forward) -> Maps:
+        relevance = self._relevance(target, forward)  # [B, N, N]
         rows = self._rows(relevance.shape[-1])
         patch = relevance[:, rows, self.adapter.num_prefix :].mean(1)  # [B, gh*gw]
-        scores = patch.reshape(-1, *grid).detach().float().cpu()
-        return Attribution(scores, tgt, tuple(images.shape[-2:]), self.name, meta={"method": self.name})
+        return Maps(patch.reshape(-1, *grid))
 
-    @torch.inference_mode()
-    def _relevance(self, images, target, maps):
-        """One forward with capture; ``combine`` turns the per-block maps into ``R`` ``[B, N, N]``."""
-        maps.clear()
-        tgt = resolve_target(target, self.adapter.forward(images))
-        return self.combine(maps.get()), tgt
+    def _relevance(self, target: torch.Tensor, forward: Forward) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.combine(forward.cache)
 
     def combine(self, attentions: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -88,18 +84,19 @@ class GAE(AttentionExplainer):
     name = "gae"
     needs_grad = True
 
-    def _relevance(self, images, target, maps):
-        with torch.no_grad():
-            tgt = resolve_target(target, self.adapter.forward(images))
-        with torch.enable_grad():
-            maps.clear()
+    def _forward(self, images: torch.Tensor) -> Forward:
+        with self.adapter.capture_attention() as maps, torch.enable_grad():
             x = images.detach().requires_grad_(True)  # a graph through the attention maps
             logits = self.adapter.forward(x)
-            attentions = maps.get()
-            grads = torch.autograd.grad(logits.gather(1, tgt.to(x.device)[:, None]).sum(), attentions)
-        n = attentions[0].shape[-1]
-        r = torch.eye(n, device=images.device).expand(images.shape[0], n, n).clone()
+            return Forward(logits.detach(), (logits, maps.get()))
+
+    def _relevance(self, target, forward):
+        logits, attentions = forward.cache
+        with torch.enable_grad():
+            grads = torch.autograd.grad(logits.gather(1, target.to(logits.device)[:, None]).sum(), attentions)
+        b, n = attentions[0].shape[0], attentions[0].shape[-1]
+        r = torch.eye(n, device=logits.device).expand(b, n, n).clone()
         for a, g in zip(attentions, grads, strict=True):
             cam = (g * a).clamp(min=0).mean(1).float()  # [B, N, N]
             r = r + cam @ r
-        return r.detach(), tgt
+        return r.detach()

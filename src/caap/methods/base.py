@@ -1,10 +1,18 @@
-"""The interface every attribution method shares: ``Explainer(model, **config).explain(images, target)``."""
+"""The interface every attribution method shares: ``Explainer(model, **config).explain(images, target)``.
+
+The base class owns the call (as grad-cam's ``BaseCAM`` and Quantus's ``Metric.__call__``): it checks the
+input, puts the model in eval mode for the call, runs one forward from which the target is resolved, hands
+``_attribute`` the images, the resolved target and the patch grid, and builds the :class:`Attribution` with
+the method's resolved settings in ``meta``. A subclass owns one idea: its ``_attribute``.
+"""
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
@@ -12,18 +20,48 @@ from torch import nn
 from caap.adapters import Adapter, adapt
 from caap.core.attribution import Attribution
 from caap.core.contexts import Normalization
-from caap.core.state import check_dtype, eval_mode, on_device
-from caap.core.targets import TargetLike
+from caap.core.state import check_dtype, eval_mode, model_device, place
+from caap.core.targets import TargetLike, resolve_target
+from caap.errors import CaapError
+from caap.registry import Registry
+
+
+@dataclass
+class Forward:
+    """The forward pass that resolves the target: ``scores`` ``[B, K]`` (logits, or the method's score of
+    them) and whatever the method keeps of that pass for ``_attribute`` (activations, attention maps…)."""
+
+    scores: torch.Tensor
+    cache: Any = None
+
+
+@dataclass
+class Maps:
+    """What ``_attribute`` returns: ``scores`` ``[B, h, w]`` and optionally every class's maps and per-call
+    metadata (tensors ``[B]`` or JSON values)."""
+
+    scores: torch.Tensor
+    class_scores: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Explainer(ABC):
-    """Base class: owns input checks, model state and timing; a subclass implements ``_explain``.
+    """Base class of CAAP and every baseline.
 
-    Class attributes describe the method for runners, the CLI and tests:
+    Class attributes describe the method for runners, the CLI, figures and tests:
         name: registry name.
         resolution: ``"patch"`` (maps on the patch grid) or ``"pixel"`` (maps at input resolution).
         needs_grad: uses gradients. needs_attention: reads attention maps.
-        signed: maps carry a sign (positive = evidence for the target).
+        signed: maps carry a sign (positive = evidence for the target); figures use a diverging colour map
+            for signed methods and a sequential one otherwise.
+        call_options: keyword options that ``explain`` takes besides images and target.
+
+    Args (shared by every method):
+        model: a timm ``VisionTransformer``, a Hugging Face ViT/DeiT/DINOv2 classifier, or a caap adapter.
+        device: where to run. The model is moved there **once, at construction, and stays there** (explaining
+            a dataset image by image never copies the weights per call); ``None`` runs where the model is.
+        dtype: ``None``/``torch.float32`` (exact) or ``torch.bfloat16`` / ``torch.float16`` (autocast).
+        normalization: the model's input mean/std, for pixel-defined contexts (default: the model's card).
     """
 
     name: ClassVar[str] = ""
@@ -31,6 +69,7 @@ class Explainer(ABC):
     needs_grad: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
     signed: ClassVar[bool] = True
+    call_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -39,29 +78,69 @@ class Explainer(ABC):
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
         normalization: Normalization | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            key = next(iter(unknown))
+            raise CaapError(f"method {self.name!r} takes no option {key!r}; expected one of {self.options()}")
         self.adapter = adapt(model, normalization)
         self.model = self.adapter.model
-        self.device = torch.device(device) if device is not None else None
         self.dtype = check_dtype(dtype)
+        self._device = None if device is None else place(self.model, device)
 
-    def explain(self, images: torch.Tensor, target: TargetLike = None, **kwargs) -> Attribution:
+    @property
+    def device(self) -> torch.device:
+        """Where the method runs: the ``device`` it was built with, else wherever the model is now."""
+        return self._device if self._device is not None else model_device(self.model)
+
+    @classmethod
+    def options(cls) -> list[str]:
+        """The constructor options this method takes (besides the model)."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass) or klass is object:
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "model"):
+                    names.append(p.name)
+        return sorted(set(names))
+
+    def settings(self) -> dict[str, Any]:
+        """The full configuration, JSON-friendly (a subclass adds its own options)."""
+        return {"method": self.name, "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+                "device": str(self.device)}
+
+    @final
+    def explain(self, images: torch.Tensor, target: TargetLike = None, **options: Any) -> Attribution:
         """Explain normalised images ``[B, 3, H, W]`` for ``target`` (None: each image's top-1 class).
 
-        The model is put in eval mode (and on ``device``) for the call and left exactly as it was found.
-        """
+        The model is in eval mode for the call and comes back with every module's mode as it was found.
+        ``options`` are the method's ``call_options`` (CAAP: ``all_classes``, ``groups``, ``progress``)."""
+        unknown = sorted(set(options) - self.call_options)
+        if unknown:
+            expected = sorted(self.call_options) or "none"
+            raise CaapError(f"method {self.name!r} takes no call option {unknown[0]!r}; expected {expected}")
         grid = self.adapter.check_input(images)
         start = time.perf_counter()
-        with on_device(self.model, self.device) as device, eval_mode(self.model):
-            att = self._explain(images.to(device), target, grid=grid, device=device, **kwargs)
-        att.meta.setdefault("method", self.name)
-        att.meta["seconds"] = time.perf_counter() - start
-        return att
+        with eval_mode(self.model):
+            images = images.to(self.device)
+            forward = self._forward(images)
+            tgt = resolve_target(target, forward.scores)
+            maps = self._attribute(images, tgt, grid=grid, forward=forward, **options)
+        meta = {**self.settings(), **maps.meta, "seconds": time.perf_counter() - start}
+        class_scores = None if maps.class_scores is None else maps.class_scores.float().cpu()
+        return Attribution(maps.scores.detach().float().cpu(), tgt, (images.shape[2], images.shape[3]), self.name,
+                           class_scores, meta)
+
+    def _forward(self, images: torch.Tensor) -> Forward:
+        """One forward of the images: the scores the target is resolved from (default: the logits)."""
+        with torch.inference_mode():
+            return Forward(self.adapter.forward(images))
 
     @abstractmethod
-    def _explain(
-        self, images: torch.Tensor, target: TargetLike, *, grid: tuple[int, int], device: torch.device, **kwargs
-    ) -> Attribution: ...
+    def _attribute(self, images: torch.Tensor, target: torch.Tensor, *, grid: tuple[int, int], forward: Forward,
+                   **options: Any) -> Maps:
+        """Maps for ``images`` ``[B, 3, H, W]`` (on the device) and the resolved ``target`` int64 ``[B]`` (CPU)."""
 
     def attribute(self, inputs: torch.Tensor, target: TargetLike = None, mode: str = "bilinear") -> torch.Tensor:
         """Pixel-resolution maps ``[B, 1, H, W]`` (float32, CPU) in the Captum / Quantus layout."""
@@ -69,3 +148,7 @@ class Explainer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={type(self.model).__name__})"
+
+
+METHODS: Registry[Explainer] = Registry("method")
+register = METHODS.register

@@ -11,12 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from caap.core.attribution import Attribution
 from caap.core.contexts import Context, make_context
-from caap.core.targets import TargetLike, resolve_target
 from caap.errors import CaapError
-from caap.methods.base import Explainer
-from caap.methods.registry import register
+from caap.methods.base import Explainer, Forward, Maps, register
 
 
 class GradientExplainer(Explainer):
@@ -26,50 +23,61 @@ class GradientExplainer(Explainer):
     needs_grad = True
     reduce = "sum"
 
-    def _explain(self, images, target: TargetLike, *, grid, device, **kwargs) -> Attribution:
-        with torch.no_grad():
-            tgt = resolve_target(target, self.adapter.forward(images))
-        channels = self._channels(images, tgt.to(device)).detach()  # [B, 3, H, W]
+    def _attribute(self, images, target, *, grid, forward: Forward) -> Maps:
+        channels = self._channels(images, target.to(images.device), forward).detach()  # [B, 3, H, W]
         scores = channels.abs().amax(1) if self.reduce == "max_abs" else channels.sum(1)
-        meta = {"channels": channels.float().cpu(), **self.settings()}
-        return Attribution(scores.float().cpu(), tgt, tuple(images.shape[-2:]), self.name, meta=meta)
+        return Maps(scores, meta={"channels": channels.float().cpu()})
 
-    def settings(self) -> dict:
-        return {"method": self.name}
-
-    def _channels(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _channels(self, images: torch.Tensor, target: torch.Tensor, forward: Forward) -> torch.Tensor:
         raise NotImplementedError
 
     def gradient(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """d logit[target] / d inputs, ``[B, 3, H, W]``; parameters' ``.grad`` are never touched."""
         with torch.enable_grad():
             x = inputs.detach().requires_grad_(True)
-            logits = self.adapter.forward(x)
-            selected = logits.gather(1, target[:, None]).sum()
-            (grad,) = torch.autograd.grad(selected, x)
+            return self._input_gradient(x, self.adapter.forward(x), target)
+
+    @staticmethod
+    def _input_gradient(x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), x)
         return grad
 
 
+class _PlainGradient(GradientExplainer):
+    """Saliency and input × gradient: the forward that resolves the target is the one differentiated."""
+
+    def _forward(self, images: torch.Tensor) -> Forward:
+        with torch.enable_grad():
+            x = images.detach().requires_grad_(True)
+            logits = self.adapter.forward(x)
+        return Forward(logits.detach(), (x, logits))
+
+    def _input_grad(self, target: torch.Tensor, forward: Forward) -> torch.Tensor:
+        x, logits = forward.cache
+        with torch.enable_grad():
+            return self._input_gradient(x, logits, target)
+
+
 @register
-class Saliency(GradientExplainer):
+class Saliency(_PlainGradient):
     """``|d logit_c / d x|`` (Simonyan et al. 2014); Captum ``Saliency(abs=True)``."""
 
     name = "saliency"
     signed = False
     reduce = "max_abs"
 
-    def _channels(self, images, target):
-        return self.gradient(images, target).abs()
+    def _channels(self, images, target, forward):
+        return self._input_grad(target, forward).abs()
 
 
 @register
-class InputXGradient(GradientExplainer):
+class InputXGradient(_PlainGradient):
     """``x * d logit_c / d x`` (Shrikumar et al. 2016); Captum ``InputXGradient``."""
 
     name = "input_x_gradient"
 
-    def _channels(self, images, target):
-        return images * self.gradient(images, target)
+    def _channels(self, images, target, forward):
+        return images * self._input_grad(target, forward)
 
 
 @register
@@ -95,15 +103,14 @@ class IntegratedGradients(GradientExplainer):
             raise CaapError(f"steps must be an int >= 2, got {steps!r}")
         if method not in self.METHODS:
             raise CaapError(f"unknown integration method {method!r}; expected one of {self.METHODS}")
-        if internal_batch_size < 1:
-            raise CaapError(f"internal_batch_size must be positive, got {internal_batch_size}")
+        _check_internal_batch(internal_batch_size)
         self.steps, self.method = steps, method
         self.baseline = make_context(baseline)
         self.internal_batch_size = internal_batch_size
 
     def settings(self) -> dict:
-        return {"method": self.name, "steps": self.steps, "integration": self.method,
-                "baseline": self.baseline.describe()}
+        return {**super().settings(), "steps": self.steps, "integration": self.method,
+                "baseline": self.baseline.describe(), "internal_batch_size": self.internal_batch_size}
 
     def alphas_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """Points ``a_i`` in [0, 1] and weights ``w_i`` with ``∫ f ≈ Σ w_i f(a_i)``."""
@@ -118,7 +125,7 @@ class IntegratedGradients(GradientExplainer):
         offset = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[self.method]
         return (np.arange(n) + offset) / n, np.full(n, 1.0 / n)
 
-    def _channels(self, images, target):
+    def _channels(self, images, target, forward):
         baseline = self.baseline(images, self.adapter.normalization)  # [B, 3, H, W]
         alphas, weights = self.alphas_weights()
         delta = images - baseline
@@ -152,17 +159,21 @@ class SmoothGrad(GradientExplainer):
     def __init__(self, model, noise_level: float = 0.15, samples: int = 25, seed: int = 0,
                  internal_batch_size: int = 64, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        if not noise_level >= 0:
+        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not noise_level >= 0:
             raise CaapError(f"noise_level must be >= 0, got {noise_level!r}")
         if not isinstance(samples, int) or samples < 1:
             raise CaapError(f"samples must be a positive int, got {samples!r}")
-        self.noise_level, self.samples, self.seed = float(noise_level), samples, int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise CaapError(f"seed must be an int, got {seed!r}")
+        _check_internal_batch(internal_batch_size)
+        self.noise_level, self.samples, self.seed = float(noise_level), samples, seed
         self.internal_batch_size = internal_batch_size
 
     def settings(self) -> dict:
-        return {"method": self.name, "noise_level": self.noise_level, "samples": self.samples, "seed": self.seed}
+        return {**super().settings(), "noise_level": self.noise_level, "samples": self.samples, "seed": self.seed,
+                "internal_batch_size": self.internal_batch_size}
 
-    def _channels(self, images, target):
+    def _channels(self, images, target, forward):
         gen = torch.Generator().manual_seed(self.seed)
         b = images.shape[0]
         sigma = self.noise_level * (images.flatten(1).amax(1) - images.flatten(1).amin(1))  # [B]
@@ -175,3 +186,8 @@ class SmoothGrad(GradientExplainer):
             grads = self.gradient(noisy.flatten(0, 1), target.repeat(k))
             total += grads.abs().view(k, *images.shape).sum(0)
         return total / self.samples
+
+
+def _check_internal_batch(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CaapError(f"internal_batch_size must be a positive int, got {value!r}")

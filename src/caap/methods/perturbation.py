@@ -7,13 +7,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from caap.core.attribution import Attribution
+from caap.core.budget import check_batch_size, module_batch_size
 from caap.core.contexts import Context, make_context
 from caap.core.scores import ScoreFn, apply_score, make_score
-from caap.core.targets import TargetLike, resolve_target
 from caap.errors import CaapError
-from caap.methods.base import Explainer
-from caap.methods.registry import register
+from caap.methods.base import Explainer, Forward, Maps, register
 
 
 def patch_masks(grid: tuple[int, int], size: tuple[int, int], device=None) -> torch.Tensor:
@@ -26,23 +24,11 @@ def patch_masks(grid: tuple[int, int], size: tuple[int, int], device=None) -> to
     return ids[None] == torch.arange(gh * gw, device=device)[:, None, None]
 
 
-def _check_batch(batch_size) -> int | None:
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CaapError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    return batch_size
-
-
 def _auto_batch(explainer: Explainer, grid: tuple[int, int], device: torch.device) -> int:
-    """Images per forward: as CAAP's chunks, ~2k tokens on the CPU (cache-sized), 256 on CUDA."""
-    from caap.core.engine import CPU_CHUNK_TOKENS
-
+    """Images per forward: the explainer's ``batch_size``, else the module budget (caap.core.budget)."""
     if explainer.batch_size is not None:
         return explainer.batch_size
-    if device.type == "cuda":
-        return 256
-    return max(1, CPU_CHUNK_TOKENS // (explainer.adapter.num_prefix + grid[0] * grid[1]))
+    return module_batch_size(explainer.adapter.num_prefix + grid[0] * grid[1], device)
 
 
 class PatchComposite(Explainer):
@@ -58,21 +44,24 @@ class PatchComposite(Explainer):
         super().__init__(model, **kwargs)
         self.context = make_context(context)
         self.score_name, self.score_fn = make_score(score)
-        self.batch_size = _check_batch(batch_size)
+        self.batch_size = check_batch_size(batch_size)
 
     def settings(self) -> dict:
-        return {"method": self.name, "context": self.context.describe(), "score": self.score_name}
+        return {**super().settings(), "context": self.context.describe(), "score": self.score_name,
+                "batch_size": self.batch_size}
+
+    def _forward(self, images: torch.Tensor) -> Forward:
+        with torch.inference_mode():
+            return Forward(apply_score(self.score_fn, self.adapter.forward(images)))  # [B, K]
 
     def _layout(self, images: torch.Tensor, context: torch.Tensor):
         """``(inside, outside, reference, sign)``; each image ``[B, 3, H, W]``."""
         raise NotImplementedError
 
     @torch.inference_mode()
-    def _explain(self, images, target: TargetLike, *, grid, device, **kwargs) -> Attribution:
-        b = images.shape[0]
+    def _attribute(self, images, tgt, *, grid, forward) -> Maps:
+        b, device = images.shape[0], images.device
         context = self.context(images, self.adapter.normalization)
-        source_scores = apply_score(self.score_fn, self.adapter.forward(images))  # [B, K]
-        tgt = resolve_target(target, source_scores)
         inside, outside, reference, sign = self._layout(images, context)
         ref = apply_score(self.score_fn, self.adapter.forward(reference)).gather(1, tgt.to(device)[:, None])[:, 0]
         masks = patch_masks(grid, tuple(images.shape[-2:]), device)  # [P, H, W]
@@ -87,9 +76,7 @@ class PatchComposite(Explainer):
             composite = torch.where(m, inside[img], outside[img])  # [n, 3, H, W]
             s = apply_score(self.score_fn, self.adapter.forward(composite))
             out[idx] = sign * (s.gather(1, tgt_dev[img, None])[:, 0] - ref[img])
-        scores = out.view(b, *grid).float().cpu()
-        meta = {**self.settings(), "reference_score": ref.float().cpu(), "forward_passes": b * n_patch}
-        return Attribution(scores, tgt, tuple(images.shape[-2:]), self.name, meta=meta)
+        return Maps(out.view(b, *grid), meta={"reference_score": ref.float().cpu(), "forward_passes": b * n_patch})
 
 
 @register
@@ -142,20 +129,23 @@ class RISE(Explainer):
                  context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "prob",
                  batch_size: int | None = None, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        if not isinstance(masks, int) or masks < 1:
+        if isinstance(masks, bool) or not isinstance(masks, int) or masks < 1:
             raise CaapError(f"masks must be a positive int, got {masks!r}")
-        if not isinstance(cells, int) or cells < 1:
+        if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
             raise CaapError(f"cells must be a positive int, got {cells!r}")
-        if not 0 < probability <= 1:
+        if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 < probability <= 1:
             raise CaapError(f"probability must be in (0, 1], got {probability!r}")
-        self.n_masks, self.cells, self.probability, self.seed = masks, cells, float(probability), int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise CaapError(f"seed must be an int, got {seed!r}")
+        self.n_masks, self.cells, self.probability, self.seed = masks, cells, float(probability), seed
         self.context = make_context(context)
         self.score_name, self.score_fn = make_score(score)
-        self.batch_size = _check_batch(batch_size)
+        self.batch_size = check_batch_size(batch_size)
 
     def settings(self) -> dict:
-        return {"method": self.name, "masks": self.n_masks, "cells": self.cells, "probability": self.probability,
-                "seed": self.seed, "context": self.context.describe(), "score": self.score_name}
+        return {**super().settings(), "masks": self.n_masks, "cells": self.cells, "probability": self.probability,
+                "seed": self.seed, "context": self.context.describe(), "score": self.score_name,
+                "batch_size": self.batch_size}
 
     def make_masks(self, start: int, count: int, size: tuple[int, int]) -> torch.Tensor:
         """Masks ``start .. start+count-1`` as float ``[count, H, W]`` in [0, 1] (deterministic per index)."""
@@ -173,11 +163,10 @@ class RISE(Explainer):
         return torch.stack(out)
 
     @torch.inference_mode()
-    def _explain(self, images, target: TargetLike, *, grid, device, **kwargs) -> Attribution:
-        b = images.shape[0]
+    def _attribute(self, images, tgt, *, grid, forward) -> Maps:
+        b, device = images.shape[0], images.device
         size = tuple(images.shape[-2:])
         context = self.context(images, self.adapter.normalization)
-        tgt = resolve_target(target, self.adapter.forward(images))
         tgt_dev = tgt.to(device)
         saliency = torch.zeros(b, *size, device=device)
         per_chunk = max(1, _auto_batch(self, grid, device) // b)
@@ -189,5 +178,4 @@ class RISE(Explainer):
             weight = s.gather(2, tgt_dev.view(1, b, 1).expand(k, b, 1))[..., 0]  # [k, B]
             saliency += (weight[:, :, None, None] * m[:, 0, 0][:, None]).sum(0)
         saliency /= self.n_masks * self.probability
-        meta = {**self.settings(), "forward_passes": self.n_masks * b}
-        return Attribution(saliency.float().cpu(), tgt, size, self.name, meta=meta)
+        return Maps(saliency, meta={"forward_passes": self.n_masks * b})

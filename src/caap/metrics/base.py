@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, final
 
 import torch
 import torch.nn.functional as F
 
 from caap.errors import CaapError
+from caap.registry import Registry
 
 
 def to_grid(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -29,7 +30,8 @@ def to_pixels(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class Metric(ABC):
-    """Base class. Subclasses implement :meth:`evaluate` on a batch and declare their metadata.
+    """Base class. :meth:`__call__` owns the checks; subclasses implement :meth:`evaluate` on a batch and
+    declare their metadata.
 
     Attributes:
         name: registry name.
@@ -43,6 +45,7 @@ class Metric(ABC):
     needs_model: ClassVar[bool] = False
     needs_masks: ClassVar[bool] = False
 
+    @final
     def __call__(self, model, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
                  masks: torch.Tensor | None = None) -> torch.Tensor:
         """Scores float32 ``[B]`` on the CPU for ``images [B, 3, H, W]``, ``targets [B]``, ``maps [B, h, w]``."""
@@ -60,3 +63,26 @@ class Metric(ABC):
 
     @abstractmethod
     def evaluate(self, model, images, targets, maps, masks) -> torch.Tensor: ...
+
+
+class CurveMetric(Metric):
+    """A metric read off a curve: :meth:`curve` gives the target score after each step of changing the image,
+    :meth:`area` turns it into one value per image. The benchmark keeps the curve for its plots."""
+
+    needs_model = True
+
+    @abstractmethod
+    def curve(self, model, images: torch.Tensor, targets: torch.Tensor,
+              maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(values [B, n], x [n])``."""
+
+    @abstractmethod
+    def area(self, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The metric's value ``[B]`` from a curve given by :meth:`curve`."""
+
+    def evaluate(self, model, images, targets, maps, masks):
+        return self.area(*self.curve(model, images, targets, maps))
+
+
+METRICS: Registry[Metric] = Registry("metric")
+register = METRICS.register

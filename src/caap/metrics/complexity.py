@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from caap.metrics.base import Metric
+from caap.metrics.base import Metric, register
 
 
+@register
 class Sparseness(Metric):
     """Gini index of ``|map|`` (Chalasani et al. 2020): 0 for a uniform map, → 1 for a single spike."""
 

@@ -9,10 +9,10 @@ from caap.core.contexts import make_context
 from caap.core.scores import apply_score, make_score
 from caap.core.state import eval_mode
 from caap.errors import CaapError
-from caap.metrics.base import Metric, to_grid
+from caap.metrics.base import CurveMetric, register, to_grid
 
 
-class _PatchCurve(Metric):
+class _PatchCurve(CurveMetric):
     """Base: patches ranked by the map (highest first) are removed from the image (deletion) or revealed
     on a canvas (insertion) ``step`` at a time; the target score is read after every step.
 
@@ -83,15 +83,13 @@ class _PatchCurve(Metric):
         """The metric's value ``[B]`` from a curve given by :meth:`curve`."""
         return auc(scores, fractions)
 
-    def evaluate(self, model, images, targets, maps, masks):
-        return self.area(*self.curve(model, images, targets, maps))
-
 
 def auc(curve: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Trapezoid area under ``curve`` ``[B, n]`` over ``x`` ``[n]`` in [0, 1] (normalised AUC), ``[B]``."""
     return ((curve[:, 1:] + curve[:, :-1]) / 2 * (x[1:] - x[:-1])).sum(1)
 
 
+@register
 class Deletion(_PatchCurve):
     """Deletion AUC: remove the most relevant patches first; a faithful map makes the score fall fast (lower
     is better). The x axis is the share of patches removed."""
@@ -101,6 +99,7 @@ class Deletion(_PatchCurve):
     insert = False
 
 
+@register
 class Insertion(_PatchCurve):
     """Insertion AUC: reveal the most relevant patches first on a blurred canvas; a faithful map makes the
     score rise fast (higher is better)."""
@@ -134,6 +133,7 @@ class _Perturbation(_PatchCurve):
         return auc(scores, nominal) / (nominal[-1] - nominal[0])
 
 
+@register
 class PositivePerturbation(_Perturbation):
     """Most relevant patches removed first: accuracy should fall fast (lower is better)."""
 
@@ -142,6 +142,7 @@ class PositivePerturbation(_Perturbation):
     most_relevant_first = True
 
 
+@register
 class NegativePerturbation(_Perturbation):
     """Least relevant patches removed first: accuracy should hold (higher is better)."""
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from caap.errors import CaapError
-from caap.metrics.base import Metric, to_pixels
+from caap.metrics.base import Metric, register, to_pixels
 
 
 def patch_mask(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -34,6 +34,7 @@ def pointing_game_hits(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return (top & on).flatten(1).any(1) & ~(top & ~on).flatten(1).any(1)
 
 
+@register
 class PointingGame(Metric):
     """1 when the map's maximum lies on the object (Zhang et al. 2018), else 0."""
 
@@ -44,6 +45,7 @@ class PointingGame(Metric):
         return pointing_game_hits(maps, masks).float()
 
 
+@register
 class EnergyPointingGame(Metric):
     """Share of the positive attribution inside the object's bounding box (Wang et al. 2020, Score-CAM), at
     pixel resolution. ``box=False`` uses the mask itself, which equals positive relevance mass."""
@@ -76,6 +78,7 @@ def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
     return span(rows)[:, :, None] & span(cols)[:, None, :]
 
 
+@register
 class RelevanceMass(Metric):
     """Relevance mass accuracy (Arras et al. 2022): attribution inside the mask over the total attribution,
     at pixel resolution.
@@ -103,6 +106,7 @@ class RelevanceMass(Metric):
         return inside / total
 
 
+@register
 class RelevanceRank(Metric):
     """Relevance rank accuracy (Arras et al. 2022): share of the K highest-ranked pixels that lie in the mask,
     K = the mask's size."""
@@ -132,6 +136,7 @@ def _segmentation_inputs(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tenso
     return (px - lo) / (hi - lo).clamp(min=1e-12)
 
 
+@register
 class SegmentationPixelAccuracy(Metric):
     """Chefer et al.'s ImageNet-segmentation protocol, per image: the map thresholded at its mean is a
     foreground prediction; the score is the share of correctly labelled pixels."""
@@ -145,6 +150,7 @@ class SegmentationPixelAccuracy(Metric):
         return (pred == masks.flatten(1)).float().mean(1)
 
 
+@register
 class SegmentationMIoU(Metric):
     """Mean over {object, background} of the IoU of the mean-thresholded map with the mask, per image."""
 
@@ -161,6 +167,7 @@ class SegmentationMIoU(Metric):
         return (ious[0] + ious[1]) / 2
 
 
+@register
 class SegmentationAP(Metric):
     """Average precision of the map's pixel scores for the mask (the protocol's mAP, per image); tied scores
     form one threshold, as scikit-learn's ``average_precision_score``."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 
 from caap.adapters import adapt
 from caap.errors import CaapError
-from caap.metrics.base import Metric
+from caap.metrics.base import Metric, register
+
+ExplainFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -21,6 +24,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp(min=1e-12)
 
 
+@register
 class Randomization(Metric):
     """Rank correlation between the maps of the trained model and of copies whose head and last ``k`` blocks
     are re-drawn (each tensor from a Gaussian with its own mean and std, seeded), for every ``k`` in
@@ -28,7 +32,9 @@ class Randomization(Metric):
     1; lower is better. ``curve`` gives every level.
 
     Args:
-        method: registry name of the method that made the maps, and its ``config``.
+        explain: the method that made the maps, as ``explain(model, images, targets) -> maps [B, h, w]``
+            (the caller builds it: ``lambda m, x, t: caap.methods.build("caap", m).explain(x, t).scores``).
+            The benchmark runner binds it per method with :meth:`bind`.
         levels: numbers of blocks randomised besides the head (default: 0 … L).
         seed: seed of the re-drawn weights.
     """
@@ -36,14 +42,18 @@ class Randomization(Metric):
     name = "randomization"
     higher_is_better = False
     needs_model = True
+    needs_explain = True
 
-    def __init__(self, method: str = "caap", config: dict | None = None, levels=None, seed: int = 0) -> None:
-        from caap import methods
-
-        self.method_cls = methods.get(method)
-        self.config = dict(config or {})
+    def __init__(self, explain: ExplainFn | None = None, levels=None, seed: int = 0) -> None:
+        if explain is not None and not callable(explain):
+            raise CaapError(f"explain must be a function (model, images, targets) -> maps, got {explain!r}")
+        self.explain = explain
         self.levels = None if levels is None else [int(k) for k in levels]
         self.seed = int(seed)
+
+    def bind(self, explain: ExplainFn) -> Randomization:
+        """A copy of this metric that re-explains with ``explain``."""
+        return Randomization(explain, self.levels, self.seed)
 
     def randomized(self, model, blocks: int):
         """A deep copy of ``model`` with the head and the last ``blocks`` blocks re-drawn (the model is untouched)."""
@@ -53,7 +63,7 @@ class Randomization(Metric):
         clone = copy.deepcopy(adapter.model)
         twin = adapt(clone)
         gen = torch.Generator().manual_seed(self.seed)
-        modules = _head_modules(twin) + list(twin.blocks)[twin.num_blocks - blocks :]
+        modules = twin.head_modules() + list(twin.blocks)[twin.num_blocks - blocks :]
         with torch.no_grad():
             for module in modules:
                 for p in module.parameters():
@@ -63,22 +73,16 @@ class Randomization(Metric):
 
     def curve(self, model, images, targets, maps) -> torch.Tensor:
         """Correlations ``[B, len(levels)]``."""
+        if self.explain is None:
+            raise CaapError("randomization needs the method that made the maps: "
+                            "Randomization(explain=lambda model, images, targets: maps)")
         n = adapt(model).num_blocks
         levels = self.levels if self.levels is not None else list(range(n + 1))
         out = []
         for k in levels:
-            other = self.method_cls(self.randomized(model, k), **self.config).explain(images, target=targets)
-            out.append(spearman(maps.flatten(1), other.scores.flatten(1)))
+            other = self.explain(self.randomized(model, k), images, targets)
+            out.append(spearman(maps.flatten(1), torch.as_tensor(other).flatten(1)))
         return torch.stack(out, 1)
 
     def evaluate(self, model, images, targets, maps, masks):
         return self.curve(model, images, targets, maps).mean(1)
-
-
-def _head_modules(adapter) -> list[torch.nn.Module]:
-    m = adapter.model
-    for names in (("head", "head_dist", "fc_norm"), ("classifier", "cls_classifier", "distillation_classifier")):
-        found = [getattr(m, n) for n in names if isinstance(getattr(m, n, None), torch.nn.Module)]
-        if found:
-            return found
-    raise CaapError(f"found no classifier head on {type(m).__name__}")

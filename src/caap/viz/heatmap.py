@@ -1,17 +1,17 @@
-"""Heatmap figures: the image, the map overlaid on it, a colour bar, the class name and score."""
+"""Heatmap figures: the image, the map overlaid on it, a colour bar, the class name and score.
+
+Figures are ``matplotlib.figure.Figure`` objects built without pyplot: nothing here selects a backend or
+keeps a global figure alive, so importing caap never changes a notebook's or an application's matplotlib."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
 
 
 def to_display(map_2d: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
@@ -48,7 +48,8 @@ def explanation_figure(
         outlines: optional ``[H, W]`` boolean masks drawn as contours (ground truth).
     """
     rows = len(maps)
-    fig, axes = plt.subplots(rows, 2, figsize=(7.2, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(7.2, 3.4 * rows))
+    axes = fig.subplots(rows, 2, squeeze=False)
     size = image.shape[:2]
     for r, (m, title) in enumerate(zip(maps, titles, strict=True)):
         shown = to_display(m, size)
@@ -72,10 +73,6 @@ def explanation_figure(
     return fig
 
 
-def close(fig) -> None:
-    plt.close(fig)
-
-
 def grid_figure(
     images: Sequence[np.ndarray],
     maps: Sequence[torch.Tensor],
@@ -90,7 +87,8 @@ def grid_figure(
     n = len(images)
     rows = max(1, -(-n // columns))
     cols = min(columns, n)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
+    fig = Figure(figsize=(2.4 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (image, m, title) in enumerate(zip(images, maps, titles, strict=True)):

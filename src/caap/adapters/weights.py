@@ -1,4 +1,4 @@
-"""Building models by name: timm names (hub weights or a local file) and the embedded demo models."""
+"""Reading weights files safely: safetensors, or tensor-only torch checkpoints (no code runs on load)."""
 
 from __future__ import annotations
 
@@ -60,52 +60,7 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     raise CaapError(f"weights {str(path)!r} hold no state dict of tensors")
 
 
-def create_model(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
-    """A timm model by name: ``weights`` from a local file, else ``pretrained=True`` from the hub.
-
-    ``caap-demo`` (``caap-demo-simple``, ``caap-demo-conjunction``) name the embedded demo models.
-    """
-    import timm
-
-    from caap.data.demo import DEMO_NAMES, build_demo_architecture, load_demo_model
-
-    if name in DEMO_NAMES:
-        if weights is None:
-            return load_demo_model(DEMO_NAMES[name])
-        model = build_demo_architecture()
-        _load_strict(model, load_state_dict(weights), name, weights)
-        return model.eval()
-
-    if not timm.is_model(name):
-        raise CaapError(
-            f"unknown model {name!r}; expected a timm model name such as 'deit_tiny_patch16_224' or caap-demo"
-        )
-    with torch.device("meta"):  # check the architecture before fetching or reading any weights
-        skeleton = timm.create_model(name, pretrained=False)
-    from caap.adapters import adapt
-
-    adapt(skeleton)
-    if weights is None:
-        try:
-            model = timm.create_model(name, pretrained=True)
-        except Exception as exc:  # hub errors come in many types; all mean "no weights"
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise CaapError(
-                f"could not fetch pretrained weights for {name!r} from the hub ({type(exc).__name__}: {first[:160]}); "
-                "pass --weights FILE"
-            ) from None
-        return model.eval()
-    state = load_state_dict(weights)
-    kwargs = {}
-    head = state.get("head.weight")
-    if isinstance(head, torch.Tensor) and head.dim() == 2:
-        kwargs["num_classes"] = head.shape[0]
-    model = timm.create_model(name, pretrained=False, **kwargs)
-    _load_strict(model, state, name, weights)
-    return model.eval()
-
-
-def _load_strict(model: nn.Module, state: dict, name: str, weights) -> None:
+def load_strict(model: nn.Module, state: dict, name: str, weights) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -1,7 +1,9 @@
 """The embedded demo models: small timm ViTs trained on the controlled-evidence benchmark.
 
 Weights ship inside the package (``caap/assets/demo_<variant>.safetensors``, made by
-``python -m caap.data.train``), so ``caap demo`` and ``caap explain --model caap-demo`` work offline.
+``python -m caap.data.train``), so ``caap demo`` and ``caap explain --model caap-demo`` work offline. Each
+model carries its card in timm's ``pretrained_cfg``: normalisation, ``label_names`` (from the training
+record ``demo_<variant>.json``) and CAAP's measured default band (``pretrained_cfg["caap"]``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from caap.data.synthetic import VARIANTS, SyntheticConfig
+from caap.adapters.weights import load_state_dict
 from caap.errors import CaapError
 
 ARCH = dict(img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4, mlp_ratio=4.0)
@@ -21,6 +23,7 @@ STEM = "ConvPatchEmbed: conv4x4/2 (pad 1), conv2x2/2, conv2x2/2; BatchNorm + GEL
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 DEMO_LAYERS = range(0, 4)  # CAAP's band for the demo models, from `caap sweep` on both variants (docs/RESULTS.md)
+VARIANTS = ("simple", "conjunction")
 DEMO_NAMES = {"caap-demo": "simple", "caap-demo-simple": "simple", "caap-demo-conjunction": "conjunction"}
 
 
@@ -84,16 +87,16 @@ def weights_path(variant: str) -> Path:
 
 
 def load_demo_model(variant: str = "simple") -> nn.Module:
-    """The trained demo model for ``variant`` in eval mode, with ``caap_class_names`` set."""
-    from caap.models import load_state_dict
-
+    """The trained demo model for ``variant`` in eval mode; its card (class names, CAAP's default band) is
+    in ``pretrained_cfg``."""
     path = weights_path(variant)
     if not path.is_file():
         raise CaapError(f"the embedded demo weights {path} are missing; train them with python -m caap.data.train")
     model = build_demo_architecture()
     model.load_state_dict(load_state_dict(path), strict=True)
-    model.caap_class_names = list(SyntheticConfig(variant=variant).classes)
-    model.caap_defaults = {"layers": list(DEMO_LAYERS)}
+    card = model_card(variant)
+    model.pretrained_cfg = {**model.pretrained_cfg, "label_names": tuple(card.get("classes") or ()),
+                            "caap": {"layers": list(DEMO_LAYERS)}}
     return model.eval()
 
 
@@ -103,10 +106,8 @@ def model_card(variant: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def normalize_uint8(images) -> torch.Tensor:  # noqa: F821
+def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, 3, H, W]`` -> the demo models' normalised float input."""
-    import torch
-
     x = images.to(torch.float32) / 255.0
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)

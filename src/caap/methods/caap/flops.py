@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from caap.core.state import eval_mode
+from caap.core.groups import Variants, check_groups
+from caap.core.state import eval_mode, model_device
+from caap.errors import CaapError
 
 
 @dataclass(frozen=True)
@@ -90,15 +92,14 @@ def caap_macs(explainer, input_size: tuple[int, int] | None = None, images: int 
               groups: torch.Tensor | None = None) -> MacCount:
     """The exact multiply-add count of ``explainer.explain`` on ``images`` inputs of ``input_size`` (H, W).
 
-    ``explainer``: a :class:`caap.CAAP`. ``input_size`` defaults to the model's ``img_size`` (timm).
+    ``explainer``: a :class:`caap.CAAP`. ``input_size`` defaults to the model's own (``adapter.input_size``).
     ``groups``: the call's group map (default: the explainer's, else one group per patch).
     """
-    from caap.core.engine import Variants, check_groups
-    from caap.core.state import model_device
-
     adapter = explainer.adapter
     if input_size is None:
-        input_size = _default_input_size(adapter.model)
+        input_size = adapter.input_size
+    if input_size is None:
+        raise CaapError("input_size is needed for this model (H, W in pixels)")
     grid = adapter.grid(tuple(input_size))
     last = adapter.num_blocks - 1
     device = model_device(adapter.model)
@@ -135,15 +136,3 @@ def caap_macs(explainer, input_size: tuple[int, int] | None = None, images: int 
         patched[last] = variants * last_rows
     return MacCount(images=images, variants=variants, forward=embed + sum(block.values()) + head, block=block,
                     last_rows=last_rows, patched=patched, patched_head=variants * head_rows)
-
-
-def _default_input_size(model) -> tuple[int, int]:
-    from caap.errors import CaapError
-
-    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    if size is None:
-        config = getattr(model, "config", None)
-        size = getattr(config, "image_size", None)
-    if size is None:
-        raise CaapError("input_size is needed for this model (H, W in pixels)")
-    return (size, size) if isinstance(size, int) else tuple(size)

@@ -11,82 +11,24 @@ as batches ``[n_variants, N, D]`` of at most ``batch_size`` rows, with no Python
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from caap.adapters import Adapter
-from caap.core.attribution import Attribution
+from caap.core.budget import caap_batch_size, check_batch_size
 from caap.core.contexts import Context, make_context
+from caap.core.groups import Variants, check_groups, superpatch_groups
+from caap.core.layers import check_layers
 from caap.core.scores import ScoreFn, apply_score, make_score
 from caap.core.state import autocast
-from caap.core.targets import TargetLike, resolve_target
 from caap.core.workspace import Workspace
 from caap.errors import CaapError
-from caap.methods.base import Explainer
-from caap.methods.registry import register
-
-CPU_CHUNK_BYTES = 96 * 2**20  # CAAP on the CPU: a chunk's block activations (measured, see _auto_batch_size)
-CPU_CHUNK_TOKENS = 2048  # module forwards (baselines) on the CPU: ~2k tokens per chunk (measured)
-MAX_BATCH = 1024
-
-
-def default_layers(num_blocks: int) -> list[int]:
-    """The middle band ``range(L//3, 2L//3)`` (never empty)."""
-    band = list(range(num_blocks // 3, 2 * num_blocks // 3))
-    return band or [num_blocks // 2]
-
-
-def model_default_layers(model: nn.Module) -> list[int] | None:
-    """The band a model carries as its own measured default (``model.caap_defaults["layers"]``), if any.
-
-    The embedded demo models carry ``range(0, 4)``: on their benchmark the layer sweep found bands from block
-    0 better than the middle third (docs/RESULTS.md)."""
-    defaults = getattr(model, "caap_defaults", None)
-    return list(defaults["layers"]) if isinstance(defaults, dict) and "layers" in defaults else None
-
-
-def check_layers(layers: Iterable[int] | None, num_blocks: int) -> list[int]:
-    """Sorted unique 0-based block indices, validated against ``num_blocks``."""
-    if layers is None:
-        return default_layers(num_blocks)
-    if isinstance(layers, str):
-        layers = layers_from_spec(layers)
-    if isinstance(layers, int):
-        layers = [layers]
-    try:
-        values = list(layers)
-    except TypeError:
-        raise CaapError(f"layers must be block indices (e.g. range(4, 8)), got {layers!r}") from None
-    if not values:
-        raise CaapError("layers must name at least one block, got an empty set")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise CaapError(f"layers must be integer block indices, got {v!r}")
-        if not 0 <= v < num_blocks:
-            raise CaapError(
-                f"layer {v} is out of range for a model with {num_blocks} blocks (expected 0..{num_blocks - 1})"
-            )
-    return sorted(set(values))
-
-
-def check_groups(groups: torch.Tensor | None, batch: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Group map as int64 ``[B, gh, gw]`` on the CPU (``None``: every patch its own group)."""
-    gh, gw = grid
-    if groups is None:
-        return torch.arange(gh * gw, dtype=torch.int64).view(1, gh, gw).expand(batch, gh, gw)
-    if not isinstance(groups, torch.Tensor):
-        groups = torch.as_tensor(groups)
-    if groups.is_floating_point() or groups.dtype == torch.bool:
-        raise CaapError(f"groups must be an integer tensor [gh, gw] or [B, gh, gw], got dtype {groups.dtype}")
-    if tuple(groups.shape) not in ((gh, gw), (batch, gh, gw)):
-        raise CaapError(
-            f"groups has shape {tuple(groups.shape)}, expected the patch grid [{gh}, {gw}] or [{batch}, {gh}, {gw}]"
-        )
-    return groups.expand(batch, gh, gw).to("cpu", torch.int64)
+from caap.methods.base import Explainer, Forward, Maps, register
 
 
 @dataclass
@@ -100,63 +42,21 @@ class _Runs:
     context_scores: torch.Tensor
 
 
-@dataclass
-class Variants:
-    """The patched runs of a call, sorted by variant.
-
-    ``image[v]`` is the image of variant ``v``; ``(pair_variant, pair_token)`` list every patched token,
-    sorted by variant; ``patch_variant[b, p]`` is the variant that patch ``p`` of image ``b`` belongs to
-    (``-1`` for a patch with a negative group id: it is never patched).
-    """
-
-    image: torch.Tensor  # [V] int64
-    pair_variant: torch.Tensor  # [P] int64, P = B * gh * gw
-    pair_token: torch.Tensor  # [P] int64 (token index, prefix included)
-    patch_variant: torch.Tensor  # [B, gh*gw] int64
-
-    @classmethod
-    def from_groups(cls, groups: torch.Tensor, num_prefix: int) -> Variants:
-        batch = groups.shape[0]
-        flat = groups.reshape(batch, -1)  # [B, P_img]
-        images, patch_variant, offset = [], [], 0
-        for b in range(batch):
-            keep = flat[b] >= 0
-            ids, inverse = torch.unique(flat[b][keep], return_inverse=True)
-            images.append(torch.full((len(ids),), b, dtype=torch.int64))
-            variant = torch.full_like(flat[b], -1)
-            variant[keep] = inverse + offset
-            patch_variant.append(variant)
-            offset += len(ids)
-        patch_variant_t = torch.stack(patch_variant)  # [B, P_img]
-        pair_variant = patch_variant_t.reshape(-1)
-        pair_token = torch.arange(flat.shape[1]).repeat(batch) + num_prefix
-        kept = pair_variant >= 0
-        pair_variant, pair_token = pair_variant[kept], pair_token[kept]
-        order = torch.argsort(pair_variant, stable=True)
-        return cls(torch.cat(images), pair_variant[order], pair_token[order], patch_variant_t)
-
-    def __len__(self) -> int:
-        return self.image.shape[0]
-
-
 @register
 class CAAP(Explainer):
     """Causal Attribution via Activation Patching.
 
     Args:
         model: a timm ``VisionTransformer``, a Hugging Face ViT/DeiT/DINOv2 classifier, or a caap adapter.
-        layers: 0-based block indices whose *input* is patched, or ``"START:STOP"`` (default: the model's
-            ``caap_defaults["layers"]`` when it carries one, else the middle third ``range(L//3, 2L//3)``,
-            which the layer sweep on DeiT-Tiny found on the best plateau; docs/RESULTS.md).
+        layers: 0-based block indices whose *input* is patched, or ``"START:STOP"`` (default: the band in the
+            model's card, ``adapter.defaults["layers"]``, when it carries one, else the middle third
+            ``range(L//3, 2L//3)``, which the layer sweep on DeiT-Tiny found on the best plateau; docs/RESULTS.md).
         context: ``"mean"``, ``"black"``, ``"blur"`` / ``"blur:SIGMA"``, ``"noise"`` / ``"noise:STD:SEED"``,
             a tensor ``[3, H, W]`` / ``[B, 3, H, W]`` (normalised) or a :class:`caap.core.contexts.Context`.
         score: ``"logit"``, ``"prob"``, ``"logprob"`` or a callable ``logits [N, C] -> scores [N, K]``.
         groups: optional integer map ``[gh, gw]`` (or ``[B, gh, gw]``): patches of a group are patched in
             one run and share its score.
         batch_size: patched runs per forward chunk (default: from a memory budget).
-        device: where to run (default: the model's device).
-        dtype: ``None``/``torch.float32`` (exact) or ``torch.bfloat16`` / ``torch.float16`` (autocast).
-        normalization: the model's input mean/std, for pixel-defined contexts (default: from the model).
         refine: coarse-to-fine mode (approximate): score ``coarse × coarse`` superpatches first, then patch
             single patches only inside the top ``refine`` fraction of superpatches (by score); the other
             patches get their superpatch's score divided by its patch count. ``None``: exact, every patch.
@@ -164,6 +64,7 @@ class CAAP(Explainer):
         compile: run the patched blocks through ``torch.compile`` (exact up to float rounding; the first
             call of each chunk shape compiles). See docs/PERFORMANCE.md for when it pays.
 
+    ``device``, ``dtype`` and ``normalization`` are shared by every method (:class:`~caap.methods.Explainer`).
     Patches whose group id is negative are not patched; their score is NaN.
     """
 
@@ -173,19 +74,17 @@ class CAAP(Explainer):
     def __init__(
         self,
         model: nn.Module | Adapter,
-        layers: Iterable[int] | None = None,
+        layers: str | Iterable[int] | None = None,
         context: str | torch.Tensor | Context = "mean",
         score: str | ScoreFn = "logit",
         groups: torch.Tensor | None = None,
         batch_size: int | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | str | None = None,
-        normalization=None,
         refine: float | None = None,
         coarse: int = 2,
         compile: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, device=device, dtype=dtype, normalization=normalization)
+        super().__init__(model, **kwargs)
         if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float))
                                    or not 0 < refine <= 1):
             raise CaapError(f"refine must be a fraction in (0, 1] of superpatches to refine, got {refine!r}")
@@ -197,71 +96,65 @@ class CAAP(Explainer):
         self.compile = compile
         self._compiled = None
         if layers is None:
-            layers = model_default_layers(self.model)
+            layers = self.adapter.defaults.get("layers")
         self.layers = check_layers(layers, self.adapter.num_blocks)
         self.context = make_context(context)
         self.score_name, self.score_fn = make_score(score)
         self.groups = groups
-        bad_batch = isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        if batch_size is not None and bad_batch:
-            raise CaapError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
 
     def settings(self) -> dict:
         """JSON-friendly description of the configuration."""
         return {
-            "method": self.name,
+            **super().settings(),
             "layers": self.layers,
             "context": self.context.describe(),
             "score": self.score_name,
             "batch_size": self.batch_size,
-            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
             **({"refine": self.refine, "coarse": self.coarse} if self.refine is not None else {}),
             **({"compile": True} if self.compile else {}),
         }
 
-    def explain(
-        self,
-        images: torch.Tensor,
-        target: TargetLike = None,
-        *,
-        all_classes: bool = False,
-        groups: torch.Tensor | None = None,
-        progress: bool = False,
-    ) -> Attribution:
-        """CAAP maps for normalised images ``[B, 3, H, W]``.
+    call_options = frozenset({"all_classes", "groups", "progress"})
 
-        Returns an :class:`Attribution` with ``scores`` ``[B, gh, gw]`` (score units, signed) and, with
-        ``all_classes=True``, ``class_scores`` ``[B, K, gh, gw]`` for every class at no extra cost.
-        ``groups`` overrides the constructor's group map for this call.
-        """
-        return super().explain(images, target, all_classes=all_classes, groups=groups, progress=progress)
+    def _forward(self, images: torch.Tensor) -> Forward:
+        """The source and context forwards of ``images`` ``[B, 3, H, W]`` that every patched run builds on;
+        the source run's scores resolve the target."""
+        grid = self.adapter.grid((images.shape[2], images.shape[3]))
+        with torch.inference_mode():
+            runs = self._forward_runs(images, grid, self.device)
+        return Forward(runs.source_scores, runs)
 
     @torch.inference_mode()
-    def _explain(
+    def _attribute(
         self,
         images: torch.Tensor,
-        target: TargetLike,
+        target: torch.Tensor,
         *,
         grid: tuple[int, int],
-        device: torch.device,
+        forward: Forward,
         all_classes: bool = False,
         groups: torch.Tensor | None = None,
         progress: bool = False,
-    ) -> Attribution:
+    ) -> Maps:
+        """CAAP maps: ``scores`` ``[B, gh, gw]`` (score units, signed) and, with ``all_classes=True``,
+        ``class_scores`` ``[B, K, gh, gw]`` for every class at no extra cost. ``groups`` overrides the
+        constructor's group map for this call; ``progress`` shows a progress bar over the patched runs."""
+        if not isinstance(all_classes, bool):
+            raise CaapError(f"all_classes must be True or False, got {all_classes!r}")
         groups = self.groups if groups is None else groups
+        runs, device = forward.cache, self.device
         if self.refine is None:
             return self._run(images, target, grid, device, check_groups(groups, images.shape[0], grid), all_classes,
-                             progress, self._forward_runs(images, grid, device))
+                             progress, runs)
         if groups is not None:
             raise CaapError("refine scores its own superpatch groups; pass either groups or refine, not both")
-        return self._refined(images, target, grid, device, all_classes, progress)
+        return self._refined(images, target, grid, device, all_classes, progress, runs)
 
-    def _refined(self, images, target, grid, device, all_classes, progress) -> Attribution:
+    def _refined(self, images, target, grid, device, all_classes, progress, runs: _Runs) -> Maps:
         """Coarse-to-fine: score ``coarse × coarse`` superpatches, then single patches of the top groups."""
         batch, (gh, gw) = images.shape[0], grid
         coarse = superpatch_groups(grid, self.coarse).expand(batch, gh, gw)  # [B, gh, gw]
-        runs = self._forward_runs(images, grid, device)  # shared by both passes
         first = self._run(images, target, grid, device, coarse, all_classes, progress, runs)
         flat = coarse.reshape(batch, -1)  # [B, P]
         n_groups = int(flat.max()) + 1
@@ -273,7 +166,7 @@ class CAAP(Explainer):
         chosen.scatter_(1, group_score.topk(k, dim=1).indices, True)
         refine_patch = chosen.gather(1, flat)  # [B, P] patch lies in a chosen group
         fine = torch.where(refine_patch, torch.arange(gh * gw).expand(batch, -1), -1).view(batch, gh, gw)
-        second = self._run(images, first.target, grid, device, fine, all_classes, progress, runs)
+        second = self._run(images, target, grid, device, fine, all_classes, progress, runs)
         share = size.gather(1, flat).view(batch, gh, gw)  # [B, gh, gw] size of each patch's group
         refined = refine_patch.view(batch, gh, gw)
         scores = torch.where(refined, second.scores, first.scores / share)
@@ -282,14 +175,14 @@ class CAAP(Explainer):
             class_scores = torch.where(refined[:, None], second.class_scores, first.class_scores / share[:, None])
         meta = {**second.meta, "patched_runs": first.meta["patched_runs"] + second.meta["patched_runs"],
                 "refined_patches": int(refine_patch.sum())}
-        return Attribution(scores, first.target, first.input_size, self.name, class_scores, meta)
+        return Maps(scores, class_scores, meta)
 
     def _forward_runs(self, images: torch.Tensor, grid: tuple[int, int], device: torch.device) -> _Runs:
         """The source and context forwards of ``images`` ``[B, 3, H, W]`` that every patched run builds on."""
         adapter, layers = self.adapter, self.layers
         contexts = self.context(images, adapter.normalization)  # [B, 3, H, W]
         with autocast(device, self.dtype):
-            # Source run: keep z_l(x) at every patched layer; its logits give the default target.
+            # Source run: keep z_l(x) at every patched layer; its scores give the default target.
             z = adapter.embed(images)  # [B, N, D]
             n_tokens = z.shape[1]
             if n_tokens != adapter.num_prefix + grid[0] * grid[1]:
@@ -316,14 +209,14 @@ class CAAP(Explainer):
     def _run(
         self,
         images: torch.Tensor,
-        target: TargetLike,
+        tgt: torch.Tensor,
         grid: tuple[int, int],
         device: torch.device,
         groups: torch.Tensor,
         all_classes: bool,
         progress: bool,
         runs: _Runs,
-    ) -> Attribution:
+    ) -> Maps:
         adapter = self.adapter
         batch = images.shape[0]
         source, source_scores, context_prefix, context_scores = (
@@ -331,10 +224,9 @@ class CAAP(Explainer):
         _, n_tokens, dim = context_prefix.shape
 
         with autocast(device, self.dtype):
-            tgt = resolve_target(target, source_scores)
             tgt_dev = tgt.to(device)
             variants = Variants.from_groups(groups, adapter.num_prefix)
-            chunk = self.batch_size or self._auto_batch_size(n_tokens, dim, device, context_prefix.element_size())
+            chunk = self.batch_size or caap_batch_size(n_tokens, dim, device, context_prefix.element_size())
             n_var = len(variants)
             out = torch.empty(n_var, dtype=torch.float32, device=device)
             out_all = (
@@ -378,7 +270,6 @@ class CAAP(Explainer):
             class_scores = picked.permute(0, 2, 1).reshape(batch, -1, gh, gw).float().cpu()  # [B, K, gh, gw]
         idx = tgt_dev[:, None]
         meta = {
-            **self.settings(),
             "batch_size": chunk,
             "halvings": halvings,
             "last_block_rows": rows_used,
@@ -386,7 +277,7 @@ class CAAP(Explainer):
             "context_score": context_scores.gather(1, idx)[:, 0].float().cpu(),
             "source_score": source_scores.gather(1, idx)[:, 0].float().cpu(),
         }
-        return Attribution(scores, tgt, (images.shape[2], images.shape[3]), self.name, class_scores, meta)
+        return Maps(scores, class_scores, meta)
 
     @staticmethod
     def _chunk_prefix(prefix: torch.Tensor, img: torch.Tensor, workspace: Workspace | None) -> torch.Tensor:
@@ -432,51 +323,6 @@ class CAAP(Explainer):
         if not rows or tuple(rows) != tuple(range(len(rows))) or len(rows) >= n_tokens:
             return 0
         return len(rows)
-
-    @staticmethod
-    def _auto_batch_size(n_tokens: int, dim: int, device: torch.device, elem: int) -> int:
-        """Variants per chunk: a memory budget on CUDA, about 96 MiB of block activations on the CPU.
-
-        Per variant a block holds about ``16 D`` values per token (residual, norm, qkv, attention output,
-        MLP hidden ``4D`` and its activation) plus an ``N x N`` attention row block. On 2 CPU cores with the
-        in-place block path, DeiT-Tiny ran as fast in fp32 and 11 % faster in bf16 at this budget (39
-        variants) than at 10; ViT-B/16 (10 variants here) was no faster at 32 in fp32, and 10 % slower in bf16.
-        """
-        per_variant = elem * n_tokens * (16 * dim + n_tokens)
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            return int(max(1, min(MAX_BATCH, int(free * 0.4) // per_variant)))
-        return int(max(1, min(MAX_BATCH, CPU_CHUNK_BYTES // per_variant)))
-
-
-def superpatch_groups(grid: tuple[int, int], size: int) -> torch.Tensor:
-    """Group map ``[gh, gw]`` of ``size × size`` superpatches in row-major order (edge ones may be smaller)."""
-    gh, gw = grid
-    rows = torch.arange(gh)[:, None] // size  # [gh, 1]
-    cols = torch.arange(gw)[None, :] // size  # [1, gw]
-    return rows * math.ceil(gw / size) + cols  # [gh, gw]
-
-
-def layers_from_spec(spec: str | Sequence[int]) -> list[int]:
-    """Parse ``"4:8"`` (a Python range), ``"4,5,7"`` or ``"6"`` into block indices (not yet range-checked)."""
-    if not isinstance(spec, str):
-        return list(spec)
-    text = spec.strip()
-    try:
-        if ":" in text:
-            parts = text.split(":")
-            if len(parts) not in (2, 3):
-                raise ValueError
-            start, stop = int(parts[0]), int(parts[1])
-            step = int(parts[2]) if len(parts) == 3 else 1
-            values = list(range(start, stop, step))
-        else:
-            values = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise CaapError(f"bad layers {spec!r}; expected START:STOP (e.g. 4:8), a list 4,5,7 or one index") from None
-    if not values:
-        raise CaapError(f"layers {spec!r} name no block; expected e.g. 4:8")
-    return values
 
 
 @register

@@ -1,0 +1,164 @@
+"""``caap explain`` and ``caap compare`` as library functions: models by name, maps written to a folder.
+
+Everything here writes atomically: ``results.json`` after every image, so an interrupted run keeps what it did.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_model_data_config
+from torch import nn
+from tqdm.auto import tqdm
+
+from caap.adapters import Adapter, adapt, create_model
+from caap.core.contexts import Normalization
+from caap.data.images import load_image
+from caap.errors import CaapError
+from caap.io import save_figure, save_json, save_npy
+from caap.methods import CAAP, METHODS, Explainer
+from caap.version import __version__
+from caap.viz import explanation_figure, grid_figure
+
+
+@dataclass
+class LoadedModel:
+    """A model by name with what the commands need around it: its adapter, data config, preprocessing."""
+
+    name: str
+    weights: str | None
+    model: nn.Module
+    adapter: Adapter
+    data_config: dict
+    transform: Callable[[Image.Image], torch.Tensor]
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(tuple(self.data_config["mean"]), tuple(self.data_config["std"]))
+
+    @property
+    def class_names(self) -> list[str]:
+        n = self.num_classes
+        names = self.adapter.class_names
+        return list(names) if names and len(names) == n else [f"class {i}" for i in range(n)]
+
+    @property
+    def num_classes(self) -> int:
+        n = self.adapter.num_classes
+        if n:
+            return n
+        with torch.inference_mode():
+            return int(self.adapter.forward(torch.zeros(1, *self.data_config["input_size"])).shape[1])
+
+    def pixels(self, x: torch.Tensor):
+        """A model input ``[1, 3, H, W]`` as an ``[H, W, 3]`` float image in [0, 1] for figures."""
+        return self.normalization.denormalize(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+
+
+def load_model(name: str, weights: str | None = None) -> LoadedModel:
+    """A timm model or an embedded demo model by name (:func:`caap.adapters.create_model`) and its data config."""
+    model = create_model(name, weights)
+    adapter = adapt(model)
+    cfg = resolve_model_data_config(model)
+    return LoadedModel(name, weights, model, adapter, cfg, create_transform(**cfg))
+
+
+def class_maps(explainer: Explainer, x: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Maps ``[K, h, w]`` of one image for several classes (one CAAP call for all of them)."""
+    if isinstance(explainer, CAAP) and len(classes) > 1:
+        return explainer.explain(x, target=classes[0], all_classes=True).class_scores[0, classes]
+    return torch.stack([explainer.explain(x, target=c).scores[0] for c in classes])
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems, numbered where two images share one (``a``, ``a_1``…)."""
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        n = seen.get(p.stem, 0)
+        seen[p.stem] = n + 1
+        stems.append(p.stem if n == 0 else f"{p.stem}_{n}")
+    return stems
+
+
+def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: Explainer, out: str | Path, *,
+                  target: int | None = None, top_k: int = 1, settings: dict | None = None,
+                  unit: str = "attribution", progress: bool = True) -> dict:
+    """Explain image files: per image a PNG (image, overlay, colour bar, class and probability), the raw maps
+    (``.npy``: ``[h, w]``, or ``[K, h, w]`` for several classes) and ``results.json`` for the run."""
+    if top_k < 1:
+        raise CaapError(f"--top-k {top_k}: expected a positive number of classes")
+    paths = [Path(p) for p in paths]
+    pictures = [load_image(p) for p in paths]  # every image checked before any work
+    names = loaded.class_names
+    if top_k > len(names):
+        raise CaapError(f"--top-k {top_k} exceeds the model's {len(names)} classes")
+    if target is not None and not 0 <= target < len(names):
+        raise CaapError(f"--target {target} is out of range; expected a class index in 0..{len(names) - 1}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"settings": {**explainer.settings(), **(settings or {}),
+                            "versions": {"caap": __version__, "torch": torch.__version__,
+                                         "python": platform.python_version()}},
+               "images": [], "total_seconds": 0.0}
+    start = time.perf_counter()
+    rows = list(zip(paths, pictures, unique_stems(paths), strict=True))
+    for path, picture, stem in tqdm(rows, desc="explain", unit="img", disable=not progress or len(paths) < 2):
+        x = loaded.transform(picture)[None]  # [1, 3, H, W]
+        with torch.inference_mode():
+            probs = loaded.model(x.to(explainer.device)).float().softmax(-1)[0].cpu()
+        classes = [target] if target is not None else probs.topk(top_k).indices.tolist()
+        t0 = time.perf_counter()
+        maps = class_maps(explainer, x, classes)  # [K, h, w]
+        seconds = time.perf_counter() - t0
+        titles = [f"{names[c]} (class {c}), p={probs[c]:.3f}" for c in classes]
+        what = f"CAAP, layers {explainer.layers}" if isinstance(explainer, CAAP) else explainer.name
+        fig = explanation_figure(loaded.pixels(x), list(maps), titles, suptitle=f"{path.name} — {what}", unit=unit)
+        save_figure(out / f"{stem}.png", fig, dpi=110)
+        save_npy(out / f"{stem}.npy", (maps if len(classes) > 1 else maps[0]).numpy())
+        results["images"].append({
+            "image": str(path), "png": f"{stem}.png", "npy": f"{stem}.npy",
+            "targets": classes, "class_names": [names[c] for c in classes],
+            "probability": [float(probs[c]) for c in classes],
+            "map_max": [float(m.max()) for m in maps], "map_min": [float(m.min()) for m in maps],
+            "seconds": seconds, "grid": list(maps.shape[1:]),
+        })
+        results["total_seconds"] = time.perf_counter() - start
+        save_json(out / "results.json", results)
+    return results
+
+
+def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: str | Path,
+            target: int | None = None) -> dict:
+    """One image, several methods (``NAME[:KEY=VALUE…]`` specs) side by side: ``compare.png`` and
+    ``compare.json`` (target, methods, seconds per method)."""
+    if not specs:
+        raise CaapError("--methods is empty; expected e.g. caap,rollout,gradcam")
+    explainers = {spec: METHODS.build(spec, loaded.model, normalization=loaded.normalization) for spec in specs}
+    x = loaded.transform(load_image(path))[None]
+    with torch.inference_mode():
+        probs = loaded.model(x).float().softmax(-1)[0]
+    if target is not None and not 0 <= target < probs.shape[0]:
+        raise CaapError(f"--target {target} is out of range; expected a class index in 0..{probs.shape[0] - 1}")
+    target = int(probs.argmax()) if target is None else target
+    maps, titles, timing = [], [], {}
+    for spec, explainer in explainers.items():
+        start = time.perf_counter()
+        maps.append(explainer.explain(x, target=target).scores[0])
+        timing[spec] = time.perf_counter() - start
+        titles.append(f"{spec} ({timing[spec]:.1f} s)")
+    class_name = loaded.class_names[target]
+    image = loaded.pixels(x)
+    fig = grid_figure([image] * len(maps), maps, titles, columns=min(4, len(maps)),
+                      suptitle=f"{Path(path).name}: {class_name} (class {target}), p={probs[target]:.3f}")
+    out = Path(out)
+    save_figure(out / "compare.png", fig, dpi=110)
+    summary = {"image": str(path), "model": loaded.name, "target": target, "methods": list(specs), "seconds": timing}
+    save_json(out / "compare.json", summary)
+    return summary

@@ -1,0 +1,43 @@
+"""Conservative-propagation LRP (Ali et al., ICML 2022): gradient × input with attention probabilities and
+LayerNorm scales detached (the adapter's ``conservative`` context)."""
+
+from __future__ import annotations
+
+import torch
+
+from caap.methods.base import Explainer, Forward, Maps, register
+
+
+@register
+class LRP(Explainer):
+    """Conservative-propagation LRP (Ali et al., ICML 2022, "XAI for Transformers"): gradient × input at the
+    token embeddings ``z_0`` with attention probabilities and LayerNorm scales treated as constants;
+    ``R[p] = Σ_d z_0[p, d] ∂s_c/∂z_0[p, d]`` on the patch tokens. timm and Hugging Face (transformers >= 5)
+    ViTs; other adapters raise :class:`~caap.errors.UnsupportedModelError` naming the missing capability."""
+
+    name = "lrp"
+    resolution = "patch"
+    needs_grad = True
+    needs_attention = True
+
+    def __init__(self, model, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        with self.adapter.conservative():  # fail at construction when the adapter cannot do it
+            pass
+
+    def _forward(self, images: torch.Tensor) -> Forward:
+        adapter = self.adapter
+        with adapter.conservative(), torch.enable_grad():
+            z0 = adapter.embed(images).detach().requires_grad_(True)  # [B, N, D]
+            z = z0
+            for index in range(adapter.num_blocks):
+                z = adapter.run_block(index, z)
+            logits = adapter.head(z)
+        return Forward(logits.detach(), (z0, logits))
+
+    def _attribute(self, images, target, *, grid, forward) -> Maps:
+        z0, logits = forward.cache
+        with torch.enable_grad():
+            (grads,) = torch.autograd.grad(logits.gather(1, target.to(logits.device)[:, None]).sum(), z0)
+        relevance = (z0.detach() * grads).sum(-1)[:, self.adapter.num_prefix :]  # [B, gh*gw]
+        return Maps(relevance.reshape(-1, *grid))
