@@ -45,8 +45,8 @@ def load(name: str, n: int, device: torch.device):
     import timm
     from timm.data import create_transform, resolve_model_data_config
 
-    from caap.data.images import load_image
     from caap.adapters import create_model
+    from caap.data.images import load_image
 
     if name == "deit_tiny":
         weights = DATA / "deit_tiny_patch16_224.safetensors"

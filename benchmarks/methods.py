@@ -26,8 +26,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from timm.data import create_transform, resolve_model_data_config
 
-    from caap.data.images import load_image
     from caap.adapters import create_model
+    from caap.data.images import load_image
 
     weights = DATA / "deit_tiny_patch16_224.safetensors"
     if not weights.is_file():

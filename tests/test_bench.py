@@ -102,8 +102,8 @@ def test_two_processes_give_the_same_table_as_one(tmp_path):
 def test_sweep_scores_each_band_and_resumes(tmp_path, capsys):
 
     from caap import CAAP, metrics
-    from caap.data.datasets import Synthetic
     from caap.adapters.demo import load_demo_model
+    from caap.data.datasets import Synthetic
 
     args = ["sweep", "--model", "caap-demo", "--data", "synthetic", "--limit", "2", "--starts", "1,4",
             "--widths", "1,2,9", "--contexts", "mean", "--metrics", "pointing_game,deletion", "--out", str(tmp_path)]

@@ -84,8 +84,8 @@ def test_explain_matches_the_library(weights, pictures, tmp_path, capsys):
     from timm.data import create_transform, resolve_model_data_config
 
     from caap import CAAP
-    from caap.data.images import load_image
     from caap.adapters import create_model
+    from caap.data.images import load_image
 
     out = tmp_path / "o"
     assert run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--target", "7",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from caap.cli import main
 from caap.adapters.demo import load_demo_model, model_card, normalize_uint8
+from caap.cli import main
 from caap.data.synthetic import SyntheticConfig, generate, generate_batch, remove_objects
 
 FRESH_SEED = 777_777  # neither the training nor the model card's test seed

@@ -9,8 +9,8 @@ from archs import ARCHS, GRID, IMG, PREFIX, block_list, build, explainable, logi
 
 from caap import CAAP, Normalization
 from caap.core.contexts import Blur, Noise
-from caap.methods.caap import naive_caap
 from caap.errors import CaapError
+from caap.methods.caap import naive_caap
 
 N_PATCHES = GRID[0] * GRID[1]
 
