@@ -205,3 +205,19 @@ def test_compare_writes_one_grid(weights, pictures, tmp_path, capsys):
     code, _, err = run(["compare", pictures["rgb"], "--model", MODEL, "--weights", weights, "--methods", "caap,nope",
                         "--out", tmp_path], capsys)
     assert code == 2 and "unknown method 'nope'" in err
+
+
+def test_explain_takes_method_specs(weights, pictures, tmp_path, capsys):
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method",
+                        "rise:masks=16:seed=3", "--out", tmp_path], capsys)
+    assert code == 0, err
+    settings = json.loads((tmp_path / "results.json").read_text())["settings"]
+    assert settings["masks"] == 16 and settings["seed"] == 3 and settings["spec"] == "rise:masks=16:seed=3"
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method",
+                        "caap:layers=1:3:context=blur:4", "--out", tmp_path / "c"], capsys)
+    assert code == 0, err
+    settings = json.loads((tmp_path / "c" / "results.json").read_text())["settings"]
+    assert settings["layers"] == [1, 2] and settings["context"] == "blur:4"
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method",
+                        "rise:masks=100:seed=x", "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "seed must be an int, got 'x'" in err

@@ -180,8 +180,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     explainer = construct(METHODS.get(name), f"method {args.method!r}", loaded.model,
                           **explain_options(args.method, args, loaded))
     settings = {"model": args.model, "weights": str(args.weights) if args.weights else "pretrained",
-                "method": name, "spec": args.method, "context": args.context or "mean", "target": args.target,
-                "top_k": args.top_k,
+                "method": name, "spec": args.method, **({"context": args.context} if args.context else {}),
+                "target": args.target, "top_k": args.top_k,
                 "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in loaded.data_config.items()}}
     unit = f"Δ {args.score or 'logit'}" if name == "caap" else "attribution"
     results = explain_files(args.images, loaded, explainer, args.out, target=target, top_k=args.top_k,
