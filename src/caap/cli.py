@@ -13,9 +13,6 @@ from pathlib import Path
 from caap.errors import CaapError
 from caap.version import __version__
 
-METHOD_HELP = ("attribution method as NAME[:KEY=VALUE…], e.g. caap:layers=4:8:context=blur or rise:masks=500 "
-               "(default caap; see caap.methods.available())")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -34,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from caap.methods import METHODS  # the registries feed the choices listed in --help
+    from caap.metrics import METRICS
+
+    method_names, metric_names = ", ".join(METHODS.available()), ", ".join(METRICS.available())
+    method_help = (f"attribution method as NAME[:KEY=VALUE…], e.g. caap:layers=4:8:context=blur or rise:masks=500 "
+                   f"(default caap); NAME is one of {method_names}")
+    methods_help = f"comma-separated NAME[:KEY=VALUE…] (NAME: {method_names})"
+    metrics_help = f"comma-separated NAME[:KEY=VALUE…], e.g. deletion:step=4 (NAME: {metric_names})"
     parser = argparse.ArgumentParser(prog="caap", description="Causal Attribution via Activation Patching for ViTs")
     parser.add_argument("--version", action="version", version=f"caap {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -41,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain images with CAAP and write heatmaps, scores and results.json")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     _model_args(p)
-    p.add_argument("--method", default="caap", help=METHOD_HELP)
+    p.add_argument("--method", default="caap", help=method_help)
     p.add_argument("--layers", help="shorthand for the method option layers=: START:STOP (Python range), a list "
                    "4,5,7 or one index (default: the model's band, else the middle third)")
     p.add_argument("--context", help="shorthand for context=: mean, black, blur[:SIGMA], noise[:STD[:SEED]] or an "
@@ -59,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE")
     _model_args(p)
     p.add_argument("--methods", default="caap,rollout,gae,gradcam,lrp,occlusion,input_insertion,integrated_gradients",
-                   help="comma-separated NAME[:KEY=VALUE…], e.g. caap,rise:masks=500")
+                   help=methods_help)
     p.add_argument("--target", default="auto", help="'auto' (top-1 prediction) or a class index")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_compare)
@@ -67,10 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="methods x metrics on a dataset; resumable, shards under torchrun")
     _model_args(p)
     _data_args(p)
-    p.add_argument("--methods", default="caap,rollout,gae,gradcam,occlusion,input_insertion",
-                   help="comma-separated NAME[:KEY=VALUE…], e.g. caap,caap:layers=2:6:context=blur,rise:masks=500")
-    p.add_argument("--metrics", default="deletion,insertion",
-                   help="comma-separated NAME[:KEY=VALUE…], e.g. deletion:step=4,insertion:step=4:canvas=blur")
+    p.add_argument("--methods", default="caap,rollout,gae,gradcam,occlusion,input_insertion", help=methods_help)
+    p.add_argument("--metrics", default="deletion,insertion", help=metrics_help)
     p.add_argument("--out", required=True, help="run folder (re-running the same command resumes)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute the metrics of finished records from their saved maps")
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", default="1,2,4", help="band widths (blocks)")
     p.add_argument("--contexts", default="mean,blur", help="contexts, comma-separated (e.g. mean,blur:8)")
     p.add_argument("--scores", default="logit", help="scores, comma-separated")
-    p.add_argument("--metrics", default="deletion,insertion", help="comma-separated NAME[:KEY=VALUE…]")
+    p.add_argument("--metrics", default="deletion,insertion", help=metrics_help)
     p.add_argument("--out", required=True, help="sweep folder (re-running resumes)")
     p.set_defaults(func=cmd_sweep)
 

@@ -80,6 +80,13 @@ class Adapter(ABC):
         autograd (Ali et al. 2022, conservative propagation); undone on exit."""
         raise self.unsupported("conservative (detached attention for LRP)")
 
+    def _modules_named(self, names: Sequence[str]) -> list[nn.Module]:
+        """The model's submodules among ``names`` (in that order), or an error naming them."""
+        found = [getattr(self.model, n) for n in names if isinstance(getattr(self.model, n, None), nn.Module)]
+        if not found:
+            raise self.unsupported(f"head_modules (no {', '.join(names)} module)")
+        return found
+
     def unsupported(self, capability: str) -> UnsupportedModelError:
         return UnsupportedModelError(f"{type(self).__name__} for {type(self.model).__name__} has no {capability}")
 

@@ -108,11 +108,7 @@ class HFViTAdapter(Adapter):
         return _pair(self.config.image_size)
 
     def head_modules(self) -> list[nn.Module]:
-        found = [getattr(self.model, n) for n in ("classifier", "cls_classifier", "distillation_classifier")
-                 if isinstance(getattr(self.model, n, None), nn.Module)]
-        if not found:
-            raise self.unsupported("head_modules (no classifier module)")
-        return found
+        return self._modules_named(("classifier", "cls_classifier", "distillation_classifier"))
 
     def _configs(self) -> list:
         """The distinct config objects of the model and its submodules (they select attention)."""

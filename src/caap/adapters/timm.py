@@ -127,11 +127,7 @@ class TimmViTAdapter(Adapter):
         return tuple(self.model.patch_embed.img_size)
 
     def head_modules(self) -> list[nn.Module]:
-        found = [getattr(self.model, n) for n in ("head", "head_dist", "fc_norm")
-                 if isinstance(getattr(self.model, n, None), nn.Module)]
-        if not found:
-            raise self.unsupported("head_modules (no head, head_dist or fc_norm module)")
-        return found
+        return self._modules_named(("head", "head_dist", "fc_norm"))
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionMaps]:

@@ -119,7 +119,8 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
         seconds = time.perf_counter() - t0
         titles = [f"{names[c]} (class {c}), p={probs[c]:.3f}" for c in classes]
         what = f"CAAP, layers {explainer.layers}" if isinstance(explainer, CAAP) else explainer.name
-        fig = explanation_figure(loaded.pixels(x), list(maps), titles, suptitle=f"{path.name} — {what}", unit=unit)
+        fig = explanation_figure(loaded.pixels(x), list(maps), titles, suptitle=f"{path.name} — {what}", unit=unit,
+                                 signed=explainer.signed)
         save_figure(out / f"{stem}.png", fig, dpi=110)
         save_npy(out / f"{stem}.npy", (maps if len(classes) > 1 else maps[0]).numpy())
         results["images"].append({
@@ -156,6 +157,7 @@ def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: st
     class_name = loaded.class_names[target]
     image = loaded.pixels(x)
     fig = grid_figure([image] * len(maps), maps, titles, columns=min(4, len(maps)),
+                      signed=[e.signed for e in explainers.values()],
                       suptitle=f"{Path(path).name}: {class_name} (class {target}), p={probs[target]:.3f}")
     out = Path(out)
     save_figure(out / "compare.png", fig, dpi=110)

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from caap.bench.store import RunStore
 from caap.bench.table import cell_text
 from caap.io import atomic_write_bytes, save_figure
+from caap.methods import METHODS
 from caap.viz import grid_figure
 
 
@@ -44,7 +45,7 @@ def curve_plots(store: RunStore, methods: list[str]) -> list[Path]:
 
 def example_grid(store: RunStore, dataset, methods: list[str], count: int = 4) -> Path | None:
     """Rows of example images, one overlay per method."""
-    images, maps, titles, outlines = [], [], [], []
+    images, maps, titles, outlines, signed = [], [], [], [], []
     for i in range(min(count, len(dataset))):
         if not all(store.map_path(i, m).is_file() for m in methods):
             continue
@@ -55,10 +56,11 @@ def example_grid(store: RunStore, dataset, methods: list[str], count: int = 4) -
             images.append(pixels)
             maps.append(torch.from_numpy(np.load(store.map_path(i, m))))
             titles.append(f"{item.id[:18]} {m}")
+            signed.append(METHODS.get(m).signed)
             outlines.append(None if item.mask is None else item.mask.numpy())
     if not maps:
         return None
-    fig = grid_figure(images, maps, titles, outlines=outlines, columns=len(methods))
+    fig = grid_figure(images, maps, titles, outlines=outlines, columns=len(methods), signed=signed)
     return save_figure(store.root / "plots" / "examples.png", fig, dpi=90)
 
 

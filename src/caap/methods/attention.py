@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from caap.methods.base import Explainer, Forward, Maps, register
+from caap.methods.base import Explainer, Forward, Maps, register, target_grad
 
 
 class AttentionExplainer(Explainer):
@@ -92,8 +92,7 @@ class GAE(AttentionExplainer):
 
     def _relevance(self, target, forward):
         logits, attentions = forward.cache
-        with torch.enable_grad():
-            grads = torch.autograd.grad(logits.gather(1, target.to(logits.device)[:, None]).sum(), attentions)
+        grads = target_grad(logits, target, attentions)
         b, n = attentions[0].shape[0], attentions[0].shape[-1]
         r = torch.eye(n, device=logits.device).expand(b, n, n).clone()
         for a, g in zip(attentions, grads, strict=True):

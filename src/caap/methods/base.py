@@ -127,10 +127,15 @@ class Explainer(ABC):
             forward = self._forward(images)
             tgt = resolve_target(target, forward.scores)
             maps = self._attribute(images, tgt, grid=grid, forward=forward, **options)
-        meta = {**self.settings(), **maps.meta, "seconds": time.perf_counter() - start}
+        size = (images.shape[2], images.shape[3])
+        expected = (images.shape[0], *(grid if self.resolution == "patch" else size))
+        if tuple(maps.scores.shape) != expected:
+            raise CaapError(f"method {self.name!r} ({self.resolution} resolution) returned maps of shape "
+                            f"{tuple(maps.scores.shape)}, expected {expected}")
+        meta = {**self.settings(), "signed": self.signed, "resolution": self.resolution, **maps.meta,
+                "seconds": time.perf_counter() - start}
         class_scores = None if maps.class_scores is None else maps.class_scores.float().cpu()
-        return Attribution(maps.scores.detach().float().cpu(), tgt, (images.shape[2], images.shape[3]), self.name,
-                           class_scores, meta)
+        return Attribution(maps.scores.detach().float().cpu(), tgt, size, self.name, class_scores, meta)
 
     def _forward(self, images: torch.Tensor) -> Forward:
         """One forward of the images: the scores the target is resolved from (default: the logits)."""
@@ -148,6 +153,27 @@ class Explainer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={type(self.model).__name__})"
+
+
+def target_grad(logits: torch.Tensor, target: torch.Tensor, inputs):
+    """``d logits[b, target[b]] / d inputs`` summed over the batch (``inputs``: a tensor or a list of them);
+    parameters' ``.grad`` are never touched."""
+    with torch.enable_grad():
+        return torch.autograd.grad(logits.gather(1, target.to(logits.device)[:, None]).sum(), inputs)
+
+
+def forward_from_leaf(adapter: Adapter, images: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A differentiable forward whose residual stream entering block ``layer`` is a leaf: ``(leaf [B, N, D],
+    logits [B, C])`` (``layer=0``: the token embeddings ``z_0``)."""
+    with torch.enable_grad():
+        z = adapter.embed(images)
+        for index in range(layer):
+            z = adapter.run_block(index, z)
+        leaf = z.detach().requires_grad_(True)  # [B, N, D]
+        z = leaf
+        for index in range(layer, adapter.num_blocks):
+            z = adapter.run_block(index, z)
+        return leaf, adapter.head(z)
 
 
 METHODS: Registry[Explainer] = Registry("method")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from caap.errors import CaapError
-from caap.methods.base import Explainer, Forward, Maps, register
+from caap.methods.base import Explainer, Forward, Maps, forward_from_leaf, register, target_grad
 
 
 @register
@@ -36,22 +36,12 @@ class GradCAM(Explainer):
 
     def _forward(self, images: torch.Tensor) -> Forward:
         """One differentiable forward; the activations entering block ``layer`` are kept as a leaf."""
-        adapter = self.adapter
-        with torch.enable_grad():
-            z = adapter.embed(images)
-            for index in range(self.layer):
-                z = adapter.run_block(index, z)
-            acts = z.detach().requires_grad_(True)  # [B, N, D]
-            z = acts
-            for index in range(self.layer, adapter.num_blocks):
-                z = adapter.run_block(index, z)
-            logits = adapter.head(z)
+        acts, logits = forward_from_leaf(self.adapter, images, self.layer)  # acts [B, N, D]
         return Forward(logits.detach(), (acts, logits))
 
     def _attribute(self, images, target, *, grid, forward) -> Maps:
         acts, logits = forward.cache
-        with torch.enable_grad():
-            (grads,) = torch.autograd.grad(logits.gather(1, target.to(logits.device)[:, None]).sum(), acts)
+        (grads,) = target_grad(logits, target, acts)
         p = self.adapter.num_prefix
         a = acts.detach()[:, p:].transpose(1, 2).reshape(len(images), -1, *grid)  # [B, D, gh, gw]
         g = grads[:, p:].transpose(1, 2).reshape(len(images), -1, *grid)

@@ -13,7 +13,7 @@ import torch
 
 from caap.core.contexts import Context, make_context
 from caap.errors import CaapError
-from caap.methods.base import Explainer, Forward, Maps, register
+from caap.methods.base import Explainer, Forward, Maps, register, target_grad
 
 
 class GradientExplainer(Explainer):
@@ -35,12 +35,7 @@ class GradientExplainer(Explainer):
         """d logit[target] / d inputs, ``[B, 3, H, W]``; parameters' ``.grad`` are never touched."""
         with torch.enable_grad():
             x = inputs.detach().requires_grad_(True)
-            return self._input_gradient(x, self.adapter.forward(x), target)
-
-    @staticmethod
-    def _input_gradient(x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), x)
-        return grad
+            return target_grad(self.adapter.forward(x), target, x)[0]
 
 
 class _PlainGradient(GradientExplainer):
@@ -54,8 +49,7 @@ class _PlainGradient(GradientExplainer):
 
     def _input_grad(self, target: torch.Tensor, forward: Forward) -> torch.Tensor:
         x, logits = forward.cache
-        with torch.enable_grad():
-            return self._input_gradient(x, logits, target)
+        return target_grad(logits, target, x)[0]
 
 
 @register

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from caap.methods.base import Explainer, Forward, Maps, register
+from caap.methods.base import Explainer, Forward, Maps, forward_from_leaf, register, target_grad
 
 
 @register
@@ -26,18 +26,12 @@ class LRP(Explainer):
             pass
 
     def _forward(self, images: torch.Tensor) -> Forward:
-        adapter = self.adapter
-        with adapter.conservative(), torch.enable_grad():
-            z0 = adapter.embed(images).detach().requires_grad_(True)  # [B, N, D]
-            z = z0
-            for index in range(adapter.num_blocks):
-                z = adapter.run_block(index, z)
-            logits = adapter.head(z)
+        with self.adapter.conservative():
+            z0, logits = forward_from_leaf(self.adapter, images, 0)  # z0 [B, N, D]
         return Forward(logits.detach(), (z0, logits))
 
     def _attribute(self, images, target, *, grid, forward) -> Maps:
         z0, logits = forward.cache
-        with torch.enable_grad():
-            (grads,) = torch.autograd.grad(logits.gather(1, target.to(logits.device)[:, None]).sum(), z0)
+        (grads,) = target_grad(logits, target, z0)
         relevance = (z0.detach() * grads).sum(-1)[:, self.adapter.num_prefix :]  # [B, gh*gw]
         return Maps(relevance.reshape(-1, *grid))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
 
@@ -29,6 +29,19 @@ def signed_norm(values: np.ndarray) -> TwoSlopeNorm:
     return TwoSlopeNorm(vcenter=0.0, vmin=-top, vmax=top)
 
 
+def colours(values: np.ndarray, signed: bool = True) -> tuple[str, Normalize]:
+    """``(colour map, norm)`` for a map: diverging ``RdBu_r`` centred on 0 for signed methods (red = for,
+    blue = against), sequential ``inferno`` from 0 for unsigned ones (driven by the method's ``signed``)."""
+    if signed:
+        return "RdBu_r", signed_norm(values)
+    low, top = min(0.0, float(np.min(values))), float(np.max(values))
+    return "inferno", Normalize(vmin=low, vmax=top if top > low else low + 1.0)
+
+
+def _flags(signed: bool | Sequence[bool], n: int) -> list[bool]:
+    return [signed] * n if isinstance(signed, bool) else list(signed)
+
+
 def explanation_figure(
     image: np.ndarray,
     maps: Sequence[torch.Tensor],
@@ -38,6 +51,7 @@ def explanation_figure(
     unit: str = "score change",
     outlines: Sequence[np.ndarray | None] | None = None,
     alpha: float = 0.55,
+    signed: bool | Sequence[bool] = True,
 ):
     """One row per map: the image, the overlay with a colour bar.
 
@@ -46,8 +60,10 @@ def explanation_figure(
         maps: ``[h, w]`` maps (patch grid or pixels), signed.
         titles: one title per map (class name and score).
         outlines: optional ``[H, W]`` boolean masks drawn as contours (ground truth).
+        signed: whether the maps are signed (one flag, or one per map): picks the colour map.
     """
     rows = len(maps)
+    flags = _flags(signed, rows)
     fig = Figure(figsize=(7.2, 3.4 * rows))
     axes = fig.subplots(rows, 2, squeeze=False)
     size = image.shape[:2]
@@ -56,7 +72,8 @@ def explanation_figure(
         axes[r, 0].imshow(image)
         axes[r, 0].set_title("input", fontsize=9)
         axes[r, 1].imshow(image)
-        im = axes[r, 1].imshow(shown, cmap="RdBu_r", norm=signed_norm(shown), alpha=alpha)
+        cmap, norm = colours(shown, flags[r])
+        im = axes[r, 1].imshow(shown, cmap=cmap, norm=norm, alpha=alpha)
         axes[r, 1].set_title(title, fontsize=9)
         mask = outlines[r] if outlines is not None else None
         if mask is not None and np.any(mask):
@@ -82,9 +99,12 @@ def grid_figure(
     columns: int = 4,
     suptitle: str = "",
     alpha: float = 0.6,
+    signed: bool | Sequence[bool] = True,
 ):
-    """A grid of overlays, one cell per image (each map on its own symmetric colour scale)."""
+    """A grid of overlays, one cell per image (each map on its own colour scale: symmetric around 0 for
+    signed maps, from 0 for unsigned ones; ``signed``: one flag or one per map)."""
     n = len(images)
+    flags = _flags(signed, n)
     rows = max(1, -(-n // columns))
     cols = min(columns, n)
     fig = Figure(figsize=(2.4 * cols, 2.6 * rows))
@@ -95,7 +115,8 @@ def grid_figure(
         ax = axes.flat[i]
         shown = to_display(m, image.shape[:2])
         ax.imshow(image)
-        ax.imshow(shown, cmap="RdBu_r", norm=signed_norm(shown), alpha=alpha)
+        cmap, norm = colours(shown, flags[i])
+        ax.imshow(shown, cmap=cmap, norm=norm, alpha=alpha)
         mask = outlines[i] if outlines is not None else None
         if mask is not None and np.any(mask):
             ax.contour(mask.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
