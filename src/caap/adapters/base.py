@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from caap.adapters.attention import AttentionMaps
+from caap.adapters.views import BlockView
 from caap.core.contexts import Normalization
 from caap.core.workspace import Workspace
 from caap.errors import CaapError, UnsupportedModelError
@@ -74,6 +75,11 @@ class Adapter(ABC):
         """Context manager: after a forward inside it, ``maps.get()`` gives every block's attention
         probabilities ``[B, heads, N, N]``; every switch it flips is restored on exit."""
         raise self.unsupported("capture_attention (attention probabilities)")
+
+    def block_view(self, index: int) -> BlockView:
+        """Block ``index`` as token-wise pieces around its attention (:mod:`caap.adapters.views`), for CAAP's
+        fast mode; only for blocks whose view reproduces the module exactly."""
+        raise self.unsupported("block_view (a pre-norm block as token-wise pieces, for CAAP's fast mode)")
 
     def conservative(self) -> contextlib.AbstractContextManager[None]:
         """Context manager: attention probabilities and every LayerNorm's ``1/std`` are constants for

@@ -18,6 +18,7 @@ from torch import nn
 
 from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
+from caap.adapters.views import BlockView, split_heads
 from caap.core.contexts import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from caap.errors import UnsupportedModelError
 
@@ -109,6 +110,28 @@ class HFViTAdapter(Adapter):
 
     def head_modules(self) -> list[nn.Module]:
         return self._modules_named(("classifier", "cls_classifier", "distillation_classifier"))
+
+    def block_view(self, index: int) -> BlockView:
+        """ViT / DeiT layers (``layernorm_before`` … ``layernorm_after``) and DINOv2 layers (``norm1``,
+        ``layer_scale1`` …); dropout and drop path are identities in eval mode, where methods run."""
+        layer = self._blocks[index]
+        attn = getattr(layer, "attention", None)
+        if attn is None or not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "scaling")):
+            raise self.unsupported(f"block_view for layer {index} ({type(layer).__name__}: q/k/v/o projections "
+                                   "are needed)")
+        heads, head_dim = attn.num_attention_heads, attn.head_dim
+
+        def qkv(y: torch.Tensor):
+            return (split_heads(attn.q_proj(y), heads), split_heads(attn.k_proj(y), heads),
+                    split_heads(attn.v_proj(y), heads))
+
+        if hasattr(layer, "layernorm_before"):  # ViT, DeiT
+            return BlockView(heads, head_dim, float(attn.scaling), layer.layernorm_before, qkv, attn.o_proj,
+                             nn.Identity(), layer.layernorm_after, layer.mlp, nn.Identity())
+        if hasattr(layer, "layer_scale1"):  # DINOv2 (with registers)
+            return BlockView(heads, head_dim, float(attn.scaling), layer.norm1, qkv, attn.o_proj, layer.layer_scale1,
+                             layer.norm2, layer.mlp, layer.layer_scale2)
+        raise self.unsupported(f"block_view for layer {index} ({type(layer).__name__})")
 
     def _configs(self) -> list:
         """The distinct config objects of the model and its submodules (they select attention)."""

@@ -19,6 +19,7 @@ from torch import nn
 from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
 from caap.adapters.timm_blocks import autocast_dtype, block_inplace, block_rows, inplace_gelu, plain_block
+from caap.adapters.views import BlockView
 from caap.core.contexts import Normalization
 from caap.core.workspace import Workspace
 from caap.errors import UnsupportedModelError
@@ -128,6 +129,21 @@ class TimmViTAdapter(Adapter):
 
     def head_modules(self) -> list[nn.Module]:
         return self._modules_named(("head", "head_dist", "fc_norm"))
+
+    def block_view(self, index: int) -> BlockView:
+        block = self.model.blocks[index]
+        if not plain_block(block) or getattr(block.attn, "gate", None) is not None:
+            raise self.unsupported(f"block_view for block {index} ({type(block).__name__}: a plain timm Block with "
+                                   "Attention and no gate is needed)")
+        attn = block.attn
+        heads, head_dim = attn.num_heads, attn.head_dim
+
+        def qkv(y: torch.Tensor):
+            q, k, v = attn.qkv(y).unflatten(-1, (3, heads, head_dim)).unbind(-3)  # [..., H, hd] each
+            return attn.q_norm(q), attn.k_norm(k), v
+
+        return BlockView(heads, head_dim, float(attn.scale), block.norm1, qkv, lambda o: attn.proj(attn.norm(o)),
+                         block.ls1, block.norm2, block.mlp, block.ls2)
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionMaps]:

@@ -29,6 +29,9 @@ from caap.core.state import autocast
 from caap.core.workspace import Workspace
 from caap.errors import CaapError
 from caap.methods.base import Explainer, Forward, Maps, register
+from caap.methods.caap.fast import fast_scores
+
+MODES = ("exact", "fast")
 
 
 @dataclass
@@ -82,9 +85,16 @@ class CAAP(Explainer):
         refine: float | None = None,
         coarse: int = 2,
         compile: bool = False,
+        mode: str = "exact",
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
+        if mode not in MODES:
+            raise CaapError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        if mode == "fast":
+            for index in range(self.adapter.num_blocks):
+                self.adapter.block_view(index)  # the fast mode needs every block as token-wise pieces
         if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float))
                                    or not 0 < refine <= 1):
             raise CaapError(f"refine must be a fraction in (0, 1] of superpatches to refine, got {refine!r}")
@@ -110,6 +120,7 @@ class CAAP(Explainer):
             "layers": self.layers,
             "context": self.context.describe(),
             "score": self.score_name,
+            "mode": self.mode,
             "batch_size": self.batch_size,
             **({"refine": self.refine, "coarse": self.coarse} if self.refine is not None else {}),
             **({"compile": True} if self.compile else {}),
@@ -144,12 +155,35 @@ class CAAP(Explainer):
             raise CaapError(f"all_classes must be True or False, got {all_classes!r}")
         groups = self.groups if groups is None else groups
         runs, device = forward.cache, self.device
+        if self.mode == "fast":
+            if self.refine is not None:
+                raise CaapError("refine refines an exact map; use mode='exact' with refine, or the fast mode alone")
+            return self._fast(images, target, grid, check_groups(groups, images.shape[0], grid), all_classes, runs)
         if self.refine is None:
             return self._run(images, target, grid, device, check_groups(groups, images.shape[0], grid), all_classes,
                              progress, runs)
         if groups is not None:
             raise CaapError("refine scores its own superpatch groups; pass either groups or refine, not both")
         return self._refined(images, target, grid, device, all_classes, progress, runs)
+
+    def _fast(self, images, target, grid, groups, all_classes, runs: _Runs) -> Maps:
+        """The fast mode (methods/caap/fast.py): every group's own tokens exact, the other tokens to first order."""
+        variants = Variants.from_groups(groups, self.adapter.num_prefix)
+        classes = runs.context_scores.shape[1] if all_classes else None
+        with torch.inference_mode(False):
+            source = {k: v.clone() for k, v in runs.source.items()}
+            out = fast_scores(self.adapter, self.layers, self.score_fn, source, runs.context_prefix.clone(), target,
+                              variants, classes, self.dtype)
+        out_all = out if all_classes else None
+        if all_classes:
+            out = out.gather(1, target.to(out.device)[variants.image.to(out.device), None])[:, 0]
+        scores, class_scores = _to_grid(out, out_all, variants, images.shape[0], grid)
+        return Maps(scores, class_scores, {"variants": len(variants), **self._run_scores(runs, target)})
+
+    def _run_scores(self, runs: _Runs, target: torch.Tensor) -> dict:
+        idx = target.to(runs.context_scores.device)[:, None]
+        return {"context_score": runs.context_scores.gather(1, idx)[:, 0].float().cpu(),
+                "source_score": runs.source_scores.gather(1, idx)[:, 0].float().cpu()}
 
     def _refined(self, images, target, grid, device, all_classes, progress, runs: _Runs) -> Maps:
         """Coarse-to-fine: score ``coarse × coarse`` superpatches, then single patches of the top groups."""
@@ -219,8 +253,7 @@ class CAAP(Explainer):
     ) -> Maps:
         adapter = self.adapter
         batch = images.shape[0]
-        source, source_scores, context_prefix, context_scores = (
-            runs.source, runs.source_scores, runs.context_prefix, runs.context_scores)
+        source, context_prefix, context_scores = runs.source, runs.context_prefix, runs.context_scores
         _, n_tokens, dim = context_prefix.shape
 
         with autocast(device, self.dtype):
@@ -260,23 +293,9 @@ class CAAP(Explainer):
                     bar.update(stop - start)
                     start = stop
 
-        gh, gw = grid
-        pv = variants.patch_variant.to(device)  # [B, gh*gw], -1 where a patch is not patched
-        skipped = pv < 0
-        scores = out[pv.clamp(min=0)].masked_fill(skipped, float("nan")).view(batch, gh, gw).float().cpu()
-        class_scores = None
-        if out_all is not None:
-            picked = out_all[pv.clamp(min=0)].masked_fill(skipped[..., None], float("nan"))  # [B, gh*gw, K]
-            class_scores = picked.permute(0, 2, 1).reshape(batch, -1, gh, gw).float().cpu()  # [B, K, gh, gw]
-        idx = tgt_dev[:, None]
-        meta = {
-            "batch_size": chunk,
-            "halvings": halvings,
-            "last_block_rows": rows_used,
-            "patched_runs": n_var,
-            "context_score": context_scores.gather(1, idx)[:, 0].float().cpu(),
-            "source_score": source_scores.gather(1, idx)[:, 0].float().cpu(),
-        }
+        scores, class_scores = _to_grid(out, out_all, variants, batch, grid)
+        meta = {"batch_size": chunk, "halvings": halvings, "last_block_rows": rows_used, "patched_runs": n_var,
+                **self._run_scores(runs, tgt)}
         return Maps(scores, class_scores, meta)
 
     @staticmethod
@@ -323,6 +342,36 @@ class CAAP(Explainer):
         if not rows or tuple(rows) != tuple(range(len(rows))) or len(rows) >= n_tokens:
             return 0
         return len(rows)
+
+
+def _to_grid(out: torch.Tensor, out_all: torch.Tensor | None, variants: Variants, batch: int,
+             grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-variant scores ``[V]`` (and ``[V, K]``) as maps ``[B, gh, gw]`` (and ``[B, K, gh, gw]``); patches that
+    no variant patched are NaN."""
+    gh, gw = grid
+    pv = variants.patch_variant.to(out.device)  # [B, gh*gw], -1 where a patch is not patched
+    skipped = pv < 0
+    scores = out[pv.clamp(min=0)].masked_fill(skipped, float("nan")).view(batch, gh, gw).float().cpu()
+    class_scores = None
+    if out_all is not None:
+        picked = out_all[pv.clamp(min=0)].masked_fill(skipped[..., None], float("nan"))  # [B, gh*gw, K]
+        class_scores = picked.permute(0, 2, 1).reshape(batch, -1, gh, gw).float().cpu()  # [B, K, gh, gw]
+    return scores, class_scores
+
+
+@register
+class FastCAAP(CAAP):
+    """Fast CAAP: ``CAAP(mode="fast")``, the same options as ``caap``.
+
+    Each patch group's own tokens are computed exactly, the other tokens to first order (docs/FAST.md): about
+    four forward passes per image instead of one partial forward per patch. ``all_classes=True`` costs one
+    backward pass per class.
+    """
+
+    name = "caap_fast"
+
+    def __init__(self, model: nn.Module | Adapter, mode: str = "fast", **kwargs) -> None:
+        super().__init__(model, mode=mode, **kwargs)
 
 
 @register
