@@ -42,7 +42,7 @@ class _Runs:
     source: dict[int, torch.Tensor]
     source_scores: torch.Tensor
     context_prefix: torch.Tensor
-    context_scores: torch.Tensor
+    context_scores: torch.Tensor | None  # None until the fast mode's own context run
 
 
 @register
@@ -169,11 +169,10 @@ class CAAP(Explainer):
     def _fast(self, images, target, grid, groups, all_classes, runs: _Runs) -> Maps:
         """The fast mode (methods/caap/fast.py): every group's own tokens exact, the other tokens to first order."""
         variants = Variants.from_groups(groups, self.adapter.num_prefix)
-        classes = runs.context_scores.shape[1] if all_classes else None
+        classes = runs.source_scores.shape[1] if all_classes else None
         with torch.inference_mode(False):
-            source = {k: v.clone() for k, v in runs.source.items()}
-            out = fast_scores(self.adapter, self.layers, self.score_fn, source, runs.context_prefix.clone(), target,
-                              variants, classes, self.dtype)
+            out, runs.context_scores = fast_scores(self.adapter, self.layers, self.score_fn, runs.source,
+                                                   runs.context_prefix, target, variants, classes, self.dtype)
         out_all = out if all_classes else None
         if all_classes:
             out = out.gather(1, target.to(out.device)[variants.image.to(out.device), None])[:, 0]
@@ -235,6 +234,8 @@ class CAAP(Explainer):
             for index in range(layers[0]):
                 c = adapter.run_block(index, c)
             context_prefix = c  # [B, N, D]
+            if self.mode == "fast":  # the fast mode runs the rest of the context itself, with its gradients
+                return _Runs(source, source_scores, context_prefix, None)
             for index in range(layers[0], adapter.num_blocks):
                 c = adapter.run_block(index, c)
             context_scores = apply_score(self.score_fn, adapter.head(c))  # [B, K]

@@ -45,41 +45,83 @@ class _Layer:
     o: torch.Tensor
 
 
+@dataclass
+class _Groups:
+    """The patched tokens of a set of images that share one group layout: ``tok`` ``[Pb]`` (token index of
+    each patched token), ``local`` ``[Pb]`` (its group, ``0 .. G-1``), ``same_i``/``same_j`` (pairs of patched
+    tokens of one group), ``images`` (the images, in order) and ``first`` (the variant id of each image's
+    group 0)."""
+
+    images: list[int]
+    first: list[int]
+    tok: torch.Tensor
+    local: torch.Tensor
+    n_groups: int
+    same_i: torch.Tensor
+    same_j: torch.Tensor
+    n_images: int
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        """The rows of these images from a per-image tensor ``[B, ...]`` (a view when they are all of them)."""
+        if self.images == list(range(self.n_images)):
+            return t
+        return t[torch.tensor(self.images, device=t.device)]
+
+
 def fast_scores(adapter: Adapter, layers: list[int], score_fn: ScoreFn, source: dict[int, torch.Tensor],
                 context_prefix: torch.Tensor, target: torch.Tensor, variants: Variants, classes: int | None,
-                dtype: torch.dtype | None) -> torch.Tensor:
+                dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast CAAP scores per variant: ``[V]`` for each image's ``target``, or ``[V, K]`` for every class when
-    ``classes`` is the number of classes ``K`` (one backward pass per class).
+    ``classes`` is the number of classes ``K`` (one backward pass per class); and the context run's scores
+    ``[B, K]``.
 
     ``source``: the source run's block inputs ``{l: [B, N, D]}`` at the patched blocks; ``context_prefix``:
     the context run entering block ``min(layers)``, ``[B, N, D]``."""
     device = context_prefix.device
-    first = layers[0]
-    views = {index: adapter.block_view(index) for index in range(first, adapter.num_blocks)}
-    img = variants.image.to(device)[variants.pair_variant.to(device)]  # [P] image of each patched token
-    tok = variants.pair_token.to(device)  # [P]
-    var = variants.pair_variant.to(device)  # [P]
+    views = {index: adapter.block_view(index) for index in range(layers[0], adapter.num_blocks)}
+    sets = _layouts(variants, adapter.num_prefix, device)
     with torch.enable_grad(), autocast(device, dtype):
         ctx, outs, final, logits = _context_pass(adapter, views, context_prefix.clone())
         scores = apply_score(score_fn, logits)  # [B, K]
     with torch.no_grad(), autocast(device, dtype):
-        keys, values, y_final = _token_paths(views, layers, source, ctx, img, tok, var)
-        head = _head_term(adapter, score_fn, final.detach(), scores.detach(), y_final, variants, img, tok)
+        paths = [_token_paths(views, layers, source, ctx, g) for g in sets]  # per layout: keys, values, final
+        head = _head_term(adapter, score_fn, final.detach(), scores.detach(), variants, sets, paths)
     rows = list(range(classes)) if classes is not None else [None]
     out = []
     for c in rows:
         picked = scores[:, c] if c is not None else scores.gather(1, target.to(device)[:, None])[:, 0]
         grads = torch.autograd.grad(picked.sum(), outs, retain_graph=c is not None and c < classes - 1)
         total = torch.zeros(len(variants), device=device)
-        for layer, g, k_new, v_new in zip(ctx, grads, keys, values, strict=True):
-            total += _first_order(layer, g.float(), k_new, v_new, img, tok, var, len(variants))
+        for g, (keys, values, _) in zip(sets, paths, strict=True):
+            for layer, grad, k_new, v_new in zip(ctx, grads, keys, values, strict=True):
+                _first_order(layer, grad.float(), k_new, v_new, g, total)
         out.append(total)
     first_order = torch.stack(out, 1) if classes is not None else out[0]  # [V, K] or [V]
-    if head is None:
-        return first_order
-    if classes is not None:
-        return first_order + head
-    return first_order + head.gather(1, target.to(device)[variants.image.to(device), None])[:, 0]
+    if head is not None and classes is None:
+        head = head.gather(1, target.to(device)[variants.image.to(device), None])[:, 0]
+    return (first_order if head is None else first_order + head), scores.detach()
+
+
+def _layouts(variants: Variants, num_prefix: int, device: torch.device) -> list[_Groups]:
+    """Images grouped by their group layout (the usual case, one layout for all images, batches them)."""
+    pv = variants.patch_variant  # [B, P_img], -1 where not patched
+    start = torch.cumsum(torch.bincount(variants.image, minlength=pv.shape[0]), 0) - torch.bincount(
+        variants.image, minlength=pv.shape[0])
+    layouts: dict[tuple, list[int]] = {}
+    for b in range(pv.shape[0]):
+        local = pv[b] - start[b]
+        layouts.setdefault(tuple(torch.where(pv[b] >= 0, local, -1).tolist()), []).append(b)
+    out = []
+    for key, images in layouts.items():
+        local_all = torch.tensor(key)
+        kept = (local_all >= 0).nonzero()[:, 0]
+        order = torch.argsort(local_all[kept], stable=True)  # patched tokens sorted by group, as the variants
+        tok = kept[order] + num_prefix  # patch index -> token index
+        local = local_all[kept][order]
+        same_i, same_j = _within(local)
+        out.append(_Groups(images, [int(start[b]) for b in images], tok.to(device), local.to(device),
+                           int(local.max()) + 1, same_i.to(device), same_j.to(device), pv.shape[0]))
+    return out
 
 
 def _context_pass(adapter: Adapter, views: dict[int, BlockView], z: torch.Tensor):
@@ -87,104 +129,105 @@ def _context_pass(adapter: Adapter, views: dict[int, BlockView], z: torch.Tensor
     ctx, outs = [], []
     for view in views.values():
         q, k, v = (t.transpose(-3, -2) for t in view.project(z))  # [B, H, N, hd]
-        logits = (q * view.scale) @ k.transpose(-1, -2)  # [B, H, N, N]
+        q = q * view.scale
+        logits = q @ k.transpose(-1, -2)  # [B, H, N, N]
         lse = torch.logsumexp(logits.float(), -1)  # [B, H, N]
-        probs = (logits.float() - lse[..., None]).exp()
+        probs = logits.float().softmax(-1)
         o = probs.to(v.dtype) @ v  # [B, H, N, hd]
         outs.append(o)
-        ctx.append(_Layer((q * view.scale).detach().float(), k.detach().float(), v.detach().float(),
-                          probs.detach(), lse.detach(), o.detach().float()))
+        ctx.append(_Layer(q.detach().float(), k.detach().float(), v.detach().float(), probs.detach(), lse.detach(),
+                          o.detach().float()))
         z = view.finish(z, o.transpose(-3, -2))  # [B, N, D]
     return ctx, outs, z, adapter.head(z)
 
 
 def _token_paths(views: dict[int, BlockView], layers: list[int], source: dict[int, torch.Tensor],
-                 ctx: list[_Layer], img: torch.Tensor, tok: torch.Tensor, var: torch.Tensor):
-    """Step 1: each group's own tokens through every block from ``min(layers)``, the other tokens frozen at
-    the context. Returns the new keys and values per block ``[P, H, hd]`` and the final states ``[P, D]``."""
-    same_i, same_j = _within(var)  # pairs (i, j) of patched tokens of one group (so of one image)
+                 ctx: list[_Layer], g: _Groups):
+    """Step 1 for the images of one layout: each group's own tokens through every block from
+    ``min(layers)``, the other tokens frozen at the context. Returns the new keys and values per block
+    ``[b, Pb, H, hd]`` and the final states ``[b, Pb, D]``."""
+    i, j, tj = g.same_i, g.same_j, g.tok[g.same_j]
     keys, values = [], []
     y = None
     for (index, view), layer in zip(views.items(), ctx, strict=True):
         if index in layers:
-            y = source[index][img, tok]  # [P, D] the overwrite
-        q, k, v = (t.float() for t in view.project(y))  # [P, H, hd]
+            y = g.take(source[index])[:, g.tok]  # [b, Pb, D] the overwrite
+        q, k, v = (t.float() for t in view.project(y))  # [b, Pb, H, hd]
         keys.append(k)
         values.append(v)
-        q = q * view.scale
-        o = torch.empty_like(q)
-        for b, lo, hi in _per_image(img):
-            mine = (same_i >= lo) & (same_i < hi)
-            i, j = same_i[mine], same_j[mine]
-            scores = q[lo:hi].transpose(0, 1) @ layer.k[b].transpose(-1, -2)  # [H, Pb, N] vs the context keys
-            scores[:, i - lo, tok[j]] = (q[i] * k[j]).sum(-1).T  # the group's own keys are its new ones
-            probs = scores.softmax(-1)
-            ob = probs @ layer.v[b]  # [H, Pb, hd]
-            swap = probs[:, i - lo, tok[j]][..., None] * (v[j] - layer.v[b][:, tok[j]].transpose(0, 1)).transpose(0, 1)
-            o[lo:hi] = ob.index_add(1, i - lo, swap).transpose(0, 1)  # [Pb, H, hd]
+        q = (q * view.scale).transpose(1, 2)  # [b, H, Pb, hd]
+        kc, vc = g.take(layer.k), g.take(layer.v)  # [b, H, N, hd]
+        scores = q @ kc.transpose(-1, -2)  # [b, H, Pb, N] against the context keys
+        scores[:, :, i, tj] = (q[:, :, i] * k.transpose(1, 2)[:, :, j]).sum(-1)  # the group's own keys are new
+        probs = scores.softmax(-1)
+        o = probs @ vc  # [b, H, Pb, hd]
+        swap = probs[:, :, i, tj][..., None] * (v.transpose(1, 2)[:, :, j] - vc[:, :, tj])  # [b, H, n, hd]
+        o = o.index_add(2, i, swap).transpose(1, 2)  # [b, Pb, H, hd]
         y = view.finish(y, o.to(y.dtype))
     return keys, values, y
 
 
-def _per_image(img: torch.Tensor):
-    """``(b, start, stop)``: the patched tokens of image ``b`` are ``start:stop`` (variants are sorted by image)."""
-    bounds = torch.cumsum(torch.bincount(img), 0).tolist()
-    start = 0
-    for b, stop in enumerate(bounds):
-        if stop > start:
-            yield b, start, stop
-        start = stop
-
-
-def _within(var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ordered pairs ``(i, j)`` of patched tokens in the same group (``var`` sorted, ``[P]``)."""
-    counts = torch.bincount(var)
-    if bool((counts[var] == 1).all()):
-        every = torch.arange(var.shape[0], device=var.device)
+def _within(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ordered pairs ``(i, j)`` of patched tokens in the same group (``local`` sorted, ``[Pb]``)."""
+    counts = torch.bincount(local)
+    if bool((counts == 1).all()):
+        every = torch.arange(local.shape[0])
         return every, every
     starts = torch.cumsum(counts, 0) - counts
-    size = counts[var]  # [P] group size of each token
-    i = torch.repeat_interleave(torch.arange(var.shape[0], device=var.device), size)
-    offset = torch.arange(int(size.sum()), device=var.device) - torch.repeat_interleave(
-        torch.cumsum(size, 0) - size, size)
-    return i, starts[var[i]] + offset
+    size = counts[local]  # [Pb] group size of each token
+    i = torch.repeat_interleave(torch.arange(local.shape[0]), size)
+    offset = torch.arange(int(size.sum())) - torch.repeat_interleave(torch.cumsum(size, 0) - size, size)
+    return i, starts[local[i]] + offset
 
 
-def _first_order(layer: _Layer, g: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, img: torch.Tensor,
-                 tok: torch.Tensor, var: torch.Tensor, n_var: int) -> torch.Tensor:
-    """Step 2 at one block: ``Σ_{q ∉ S} ⟨G[q], Δo[q]⟩`` for every group, ``[V]``."""
-    out = torch.zeros(n_var, device=g.device)
-    g_o = (g * layer.o).sum(-1)  # [B, H, N]
-    for b, lo, hi in _per_image(img):
-        sel = slice(lo, hi)  # the patched tokens of image b
-        t, vb = tok[sel], var[sel]
-        local = vb - vb.min()  # [Pb] group index within the image
-        n_local = int(local.max()) + 1
-        a = layer.probs[b][:, :, t]  # [H, N, Pb] context probability of each patched key
-        shift = layer.q[b] @ k_new[sel].permute(1, 2, 0) - layer.lse[b][..., None]  # [H, N, Pb] log β
-        gv_old = (g[b] @ layer.v[b].transpose(-1, -2))[:, :, t]  # [H, N, Pb] ⟨G_q, v_j⟩
-        gv_new = g[b] @ v_new[sel].permute(1, 2, 0)  # [H, N, Pb] ⟨G_q, v'_j⟩
-        m = torch.zeros(*shift.shape[:2], n_local, device=g.device)
-        m = m.scatter_reduce(2, local.expand_as(shift), shift, "amax", include_self=True)  # [H, N, G] ≥ 0
-        mj = m[:, :, local]  # [H, N, Pb]
-        beta, a_s = (shift - mj).exp(), a * (-mj).exp()
-        go = g_o[b][..., None]  # [H, N, 1]
-        num = torch.zeros_like(m).index_add_(2, local, a_s * (go - gv_old) + beta * (gv_new - go))
-        den = (-m).exp().index_add_(2, local, beta - a_s)  # [H, N, G]
-        contrib = num / den  # [H, N, G]
-        contrib[:, t, local] = 0  # a group's own tokens are exact (step 1), not first order
-        out.index_add_(0, torch.arange(n_local, device=g.device) + vb.min(), contrib.sum((0, 1)))
-    return out
+def _first_order(layer: _Layer, grad: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, g: _Groups,
+                 total: torch.Tensor) -> None:
+    """Step 2 at one block for the images of one layout: adds ``Σ_{q ∉ S} ⟨G[q], Δo[q]⟩`` to ``total[V]``."""
+    gr, q, v = g.take(grad), g.take(layer.q), g.take(layer.v)  # [b, H, N, hd]
+    t = _as_slice(g.tok)  # the patch columns: a plain slice when contiguous (one group per patch)
+    a = g.take(layer.probs)[..., t]  # [b, H, N, Pb] context probability of each patched key
+    log_beta = q @ k_new.permute(0, 2, 3, 1) - g.take(layer.lse)[..., None]  # [b, H, N, Pb]
+    gv_old = gr @ v[:, :, t].transpose(-1, -2)  # [b, H, N, Pb] ⟨G_q, v_j⟩
+    gv_new = gr @ v_new.permute(0, 2, 3, 1)  # [b, H, N, Pb] ⟨G_q, v'_j⟩
+    go = (gr * g.take(layer.o)).sum(-1, keepdim=True)  # [b, H, N, 1] ⟨G_q, o_q⟩
+    if g.n_groups == g.tok.shape[0] and bool(log_beta.max() < 60):  # one token per group, exp() stays finite
+        beta = log_beta.exp()
+        num = a * (go - gv_old) + beta * (gv_new - go)
+        den = 1 + beta - a
+    else:  # sums within groups, with a shift per group that keeps exp() finite
+        shape = (*log_beta.shape[:3], g.n_groups)
+        idx = g.local.expand_as(log_beta)
+        m = torch.zeros(shape, device=grad.device).scatter_reduce(3, idx, log_beta, "amax", include_self=True)
+        mj = m[..., g.local]  # [b, H, N, Pb]
+        beta, a_s = (log_beta - mj).exp(), a * (-mj).exp()
+        num = torch.zeros(shape, device=grad.device).index_add_(3, g.local, a_s * (go - gv_old) + beta * (gv_new - go))
+        den = (-m).exp().index_add_(3, g.local, beta - a_s)  # [b, H, N, G]
+    contrib = num / den  # [b, H, N, G]
+    contrib[:, :, g.tok, g.local] = 0  # a group's own tokens are exact (step 1), not first order
+    per_group = contrib.sum((1, 2))  # [b, G]
+    first = torch.tensor(g.first, device=grad.device)
+    total.index_add_(0, (first[:, None] + torch.arange(g.n_groups, device=grad.device)).flatten(), per_group.flatten())
 
 
-def _head_term(adapter: Adapter, score_fn: ScoreFn, final: torch.Tensor, scores: torch.Tensor, y: torch.Tensor,
-               variants: Variants, img: torch.Tensor, tok: torch.Tensor) -> torch.Tensor | None:
+def _as_slice(index: torch.Tensor) -> slice | torch.Tensor:
+    """``index`` as a slice when it is a contiguous increasing range (no gather), else as it is."""
+    first, n = int(index[0]), index.shape[0]
+    if int(index[-1]) == first + n - 1 and bool((index.diff() == 1).all()):
+        return slice(first, first + n)
+    return index
+
+
+def _head_term(adapter: Adapter, score_fn: ScoreFn, final: torch.Tensor, scores: torch.Tensor, variants: Variants,
+               sets: list[_Groups], paths: list) -> torch.Tensor | None:
     """``score(head(context with the group's final states)) − score(head(context))`` per group ``[V, K]``,
     exact; ``None`` when the head reads only prefix rows (then a patch's final state does not reach it)."""
     rows = adapter.head_rows
     if rows is not None and all(r < adapter.num_prefix for r in rows):
         return None
-    var_img = variants.image.to(final.device)
-    z = final[var_img].clone()  # [V, N, D]
-    z[variants.pair_variant.to(final.device), tok] = y.to(z.dtype)
-    return apply_score(score_fn, adapter.head(z)) - scores[var_img]
+    out = torch.empty(len(variants), scores.shape[1], device=final.device)
+    for g, (_, _, y) in zip(sets, paths, strict=True):
+        for n, (b, first) in enumerate(zip(g.images, g.first, strict=True)):
+            z = final[b].expand(g.n_groups, -1, -1).clone()  # [G, N, D]
+            z[g.local, g.tok] = y[n].to(z.dtype)
+            out[first : first + g.n_groups] = apply_score(score_fn, adapter.head(z)) - scores[b]
+    return out
