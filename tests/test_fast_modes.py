@@ -132,15 +132,16 @@ def test_compile_is_exact_and_leaves_the_model_untouched():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["exact", "fast"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_cuda_modes_agree_with_the_cpu(dtype):
+def test_cuda_modes_agree_with_the_cpu(dtype, mode):
     from scipy.stats import spearmanr
 
     model = build("timm_vit")
     x = images(2)
-    exact = CAAP(model, layers=[1, 2]).explain(x)
-    att = CAAP(model, layers=[1, 2], device="cuda", dtype=dtype).explain(x, target=exact.target)
-    assert next(model.parameters()).device.type == "cpu"  # moved for the call only
+    exact = CAAP(model, layers=[1, 2], mode=mode).explain(x)
+    att = CAAP(model, layers=[1, 2], device="cuda", dtype=dtype, mode=mode).explain(x, target=exact.target)
+    assert next(model.parameters()).device.type == "cuda"  # placed once, at construction, and left there
     if dtype == torch.float32:
         close(att.scores, exact.scores)
     floor = 0.98 if dtype == torch.bfloat16 else 0.99  # bf16 keeps 8 mantissa bits (CPU autocast: 0.993)

@@ -33,7 +33,7 @@ from caap.core.state import autocast
 
 
 @dataclass
-class _Layer:
+class ContextLayer:
     """The context run at one block, per image: queries (scaled), keys, values ``[B, H, N, hd]``, attention
     probabilities ``[B, H, N, N]``, their log-normalisers ``[B, H, N]`` and outputs ``o`` ``[B, H, N, hd]``."""
 
@@ -46,7 +46,7 @@ class _Layer:
 
 
 @dataclass
-class _Groups:
+class Groups:
     """The patched tokens of a set of images that share one group layout: ``tok`` ``[Pb]`` (token index of
     each patched token), ``local`` ``[Pb]`` (its group, ``0 .. G-1``), ``same_i``/``same_j`` (pairs of patched
     tokens of one group), ``images`` (the images, in order) and ``first`` (the variant id of each image's
@@ -79,12 +79,12 @@ def fast_scores(adapter: Adapter, layers: list[int], score_fn: ScoreFn, source: 
     the context run entering block ``min(layers)``, ``[B, N, D]``."""
     device = context_prefix.device
     views = {index: adapter.block_view(index) for index in range(layers[0], adapter.num_blocks)}
-    sets = _layouts(variants, adapter.num_prefix, device)
+    sets = layouts(variants, adapter.num_prefix, device)
     with torch.enable_grad(), autocast(device, dtype):
-        ctx, outs, final, logits = _context_pass(adapter, views, context_prefix.clone())
+        ctx, outs, final, logits = context_pass(adapter, views, context_prefix.clone())
         scores = apply_score(score_fn, logits)  # [B, K]
     with torch.no_grad(), autocast(device, dtype):
-        paths = [_token_paths(views, layers, source, ctx, g) for g in sets]  # per layout: keys, values, final
+        paths = [token_paths(views, layers, source, ctx, g) for g in sets]  # per layout: keys, values, final
         head = _head_term(adapter, score_fn, final.detach(), scores.detach(), variants, sets, paths)
     rows = list(range(classes)) if classes is not None else [None]
     out = []
@@ -94,15 +94,15 @@ def fast_scores(adapter: Adapter, layers: list[int], score_fn: ScoreFn, source: 
         total = torch.zeros(len(variants), device=device)
         for g, (keys, values, _) in zip(sets, paths, strict=True):
             for layer, grad, k_new, v_new in zip(ctx, grads, keys, values, strict=True):
-                _first_order(layer, grad.float(), k_new, v_new, g, total)
+                first_order(layer, grad.float(), k_new, v_new, g, total)
         out.append(total)
-    first_order = torch.stack(out, 1) if classes is not None else out[0]  # [V, K] or [V]
+    linear = torch.stack(out, 1) if classes is not None else out[0]  # [V, K] or [V]
     if head is not None and classes is None:
         head = head.gather(1, target.to(device)[variants.image.to(device), None])[:, 0]
-    return (first_order if head is None else first_order + head), scores.detach()
+    return (linear if head is None else linear + head), scores.detach()
 
 
-def _layouts(variants: Variants, num_prefix: int, device: torch.device) -> list[_Groups]:
+def layouts(variants: Variants, num_prefix: int, device: torch.device) -> list[Groups]:
     """Images grouped by their group layout (the usual case, one layout for all images, batches them)."""
     pv = variants.patch_variant  # [B, P_img], -1 where not patched
     start = torch.cumsum(torch.bincount(variants.image, minlength=pv.shape[0]), 0) - torch.bincount(
@@ -119,12 +119,12 @@ def _layouts(variants: Variants, num_prefix: int, device: torch.device) -> list[
         tok = kept[order] + num_prefix  # patch index -> token index
         local = local_all[kept][order]
         same_i, same_j = _within(local)
-        out.append(_Groups(images, [int(start[b]) for b in images], tok.to(device), local.to(device),
+        out.append(Groups(images, [int(start[b]) for b in images], tok.to(device), local.to(device),
                            int(local.max()) + 1, same_i.to(device), same_j.to(device), pv.shape[0]))
     return out
 
 
-def _context_pass(adapter: Adapter, views: dict[int, BlockView], z: torch.Tensor):
+def context_pass(adapter: Adapter, views: dict[int, BlockView], z: torch.Tensor):
     """The context run from block ``min(views)`` with every attention output ``o_l`` in the graph."""
     ctx, outs = [], []
     for view in views.values():
@@ -135,14 +135,14 @@ def _context_pass(adapter: Adapter, views: dict[int, BlockView], z: torch.Tensor
         probs = logits.float().softmax(-1)
         o = probs.to(v.dtype) @ v  # [B, H, N, hd]
         outs.append(o)
-        ctx.append(_Layer(q.detach().float(), k.detach().float(), v.detach().float(), probs.detach(), lse.detach(),
+        ctx.append(ContextLayer(q.detach().float(), k.detach().float(), v.detach().float(), probs.detach(), lse.detach(),
                           o.detach().float()))
         z = view.finish(z, o.transpose(-3, -2))  # [B, N, D]
     return ctx, outs, z, adapter.head(z)
 
 
-def _token_paths(views: dict[int, BlockView], layers: list[int], source: dict[int, torch.Tensor],
-                 ctx: list[_Layer], g: _Groups):
+def token_paths(views: dict[int, BlockView], layers: list[int], source: dict[int, torch.Tensor],
+                 ctx: list[ContextLayer], g: Groups):
     """Step 1 for the images of one layout: each group's own tokens through every block from
     ``min(layers)``, the other tokens frozen at the context. Returns the new keys and values per block
     ``[b, Pb, H, hd]`` and the final states ``[b, Pb, D]``."""
@@ -155,14 +155,15 @@ def _token_paths(views: dict[int, BlockView], layers: list[int], source: dict[in
         q, k, v = (t.float() for t in view.project(y))  # [b, Pb, H, hd]
         keys.append(k)
         values.append(v)
-        q = (q * view.scale).transpose(1, 2)  # [b, H, Pb, hd]
-        kc, vc = g.take(layer.k), g.take(layer.v)  # [b, H, N, hd]
-        scores = q @ kc.transpose(-1, -2)  # [b, H, Pb, N] against the context keys
-        scores[:, :, i, tj] = (q[:, :, i] * k.transpose(1, 2)[:, :, j]).sum(-1)  # the group's own keys are new
-        probs = scores.softmax(-1)
-        o = probs @ vc  # [b, H, Pb, hd]
-        swap = probs[:, :, i, tj][..., None] * (v.transpose(1, 2)[:, :, j] - vc[:, :, tj])  # [b, H, n, hd]
-        o = o.index_add(2, i, swap).transpose(1, 2)  # [b, Pb, H, hd]
+        with torch.autocast(y.device.type, enabled=False):  # the mixing in float32; the projections as asked
+            q = (q * view.scale).transpose(1, 2)  # [b, H, Pb, hd]
+            kc, vc = g.take(layer.k), g.take(layer.v)  # [b, H, N, hd]
+            scores = q @ kc.transpose(-1, -2)  # [b, H, Pb, N] against the context keys
+            scores[:, :, i, tj] = (q[:, :, i] * k.transpose(1, 2)[:, :, j]).sum(-1)  # the group's own keys: new
+            probs = scores.softmax(-1)
+            o = probs @ vc  # [b, H, Pb, hd]
+            swap = probs[:, :, i, tj][..., None] * (v.transpose(1, 2)[:, :, j] - vc[:, :, tj])  # [b, H, n, hd]
+            o = o.index_add(2, i, swap).transpose(1, 2)  # [b, Pb, H, hd]
         y = view.finish(y, o.to(y.dtype))
     return keys, values, y
 
@@ -180,7 +181,7 @@ def _within(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return i, starts[local[i]] + offset
 
 
-def _first_order(layer: _Layer, grad: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, g: _Groups,
+def first_order(layer: ContextLayer, grad: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, g: Groups,
                  total: torch.Tensor) -> None:
     """Step 2 at one block for the images of one layout: adds ``Σ_{q ∉ S} ⟨G[q], Δo[q]⟩`` to ``total[V]``."""
     gr, q, v = g.take(grad), g.take(layer.q), g.take(layer.v)  # [b, H, N, hd]
@@ -218,7 +219,7 @@ def _as_slice(index: torch.Tensor) -> slice | torch.Tensor:
 
 
 def _head_term(adapter: Adapter, score_fn: ScoreFn, final: torch.Tensor, scores: torch.Tensor, variants: Variants,
-               sets: list[_Groups], paths: list) -> torch.Tensor | None:
+               sets: list[Groups], paths: list) -> torch.Tensor | None:
     """``score(head(context with the group's final states)) − score(head(context))`` per group ``[V, K]``,
     exact; ``None`` when the head reads only prefix rows (then a patch's final state does not reach it)."""
     rows = adapter.head_rows
