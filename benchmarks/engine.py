@@ -14,6 +14,9 @@ when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range
 - the naive one-forward-per-patch loop (fp32) and Captum's ``Occlusion`` on the patch grid (a window and
   stride of one patch: the same number of forward passes), and their ratio to CAAP;
 - the Spearman rank correlation of every fast mode's maps with the fp32 maps;
+- with ``--modes …,fast``: CAAP's fast mode (``mode="fast"``, fp32 and, with bf16, bf16 autocast) and
+  GAE, their seconds per image, the ratio of exact fp32 to each mode and of each mode to GAE, and the fast
+  mode's multiply-adds counted on a real call (forward and backward passes, ``count_macs``);
 - every timing as the best of ``--rounds`` interleaved rounds (the GEMM peak too), so that each ratio
   compares configurations measured side by side;
 - peak memory per ``batch_size`` (CUDA: ``max_memory_allocated``; CPU: the resident-set high-water mark
@@ -32,7 +35,8 @@ import numpy as np
 import torch
 
 from caap import CAAP
-from caap.methods.caap import caap_macs, naive_caap
+from caap.methods import get
+from caap.methods.caap import caap_macs, count_macs, naive_caap
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -197,6 +201,13 @@ def measure(name: str, args, device: torch.device) -> dict | None:
     explainers = {"fp32": CAAP(model, layers=LAYERS)}
     for dtype in fast if "bf16" in args.modes else []:
         explainers[names[dtype]] = CAAP(model, layers=LAYERS, dtype=dtype)
+    counted = {}  # the fast mode's multiply-adds, counted on a real call
+    for dtype in ([torch.float32] + (fast if "bf16" in args.modes else [])) if "fast" in args.modes.split(",") else []:
+        key = "fast" if dtype == torch.float32 else f"fast+{names[dtype]}"
+        explainers[key] = CAAP(model, layers=LAYERS, dtype=None if dtype == torch.float32 else dtype, mode="fast")
+        with count_macs() as c:
+            explainers[key].explain(images)
+        counted[key] = c["macs"]
     first_call = {}
     for dtype in [torch.float32, *fast] if "compile" in args.modes else []:
         explainer = explainers[f"{names[dtype]}+compile"] = CAAP(model, layers=LAYERS, dtype=dtype, compile=True)
@@ -221,6 +232,10 @@ def measure(name: str, args, device: torch.device) -> dict | None:
 
     calls = {key: (lambda e=e: e.explain(images)) for key, e in explainers.items()}
     calls["naive"] = naive
+    if counted:
+        gae = get("gae")(model)
+        gae.explain(images[:1])
+        calls["gae"] = lambda: gae.explain(images)
     occlusion = occlusion_runner(model, images[:naive_n], ref.target[:naive_n].tolist(), n_tokens, chunk, device)
     if occlusion is not None:
         calls["occlusion"] = occlusion
@@ -238,12 +253,16 @@ def measure(name: str, args, device: torch.device) -> dict | None:
             best[key] = min(best.get(key, float("inf")), seconds)
     row.update(gemm_peak_flops=peaks, macs=macs.as_dict(), batch_size=chunk, flops_per_image=2 * macs.total / n)
     for mode, explainer in explainers.items():
-        achieved = 2 * macs.total / best[mode]  # best[mode]: seconds for all n images
+        achieved = 2 * counted.get(mode, macs.total) / best[mode]  # best[mode]: seconds for all n images
         dtype = explainer.dtype or torch.float32
         row["modes"][mode] = {"s_per_image": best[mode] / n, "flops": achieved,
                               "of_peak": achieved / peaks[str(dtype).replace("torch.", "")],
                               "spearman_vs_fp32": spearman(results[mode].scores, ref.scores),
-                              **({"first_call_s": first_call[mode]} if mode in first_call else {})}
+                              **({"first_call_s": first_call[mode]} if mode in first_call else {}),
+                              "exact_fp32_over_this": best["fp32"] / best[mode],
+                              **({"over_gae": best[mode] / best["gae"], "gflop_per_image": 2 * counted[mode] / n / 1e9}
+                                 if mode in counted else {})}
+    row["gae_s_per_image"] = best["gae"] / n if "gae" in best else None
     row["naive_s_per_image"] = best["naive"] / naive_n
     naive_map = results["naive"]  # [gh * gw] of the last naive image
     last = ref.scores[naive_n - 1].flatten().to(naive_map.device)
@@ -267,10 +286,14 @@ def report(row: dict) -> None:
     print(f"  {'naive fp32':14s} {naive:8.2f}")
     if occ is not None:
         print(f"  {'Captum Occl.':14s} {occ:8.2f}")
+    if row.get("gae_s_per_image"):
+        print(f"  {'GAE':14s} {row['gae_s_per_image']:8.3f}")
     for mode, m in row["modes"].items():
         vs_occ = f"{occ / m['s_per_image']:8.2f}x" if occ is not None else f"{'-':>9s}"
-        print(f"  {mode:14s} {m['s_per_image']:8.2f} {m['flops'] / 1e9:8.0f} {m['of_peak']:8.0%} "
-              f"{naive / m['s_per_image']:8.2f}x {vs_occ} {m['spearman_vs_fp32']:9.4f}")
+        extra = (f"  exact fp32 / this {m['exact_fp32_over_this']:.1f}x, this / GAE {m['over_gae']:.2f}x, "
+                 f"{m['gflop_per_image']:.1f} GFLOP/img" if "over_gae" in m else "")
+        print(f"  {mode:14s} {m['s_per_image']:8.3f} {m['flops'] / 1e9:8.0f} {m['of_peak']:8.0%} "
+              f"{naive / m['s_per_image']:8.2f}x {vs_occ} {m['spearman_vs_fp32']:9.4f}{extra}")
     mem = "  ".join(f"batch {k}: {v / 2**20:.0f} MiB" if v is not None else f"batch {k}: n/a"
                     for k, v in row["memory"].items())
     print(f"  peak memory (fp32, one image): {mem}", flush=True)
@@ -284,7 +307,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each configuration keeps its best")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--modes", default="fp32,bf16,compile", help="fp32 always; bf16, compile optional")
+    parser.add_argument("--modes", default="fp32,bf16,compile,fast",
+                        help="fp32 always; bf16, compile, fast (CAAP's fast mode, with GAE) optional")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -10,7 +10,6 @@ as batches ``[n_variants, N, D]`` of at most ``batch_size`` rows, with no Python
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 from caap.adapters import Adapter
 from caap.core.budget import caap_batch_size, check_batch_size
 from caap.core.contexts import Context, make_context
-from caap.core.groups import Variants, check_groups, superpatch_groups
+from caap.core.groups import Variants, check_groups
 from caap.core.layers import check_layers
 from caap.core.scores import ScoreFn, apply_score, make_score
 from caap.core.state import autocast
@@ -30,6 +29,7 @@ from caap.core.workspace import Workspace
 from caap.errors import CaapError
 from caap.methods.base import Explainer, Forward, Maps, register
 from caap.methods.caap.fast import fast_scores
+from caap.methods.caap.refine import coarse_to_fine, fast_then_exact
 
 MODES = ("exact", "fast")
 
@@ -155,16 +155,16 @@ class CAAP(Explainer):
             raise CaapError(f"all_classes must be True or False, got {all_classes!r}")
         groups = self.groups if groups is None else groups
         runs, device = forward.cache, self.device
+        if self.refine is not None and groups is not None:
+            raise CaapError("refine chooses its own patch groups; pass either groups or refine, not both")
         if self.mode == "fast":
-            if self.refine is not None:
-                raise CaapError("refine refines an exact map; use mode='exact' with refine, or the fast mode alone")
-            return self._fast(images, target, grid, check_groups(groups, images.shape[0], grid), all_classes, runs)
+            maps = self._fast(images, target, grid, check_groups(groups, images.shape[0], grid), all_classes, runs)
+            return maps if self.refine is None else fast_then_exact(self, maps, images, target, grid, all_classes,
+                                                                    progress, runs)
         if self.refine is None:
             return self._run(images, target, grid, device, check_groups(groups, images.shape[0], grid), all_classes,
                              progress, runs)
-        if groups is not None:
-            raise CaapError("refine scores its own superpatch groups; pass either groups or refine, not both")
-        return self._refined(images, target, grid, device, all_classes, progress, runs)
+        return coarse_to_fine(self, images, target, grid, all_classes, progress, runs)
 
     def _fast(self, images, target, grid, groups, all_classes, runs: _Runs) -> Maps:
         """The fast mode (methods/caap/fast.py): every group's own tokens exact, the other tokens to first order."""
@@ -183,32 +183,6 @@ class CAAP(Explainer):
         idx = target.to(runs.context_scores.device)[:, None]
         return {"context_score": runs.context_scores.gather(1, idx)[:, 0].float().cpu(),
                 "source_score": runs.source_scores.gather(1, idx)[:, 0].float().cpu()}
-
-    def _refined(self, images, target, grid, device, all_classes, progress, runs: _Runs) -> Maps:
-        """Coarse-to-fine: score ``coarse × coarse`` superpatches, then single patches of the top groups."""
-        batch, (gh, gw) = images.shape[0], grid
-        coarse = superpatch_groups(grid, self.coarse).expand(batch, gh, gw)  # [B, gh, gw]
-        first = self._run(images, target, grid, device, coarse, all_classes, progress, runs)
-        flat = coarse.reshape(batch, -1)  # [B, P]
-        n_groups = int(flat.max()) + 1
-        size = torch.zeros(batch, n_groups).scatter_add_(1, flat, torch.ones(flat.shape))  # [B, G] patches per group
-        group_score = torch.zeros(batch, n_groups).scatter_reduce_(1, flat, first.scores.reshape(batch, -1), "amax",
-                                                                   include_self=False)  # [B, G]
-        k = max(1, math.ceil(self.refine * n_groups))
-        chosen = torch.zeros(batch, n_groups, dtype=torch.bool)
-        chosen.scatter_(1, group_score.topk(k, dim=1).indices, True)
-        refine_patch = chosen.gather(1, flat)  # [B, P] patch lies in a chosen group
-        fine = torch.where(refine_patch, torch.arange(gh * gw).expand(batch, -1), -1).view(batch, gh, gw)
-        second = self._run(images, target, grid, device, fine, all_classes, progress, runs)
-        share = size.gather(1, flat).view(batch, gh, gw)  # [B, gh, gw] size of each patch's group
-        refined = refine_patch.view(batch, gh, gw)
-        scores = torch.where(refined, second.scores, first.scores / share)
-        class_scores = None
-        if all_classes:
-            class_scores = torch.where(refined[:, None], second.class_scores, first.class_scores / share[:, None])
-        meta = {**second.meta, "patched_runs": first.meta["patched_runs"] + second.meta["patched_runs"],
-                "refined_patches": int(refine_patch.sum())}
-        return Maps(scores, class_scores, meta)
 
     def _forward_runs(self, images: torch.Tensor, grid: tuple[int, int], device: torch.device) -> _Runs:
         """The source and context forwards of ``images`` ``[B, 3, H, W]`` that every patched run builds on."""

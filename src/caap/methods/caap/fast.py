@@ -135,8 +135,8 @@ def context_pass(adapter: Adapter, views: dict[int, BlockView], z: torch.Tensor)
         probs = logits.float().softmax(-1)
         o = probs.to(v.dtype) @ v  # [B, H, N, hd]
         outs.append(o)
-        ctx.append(ContextLayer(q.detach().float(), k.detach().float(), v.detach().float(), probs.detach(), lse.detach(),
-                          o.detach().float()))
+        ctx.append(ContextLayer(q.detach().float(), k.detach().float(), v.detach().float(), probs.detach(),
+                                lse.detach(), o.detach().float()))
         z = view.finish(z, o.transpose(-3, -2))  # [B, N, D]
     return ctx, outs, z, adapter.head(z)
 
