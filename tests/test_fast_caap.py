@@ -31,9 +31,10 @@ EPS = (0.04, 0.01)
 
 
 def assert_second_order(coarse: float, fine: float) -> None:
-    """4x smaller eps gives ~4x smaller relative error (until float32 rounding, ~1e-3 of these tiny maps)."""
+    """4x smaller eps gives ~4x smaller relative error (measured 3.3x to 10x here), until float32 rounding
+    (~1e-3 of these tiny maps); a wrong or missing first-order term would leave the ratio near 1."""
     assert fine < 0.08, (coarse, fine)
-    assert coarse / fine > 3 or fine < 3e-3, (coarse, fine)
+    assert coarse / fine > 2.5 or fine < 3e-3, (coarse, fine)
 
 
 def relative_error(model, x, layers, eps, **options) -> float:
