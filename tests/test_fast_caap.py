@@ -167,3 +167,20 @@ def test_registered_options_dtype_and_model_state():
         CAAP(explainable("generic_torch", build("generic_torch")), mode="fast")
     with pytest.raises(ValueError, match="mode must be one of"):
         CAAP(model, mode="quick")
+
+
+def test_fast_then_exact_refines_the_top_of_the_fast_map():
+    model = build("timm_deit_distilled")
+    x = images(2)
+    exact = CAAP(model, layers=[1, 2]).explain(x)
+    fast = CAAP(model, layers=[1, 2], mode="fast").explain(x, target=exact.target)
+    both = CAAP(model, layers=[1, 2], mode="fast", refine=0.25).explain(x, target=exact.target, all_classes=True)
+    k = 4  # ceil(0.25 * 16) patches per image
+    assert both.meta["refined_patches"] == 2 * k and both.meta["patched_runs"] == 2 * k
+    for b in range(2):
+        top = fast.scores[b].flatten().topk(k).indices
+        rest = torch.ones(16, dtype=torch.bool)
+        rest[top] = False
+        torch.testing.assert_close(both.scores[b].flatten()[top], exact.scores[b].flatten()[top])
+        torch.testing.assert_close(both.scores[b].flatten()[rest], fast.scores[b].flatten()[rest])
+    torch.testing.assert_close(both.class_scores[torch.arange(2), both.target], both.scores)
