@@ -221,3 +221,12 @@ def test_explain_takes_method_specs(weights, pictures, tmp_path, capsys):
     code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method",
                         "rise:masks=100:seed=x", "--out", tmp_path / "bad"], capsys)
     assert code == 2 and err.count("\n") == 1 and "seed must be an int, got 'x'" in err
+
+
+def test_silently_ignored_options_are_errors(weights, pictures, tmp_path, capsys):
+    base = ["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--out", tmp_path]
+    for extra, message in [(["--layers", ""], "layers '' name no block"),
+                           (["--target", "3", "--top-k", "2"], "--top-k 2 applies to --target auto"),
+                           (["--device", "meta"], "--device 'meta' is not supported")]:
+        code, _, err = run([*base, *extra], capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, (extra, err)

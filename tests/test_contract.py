@@ -215,3 +215,26 @@ def test_a_generic_adapter_names_the_capability_it_lacks():
         methods.get("lrp")(adapter)
     with pytest.raises(UnsupportedModelError, match="no head_modules"):
         adapter.head_modules()
+
+
+SEEDED = {"smoothgrad": {"samples": 3}, "rise": {"masks": 16}, "caap": {"context": "noise:1:3"},
+          "caap_fast": {"context": "noise:1:3"}, "integrated_gradients": {"steps": 4, "baseline": "noise:1:3"}}
+
+
+@pytest.mark.parametrize("name", sorted(SEEDED))
+def test_seeded_methods_give_each_image_the_same_map_in_any_batch(model, name):
+    explainer = methods.get(name)(model, **SEEDED[name])
+    x = images(3)
+    together = explainer.explain(x, target=[1, 2, 3]).scores
+    for i in range(3):
+        alone = explainer.explain(x[i : i + 1], target=[[1, 2, 3][i]]).scores[0]
+        torch.testing.assert_close(alone, together[i], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xpu", "not-a-device"])
+def test_unsupported_devices_are_refused_before_the_model_moves(device):
+    model = build("timm_vit")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CaapError, match="expected cpu, cuda or cuda:N"):
+        methods.get("caap")(model, device=device)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -160,6 +160,8 @@ def _device(text: str, torch):
         device = torch.device(text)
     except RuntimeError:
         raise CaapError(f"--device {text!r}: expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise CaapError(f"--device {text!r} is not supported; expected cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CaapError(f"--device {text!r}: CUDA is not available on this machine")
     return device
@@ -175,6 +177,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise CaapError(f"--top-k {args.top_k}: expected a positive number of classes")
     target = _target(args.target)
+    if target is not None and args.top_k != 1:
+        raise CaapError(f"--top-k {args.top_k} applies to --target auto; got --target {args.target}")
     for path in args.images:  # every image checked before the model is loaded
         load_image(path)
     name = parse_spec(args.method, "method")[0]

@@ -29,6 +29,7 @@ from caap.bench.report import curve_plots, example_grid, write_html
 from caap.bench.store import RunStore
 from caap.bench.table import summarize
 from caap.data.datasets import ImageFolder, Subset, Synthetic
+from caap.errors import CaapError
 from caap.io import save_json, save_npy
 from caap.methods import METHODS
 from caap.metrics import METRICS, CurveMetric, Metric
@@ -71,14 +72,23 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     ``report``: write the plots and ``report.html`` besides the table. ``loaded``: the ``(model, dataset)``
     of :func:`load`, when the caller already has them."""
     store = RunStore(out)
+    if not config.methods:
+        raise CaapError("--methods is empty; expected e.g. caap,rollout,gae")
+    if not config.metrics:
+        raise CaapError("--metrics is empty; expected e.g. deletion,insertion")
     for spec in config.methods:
         METHODS.get(spec)
     metric_objs = {spec: METRICS.build(spec) for spec in config.metrics}
+    # everything is checked (model, data, what the metrics need) before the run folder is written
+    model, dataset = loaded if loaded is not None else load(config)
+    needy = [spec for spec, metric in metric_objs.items() if metric.needs_masks]
+    if needy and not getattr(dataset, "has_masks", False):
+        raise CaapError(f"metric {needy[0]!r} needs ground-truth masks, and --data {config.data!r} has none "
+                        "(give --masks FOLDER, or use --data synthetic[:variant])")
     rank, world = _dist()
     settings = config.to_dict()
     if rank == 0:
         store.open(settings, growing=("methods",))
-    model, dataset = loaded if loaded is not None else load(config)
     explainers = {spec: METHODS.build(spec, model) for spec in config.methods}
     mine = [i for i in range(len(dataset)) if i % world == rank]
     todo = [(i, m) for i in mine for m in config.methods if not store.done(i, m)]

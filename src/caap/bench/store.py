@@ -7,9 +7,13 @@ A record counts as done once both its map and its JSON exist (the JSON is writte
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from caap.errors import CaapError
 from caap.io import save_json
@@ -34,20 +38,43 @@ class RunStore:
         return self.root / "maps" / f"{index:06d}_{file_stem(spec)}.npy"
 
     def done(self, index: int, spec: str) -> bool:
-        return self.record_path(index, spec).is_file() and self.map_path(index, spec).is_file()
+        """Both files exist and read (a corrupt record or map is recomputed)."""
+        path, map_path = self.record_path(index, spec), self.map_path(index, spec)
+        return path.is_file() and map_path.is_file() and _read(path) is not None and _map_ok(map_path)
 
     def records(self) -> Iterator[dict]:
-        """Every record in the folder, in file order."""
+        """Every readable record in the folder, in file order (a corrupt one is skipped: it is not done)."""
         for path in sorted((self.root / "records").glob("*.json")):
-            yield json.loads(path.read_text())
+            record = _read(path)
+            if record is not None:
+                yield record
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """An exclusive lock on the run folder (``.lock``), so that concurrent starts and resumes of the same
+        folder update ``config.json`` one after the other."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def open(self, settings: dict, growing: tuple[str, ...] = ()) -> dict:
         """Start or resume: write ``config.json`` for a new run; for a resume, refuse other ``fixed`` settings
         and store the union of the ``growing`` lists. Returns the stored settings."""
+        with self.locked():
+            return self._open(settings, growing)
+
+    def _open(self, settings: dict, growing: tuple[str, ...]) -> dict:
         settings = json.loads(json.dumps(settings))  # JSON's view of the values, as they will be stored
         stored = settings
         if self.config_path.is_file():
-            previous = json.loads(self.config_path.read_text())
+            previous = _read(self.config_path)
+            if not isinstance(previous, dict):
+                raise CaapError(f"{str(self.config_path)!r} is corrupt (not a JSON object of run settings); "
+                                "delete it to start this run anew, or use another folder")
             fixed_now = {k: v for k, v in settings.items() if k not in growing}
             fixed_then = {k: v for k, v in previous.items() if k not in growing}
             if fixed_now != fixed_then:
@@ -58,3 +85,19 @@ class RunStore:
             stored = {**settings, **{k: list(dict.fromkeys(previous.get(k, []) + settings[k])) for k in growing}}
         save_json(self.config_path, stored)
         return stored
+
+
+def _map_ok(path: Path) -> bool:
+    try:
+        np.load(path)
+    except (OSError, ValueError, EOFError):
+        return False
+    return True
+
+
+def _read(path: Path):
+    """A JSON file's content, or ``None`` when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -11,6 +11,7 @@ from torch import nn
 from caap.errors import CaapError
 
 FAST_DTYPES = (torch.bfloat16, torch.float16)
+SUPPORTED_DEVICES = ("cpu", "cuda")
 
 
 @contextlib.contextmanager
@@ -43,6 +44,8 @@ def place(model: nn.Module, device: torch.device | str | None) -> torch.device:
         target = torch.device(device)
     except (RuntimeError, TypeError):
         raise CaapError(f"device {device!r} is not a torch device; expected cpu, cuda or cuda:N") from None
+    if target.type not in SUPPORTED_DEVICES:  # refused before anything moves: 'meta' would erase the weights
+        raise CaapError(f"device {str(device)!r} is not supported; expected cpu, cuda or cuda:N")
     if target.type == "cuda" and not torch.cuda.is_available():
         raise CaapError(f"device {str(device)!r}: CUDA is not available on this machine")
     if target.type == "cuda" and target.index is None:

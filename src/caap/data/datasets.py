@@ -56,6 +56,11 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.files)
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether ground-truth masks come with the images (a masks folder was given)."""
+        return self.masks is not None
+
     def label(self, path: Path) -> int:
         for text in (path.name, path.parent.name):
             match = _WNID.search(text)
@@ -85,6 +90,8 @@ class Synthetic:
     def __len__(self) -> int:
         return self.size
 
+    has_masks = True  # the generator knows every class pixel
+
     def __getitem__(self, i: int) -> Item:
         b = generate_batch(self.config, i, 1)
         return Item(f"{self.config.variant}_{i:05d}", normalize_uint8(b["images"])[0], int(b["labels"][0]),
@@ -99,6 +106,10 @@ class Subset:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(getattr(self.dataset, "has_masks", False))
 
     def __getitem__(self, i: int) -> Item:
         return self.dataset[self.indices[i]]

@@ -142,7 +142,8 @@ class SmoothGrad(GradientExplainer):
     Args:
         noise_level: noise standard deviation as a fraction of each image's value range (max - min).
         samples: noisy copies per image.
-        seed: noise seed (drawn on the CPU: identical on every device).
+        seed: noise seed (drawn on the CPU: identical on every device). Sample ``s`` adds the same noise
+            pattern (scaled by each image's range) to every image, so a map never depends on its batch.
         internal_batch_size: noisy copies evaluated per forward.
     """
 
@@ -175,8 +176,9 @@ class SmoothGrad(GradientExplainer):
         per_chunk = max(1, self.internal_batch_size // b)
         for start in range(0, self.samples, per_chunk):
             k = min(per_chunk, self.samples - start)
-            noise = torch.randn((k, *images.shape), generator=gen).to(images.device, images.dtype)
-            noisy = images[None] + noise * sigma.view(1, -1, 1, 1, 1)  # [k, B, 3, H, W]
+            # one noise draw per sample, shared by every image: a map never depends on its batch mates
+            noise = torch.randn((k, *images.shape[1:]), generator=gen).to(images.device, images.dtype)  # [k, 3, H, W]
+            noisy = images[None] + noise[:, None] * sigma.view(1, -1, 1, 1, 1)  # [k, B, 3, H, W]
             grads = self.gradient(noisy.flatten(0, 1), target.repeat(k))
             total += grads.abs().view(k, *images.shape).sum(0)
         return total / self.samples
