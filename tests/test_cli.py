@@ -69,7 +69,7 @@ def test_explain_writes_png_npy_and_results(weights, pictures, tmp_path, capsys)
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["layers"] == [2, 3] and results["settings"]["model"] == MODEL
-    assert [r["png"] for r in results["images"]] == ["rgb.png", "photo.png"]
+    assert [r["png"] for r in results["images"]] == ["rgb.caap.png", "photo.caap.png"]
     for record in results["images"]:
         scores = np.load(out / record["npy"])
         assert scores.shape == (10, 10)
@@ -94,7 +94,7 @@ def test_explain_matches_the_library(weights, pictures, tmp_path, capsys):
     assert isinstance(model, timm.models.VisionTransformer)
     x = create_transform(**resolve_model_data_config(model))(load_image(pictures["rgb"]))[None]
     expected = CAAP(model, context="blur:4").explain(x, target=7).scores[0]
-    np.testing.assert_allclose(np.load(out / "rgb.npy"), expected.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "rgb.caap.npy"), expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["grey", "cmyk", "rgba", "palette", "grey16"])
@@ -102,7 +102,7 @@ def test_image_modes_are_converted(kind, weights, pictures, tmp_path, capsys):
     code, _, err = run(["explain", pictures[kind], "--model", MODEL, "--weights", weights, "--layers", "2",
                         "--out", tmp_path], capsys)
     assert code == 0, err
-    assert (tmp_path / f"{pictures[kind].stem}.npy").exists()
+    assert (tmp_path / f"{pictures[kind].stem}.caap.npy").exists()
 
 
 def test_top_k_and_pth_weights(weights, pictures, tmp_path, capsys):
@@ -114,7 +114,7 @@ def test_top_k_and_pth_weights(weights, pictures, tmp_path, capsys):
                         "--layers", "3", "--out", tmp_path / "o"], capsys)
     assert code == 0, err
     record = json.loads((tmp_path / "o" / "results.json").read_text())["images"][0]
-    assert len(record["targets"]) == 3 and np.load(tmp_path / "o" / "rgb.npy").shape == (3, 10, 10)
+    assert len(record["targets"]) == 3 and np.load(tmp_path / "o" / "rgb.caap.npy").shape == (3, 10, 10)
     assert record["probability"] == sorted(record["probability"], reverse=True)
 
 
@@ -177,7 +177,7 @@ def test_explain_with_another_method(method, weights, pictures, tmp_path, capsys
     code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--method", method,
                         "--top-k", "2", "--out", tmp_path], capsys)
     assert code == 0, err
-    maps = np.load(tmp_path / "rgb.npy")
+    maps = np.load(tmp_path / "rgb.caap.npy")
     assert maps.shape[0] == 2 and maps.shape[1:] in [(10, 10), (160, 160)]
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["method"] == method
 
@@ -230,3 +230,69 @@ def test_silently_ignored_options_are_errors(weights, pictures, tmp_path, capsys
                            (["--device", "meta"], "--device 'meta' is not supported")]:
         code, _, err = run([*base, *extra], capsys)
         assert code == 2 and err.count("\n") == 1 and message in err, (extra, err)
+
+
+def test_oversized_images_and_bad_context_bounds_are_one_line_errors(weights, tmp_path, capsys):
+    from caap.data import images as image_module
+
+    big = tmp_path / "n01440764_big.png"
+    Image.new("L", (9000, 8000)).save(big)  # 72 MP of zeros: a small file that would take GBs to decode
+    base = ["--model", MODEL, "--weights", weights, "--out", tmp_path / "o"]
+    code, _, err = run(["explain", big, *base], capsys)
+    assert code == 2 and err.count("\n") == 1 and "more than the 64 megapixels" in err
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (14000, 13000)).save(bomb)  # over twice Pillow's limit: it refuses to open it
+    assert image_module.MAX_PIXELS < 14000 * 13000
+    code, _, err = run(["explain", bomb, *base], capsys)
+    assert code == 2 and err.count("\n") == 1
+    small = tmp_path / "small.png"
+    Image.new("RGB", (32, 32)).save(small)
+    for context, message in [("blur:1e9", "blur sigma must be a positive number of pixels up to 1000"),
+                             ("noise:1:123456789012345678901234", "noise seed must be an integer")]:
+        code, _, err = run(["explain", small, *base, "--context", context], capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.pth"
+    text.write_text("not a checkpoint")
+    for bad in (empty, text):
+        code, _, err = run(["explain", small, "--model", MODEL, "--weights", bad, "--out", tmp_path / "o"], capsys)
+        assert code == 2 and err.count("\n") == 1 and "cannot read weights" in err, err
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_bad_output_locations_on_every_command(weights, pictures, tmp_path, capsys, where):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a user's file")
+    out = blocker if where == "file" else blocker / "sub"
+    commands = {
+        "explain": ["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--layers", "5"],
+        "compare": ["compare", pictures["rgb"], "--model", MODEL, "--weights", weights, "--methods", "rollout"],
+        "bench": ["bench", "--model", "caap-demo", "--data", "synthetic", "--limit", "1", "--methods", "rollout",
+                  "--metrics", "sparseness"],
+        "sweep": ["sweep", "--model", "caap-demo", "--data", "synthetic", "--limit", "1", "--starts", "0",
+                  "--widths", "1", "--contexts", "mean", "--metrics", "sparseness"],
+        "demo": ["demo", "--images", "1"],
+    }
+    for name, args in commands.items():
+        code, _, err = run([*args, "--out", out], capsys)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (name, err)
+        assert blocker.read_text() == "a user's file"
+
+
+def test_outputs_never_overwrite_inputs_and_names_are_unique(weights, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    (tmp_path / "sub").mkdir()
+    files = [tmp_path / "a.jpg", tmp_path / "a_1.png", tmp_path / "sub" / "a.png", tmp_path / "a.caap.png"]
+    for f in files:
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(f)
+    before = {f: f.read_bytes() for f in files}
+    code, _, err = run(["explain", *files, "--model", MODEL, "--weights", weights, "--layers", "5",
+                        "--out", tmp_path], capsys)  # --out is the inputs' own folder
+    assert code == 0, err
+    assert all(f.read_bytes() == data for f, data in before.items())  # no input was touched
+    results = json.loads((tmp_path / "results.json").read_text())["images"]
+    assert [r["image"] for r in results] == [str(f) for f in files]  # input -> output, in order
+    names = [r["png"] for r in results]
+    assert names == ["a-2.caap.png", "a_1.caap.png", "a-3.caap.png", "a.caap.caap.png"]  # a.caap.png is an input
+    assert all((tmp_path / r["npy"]).is_file() for r in results)

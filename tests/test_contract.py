@@ -238,3 +238,39 @@ def test_unsupported_devices_are_refused_before_the_model_moves(device):
     with pytest.raises(CaapError, match="expected cpu, cuda or cuda:N"):
         methods.get("caap")(model, device=device)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("name", methods.available())
+def test_bad_inputs_to_every_method_are_caap_errors(model, name):
+    explainer = methods.get(name)(model, **FAST.get(name, {}))
+    x = images(2)
+    reference = explainer.explain(x, target=[1, 2]).scores
+    torch.testing.assert_close(explainer.explain(x.double(), target=[1, 2]).scores, reference)  # cast
+    assert explainer.explain(x.bfloat16(), target=[1, 2]).scores.shape == reference.shape
+    nan = x.clone()
+    nan[1, 0, 3, 3] = float("nan")
+    for bad, message in [(x[:0], "empty batch"), (nan, "image 1 of the batch holds NaN"),
+                         (x.int(), "floating point")]:
+        with pytest.raises(CaapError, match=message):
+            explainer.explain(bad)
+    for target in (2**64, -1, [1]):
+        with pytest.raises(CaapError, match="target"):
+            explainer.explain(x, target=target)
+
+
+def test_bad_groups_normalization_and_broken_models_are_caap_errors(model):
+    with pytest.raises(CaapError, match="groups must be an integer map"):
+        methods.get("caap")(model).explain(images(), groups="abc")
+    with pytest.raises(CaapError, match="groups patch nothing in image 0"):
+        methods.get("caap")(model).explain(images(), groups=-torch.ones(GRID, dtype=torch.int64))
+    with pytest.raises(CaapError, match="normalization must be a caap Normalization"):
+        methods.get("rollout")(model, normalization="x")
+    with pytest.raises(CaapError, match="internal_batch_size must be a positive int"):
+        methods.get("smoothgrad")(model, internal_batch_size="8")
+    broken = build("timm_vit")
+    with torch.no_grad():
+        broken.head.weight.fill_(float("nan"))
+    with pytest.raises(CaapError, match="not finite"):
+        methods.get("caap")(broken).explain(images())
+    with pytest.raises(CaapError, match="target 10 is out of range"):
+        metrics.build("deletion")(model, images(1), torch.tensor([10]), torch.zeros(1, *GRID))

@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("caap: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # an output (or input) location the system refuses: --out a file, no space, …
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"caap: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

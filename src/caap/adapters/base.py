@@ -156,6 +156,12 @@ class Adapter(ABC):
             raise CaapError(f"images must be a float tensor [B, 3, H, W] (normalised), got {got}")
         if not images.is_floating_point():
             raise CaapError(f"images must be floating point (normalised model inputs), got {images.dtype}")
+        if images.shape[0] == 0:
+            raise CaapError("images is an empty batch [0, 3, H, W]; expected at least one image")
+        finite = torch.isfinite(images).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            raise CaapError(f"image {bad} of the batch holds NaN or inf values; expected finite model inputs")
         return self.grid((images.shape[2], images.shape[3]))
 
 

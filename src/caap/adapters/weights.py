@@ -42,7 +42,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "(re-save the state_dict, or use .safetensors)"
             ) from None
         except (RuntimeError, OSError, EOFError, ValueError) as exc:
-            raise CaapError(f"cannot read weights {str(path)!r} ({str(exc).splitlines()[0]})") from None
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise CaapError(f"cannot read weights {str(path)!r} ({first})") from None
         return _unwrap(obj, path)
     raise CaapError(f"weights {str(path)!r}: expected a .safetensors or .pth/.pt file")
 

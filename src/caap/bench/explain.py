@@ -76,14 +76,20 @@ def class_maps(explainer: Explainer, x: torch.Tensor, classes: list[int]) -> tor
     return torch.stack([explainer.explain(x, target=c).scores[0] for c in classes])
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, numbered where two images share one (``a``, ``a_1``…)."""
-    seen: dict[str, int] = {}
+def output_stems(paths: Sequence[Path], out: Path) -> list[str]:
+    """Output names for the inputs, stable (they depend on the inputs and their order only) and unique:
+    ``<stem>.caap`` (a caap infix, so that ``<stem>.caap.png`` never takes the name of a user's own image),
+    ``<stem>-2.caap``… where stems repeat; never the path of an input."""
+    inputs = {p.resolve() for p in paths}
+    taken: set[str] = set()
     stems = []
     for p in paths:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        stems.append(p.stem if n == 0 else f"{p.stem}_{n}")
+        n, name = 1, f"{p.stem}.caap"
+        while name in taken or any((out / f"{name}{ext}").resolve() in inputs for ext in (".png", ".npy")):
+            n += 1
+            name = f"{p.stem}-{n}.caap"
+        taken.add(name)
+        stems.append(name)
     return stems
 
 
@@ -108,7 +114,7 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
                                          "python": platform.python_version()}},
                "images": [], "total_seconds": 0.0}
     start = time.perf_counter()
-    rows = list(zip(paths, pictures, unique_stems(paths), strict=True))
+    rows = list(zip(paths, pictures, output_stems(paths, out), strict=True))
     for path, picture, stem in tqdm(rows, desc="explain", unit="img", disable=not progress or len(paths) < 2):
         x = loaded.transform(picture)[None]  # [1, 3, H, W]
         with torch.inference_mode():

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from caap.errors import CaapError
 from caap.specs import parse
 
+MAX_BLUR_SIGMA = 1000.0  # pixels: beyond any input size a blur is a flat image; bounds the kernel's memory
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -84,8 +85,8 @@ class Blur(Context):
     name = "blur"
 
     def __init__(self, sigma: float = 10.0) -> None:
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-            raise CaapError(f"blur sigma must be a positive number of pixels, got {sigma!r}")
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and 0 < sigma <= MAX_BLUR_SIGMA):
+            raise CaapError(f"blur sigma must be a positive number of pixels up to {MAX_BLUR_SIGMA}, got {sigma!r}")
         self.sigma = float(sigma)
 
     def describe(self) -> str:
@@ -108,7 +109,9 @@ class Noise(Context):
         if not (isinstance(std, (int, float)) and math.isfinite(std) and std >= 0):
             raise CaapError(f"noise std must be a non-negative number, got {std!r}")
         self.std = float(std)
-        self.seed = int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise CaapError(f"noise seed must be an integer in 0..2**63-1, got {seed!r}")
+        self.seed = seed
 
     def describe(self) -> str:
         return f"noise:{self.std:g}:{self.seed}"

@@ -16,14 +16,21 @@ def check_groups(groups: torch.Tensor | None, batch: int, grid: tuple[int, int])
     if groups is None:
         return torch.arange(gh * gw, dtype=torch.int64).view(1, gh, gw).expand(batch, gh, gw)
     if not isinstance(groups, torch.Tensor):
-        groups = torch.as_tensor(groups)
+        try:
+            groups = torch.as_tensor(groups)
+        except (TypeError, ValueError, RuntimeError):
+            raise CaapError(f"groups must be an integer map [gh, gw] or [B, gh, gw], got {groups!r}") from None
     if groups.is_floating_point() or groups.dtype == torch.bool:
         raise CaapError(f"groups must be an integer tensor [gh, gw] or [B, gh, gw], got dtype {groups.dtype}")
     if tuple(groups.shape) not in ((gh, gw), (batch, gh, gw)):
         raise CaapError(
             f"groups has shape {tuple(groups.shape)}, expected the patch grid [{gh}, {gw}] or [{batch}, {gh}, {gw}]"
         )
-    return groups.expand(batch, gh, gw).to("cpu", torch.int64)
+    groups = groups.expand(batch, gh, gw).to("cpu", torch.int64)
+    empty = (groups < 0).flatten(1).all(1)
+    if bool(empty.any()):
+        raise CaapError(f"groups patch nothing in image {int(empty.nonzero()[0, 0])}: every group id is negative")
+    return groups
 
 
 def superpatch_groups(grid: tuple[int, int], size: int) -> torch.Tensor:

@@ -19,6 +19,8 @@ def resolve_target(target: TargetLike, logits: torch.Tensor) -> torch.Tensor:
     if isinstance(target, bool):
         raise CaapError(f"target must be an int, a sequence or a tensor of class indices, got {target!r}")
     if isinstance(target, int):
+        if not 0 <= target < num_classes:
+            raise CaapError(f"target {target} is out of range; expected a class index in 0..{num_classes - 1}")
         t = torch.full((batch,), target, dtype=torch.int64)
     else:
         try:

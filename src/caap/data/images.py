@@ -10,13 +10,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from caap.errors import CaapError
 
+MAX_PIXELS = 64 * 10**6
+
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open ``path`` as an 8-bit RGB PIL image.
 
     Grey, palette, CMYK, YCbCr and LAB images are converted to RGB; transparent images (RGBA, LA, palette
     with transparency) are composited on white; 16-bit and 32-bit grey images are rescaled to 8 bits; the
-    EXIF orientation is applied. Anything else raises :class:`CaapError` naming the file.
+    EXIF orientation is applied. Anything else raises :class:`CaapError` naming the file, and so does an
+    image of more than ``MAX_PIXELS`` (64 megapixels: decoding one takes several GB; a ViT sees 224 px).
     """
     path = Path(path)
     if not path.exists():
@@ -25,9 +28,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise CaapError(f"image {str(path)!r} is a folder, expected an image file")
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise CaapError(f"image {str(path)!r} has {width}x{height} pixels, more than the "
+                                f"{MAX_PIXELS // 10**6} megapixels caap decodes; downscale it first")
             img.load()
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
+    except Image.DecompressionBombError:
+        raise CaapError(f"image {str(path)!r} is larger than Pillow decodes safely (a decompression bomb?)") from None
     except UnidentifiedImageError:
         raise CaapError(f"{str(path)!r} is not an image file that Pillow can read (expected PNG, JPEG, …)") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -83,6 +83,8 @@ class Explainer(ABC):
         if unknown:
             key = next(iter(unknown))
             raise CaapError(f"method {self.name!r} takes no option {key!r}; expected one of {self.options()}")
+        if normalization is not None and not isinstance(normalization, Normalization):
+            raise CaapError(f"normalization must be a caap Normalization(mean, std), got {normalization!r}")
         self.adapter = adapt(model, normalization)
         self.model = self.adapter.model
         self.dtype = check_dtype(dtype)
@@ -123,8 +125,12 @@ class Explainer(ABC):
         grid = self.adapter.check_input(images)
         start = time.perf_counter()
         with eval_mode(self.model):
-            images = images.to(self.device)
+            images = images.to(self.device, self._input_dtype())  # float64 / half inputs: the model's dtype
             forward = self._forward(images)
+            finite = torch.isfinite(forward.scores).all(1)
+            if not bool(finite.all()):
+                raise CaapError(f"the model's output for image {int((~finite).nonzero()[0, 0])} is not finite (NaN "
+                                "or inf); check the model's weights")
             tgt = resolve_target(target, forward.scores)
             maps = self._attribute(images, tgt, grid=grid, forward=forward, **options)
         size = (images.shape[2], images.shape[3])
@@ -136,6 +142,13 @@ class Explainer(ABC):
                 "seconds": time.perf_counter() - start}
         class_scores = None if maps.class_scores is None else maps.class_scores.float().cpu()
         return Attribution(maps.scores.detach().float().cpu(), tgt, size, self.name, class_scores, meta)
+
+    def _input_dtype(self) -> torch.dtype:
+        """The dtype of the model's parameters (inputs are cast to it; autocast handles ``dtype=``)."""
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
 
     def _forward(self, images: torch.Tensor) -> Forward:
         """One forward of the images: the scores the target is resolved from (default: the logits)."""

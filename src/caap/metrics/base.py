@@ -8,6 +8,7 @@ from typing import ClassVar, final
 import torch
 import torch.nn.functional as F
 
+from caap.adapters import adapt
 from caap.errors import CaapError
 from caap.registry import Registry
 
@@ -57,7 +58,13 @@ class Metric(ABC):
             if tuple(masks.shape) != (images.shape[0], *images.shape[-2:]):
                 raise CaapError(f"masks must be [B, H, W]={(images.shape[0], *images.shape[-2:])}, "
                                 f"got {tuple(masks.shape)}")
-        targets = torch.as_tensor(targets, dtype=torch.int64)
+        targets = torch.as_tensor(targets, dtype=torch.int64).reshape(-1)
+        if targets.shape[0] != images.shape[0]:
+            raise CaapError(f"targets must be [B={images.shape[0]}], got {tuple(targets.shape)}")
+        classes = adapt(model).num_classes if self.needs_model else None
+        if classes is not None and bool(((targets < 0) | (targets >= classes)).any()):
+            bad = int(targets[(targets < 0) | (targets >= classes)][0])
+            raise CaapError(f"target {bad} is out of range; expected a class index in 0..{classes - 1}")
         return self.evaluate(model, images, targets, maps.detach().float().cpu(),
                              None if masks is None else masks.bool().cpu()).float().cpu()
 
