@@ -296,3 +296,14 @@ def test_outputs_never_overwrite_inputs_and_names_are_unique(weights, tmp_path, 
     names = [r["png"] for r in results]
     assert names == ["a-2.caap.png", "a_1.caap.png", "a-3.caap.png", "a.caap.caap.png"]  # a.caap.png is an input
     assert all((tmp_path / r["npy"]).is_file() for r in results)
+
+
+def test_usage_errors_are_one_line_without_the_usage_block(capsys):
+    for args, message in [(["bogus"], "invalid choice: 'bogus'"),
+                          (["explain", "x.png", "--model", "m", "--out", "o", "--dtype", "int8"],
+                           "explain: argument --dtype: invalid choice: 'int8'"),
+                          (["bench", "--model", "m"], "the following arguments are required: --data, --out"),
+                          (["demo", "--images", "many"], "argument --images: invalid int value: 'many'")]:
+        code, _, err = run(args, capsys)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("caap: error:") and message in err, err
+        assert "usage:" not in err

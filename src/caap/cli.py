@@ -16,7 +16,10 @@ from caap.version import __version__
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed as one line)
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -34,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with caap's error style: one line on stderr, exit status 2, no usage block."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("caap").strip()
+        self.exit(2, f"caap: error: {where + ': ' if where else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from caap.methods import METHODS  # the registries feed the choices listed in --help
     from caap.metrics import METRICS
@@ -43,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default caap); NAME is one of {method_names}")
     methods_help = f"comma-separated NAME[:KEY=VALUE…] (NAME: {method_names})"
     metrics_help = f"comma-separated NAME[:KEY=VALUE…], e.g. deletion:step=4 (NAME: {metric_names})"
-    parser = argparse.ArgumentParser(prog="caap", description="Causal Attribution via Activation Patching for ViTs")
+    parser = _Parser(prog="caap", description="Causal Attribution via Activation Patching for ViTs")
     parser.add_argument("--version", action="version", version=f"caap {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
