@@ -92,3 +92,49 @@ def test_concurrent_resumes_keep_every_method(tmp_path):
         t.join()
     assert not errors
     assert set(json.loads(store.config_path.read_text())["methods"]) == {"caap", "rollout", "gae", "saliency"}
+
+
+def test_a_model_that_does_not_fit_the_data_is_flagged(tmp_path, capsys):
+    args = ["bench", "--model", "caap-demo", "--data", "synthetic:conjunction", "--limit", "30", "--methods",
+            "rollout", "--metrics", "pointing_game", "--out", str(tmp_path / "bad")]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    table = json.loads((tmp_path / "bad" / "table.json").read_text())
+    assert table["accuracy"]["n"] == 30 and table["accuracy"]["value"] < table["accuracy"]["threshold"]
+    assert "caap: warning: the model's accuracy on these 30 images" in captured.err
+    assert "**Warning:**" in (tmp_path / "bad" / "table.md").read_text()
+    assert "not clearly above chance" in (tmp_path / "bad" / "report.html").read_text()
+    good = run(BenchConfig(**{**QUICK, "limit": 10, "metrics": ["pointing_game"]}), tmp_path / "good", progress=False,
+               report=False)
+    assert good["warning"] is None and good["accuracy"]["value"] >= 0.9
+    assert "n = 10 images" in (tmp_path / "good" / "table.md").read_text()
+
+
+def test_target_labels_file_device_dtype_batch_size_and_versions(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("cat.png", "dog.png"):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / name)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,class\ncat.png,3\ndog.png,7\n")
+    config = BenchConfig(model="caap-demo", data=str(folder), labels=str(labels), methods=["caap"],
+                         metrics=["sparseness"], device="cpu", dtype="bfloat16", batch_size=8)
+    run(config, tmp_path / "run", progress=False, report=False)
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "run" / "records").glob("*.json"))]
+    assert [r["label"] for r in records] == [3, 7] and [r["target"] for r in records] == [3, 7]
+    assert records[0]["meta"]["dtype"] == "bfloat16" and records[0]["meta"]["batch_size"] == 8
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {"caap", "torch", "timm"} <= set(stored["info"]["versions"]) and stored["info"]["device"] == "cpu"
+    assert stored["info"]["method_settings"]["caap"]["layers"] == [0, 1, 2, 3]
+    pred = run(BenchConfig(**{**QUICK, "target": "pred", "limit": 3}), tmp_path / "pred", progress=False,
+               report=False)
+    assert pred is not None
+    for path in (tmp_path / "pred" / "records").glob("*.json"):
+        r = json.loads(path.read_text())
+        assert r["target"] == r["prediction"]
+    labels.write_text("file,class\ncat.png,3\n")
+    with pytest.raises(CaapError, match="no row for 'dog.png'"):
+        run(BenchConfig(model="caap-demo", data=str(folder), labels=str(labels), methods=["rollout"],
+                        metrics=["sparseness"]), tmp_path / "missing", progress=False)
+    assert not (tmp_path / "missing" / "config.json").exists()

@@ -121,6 +121,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
     p.add_argument("--limit", type=int, help="use the first N images (after --every)")
     p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
+    p.add_argument("--labels", help="CSV of file,class rows for an image folder without WordNet ids in its names")
+    p.add_argument("--target", default="label", choices=["label", "pred"],
+                   help="explain each image's label (default) or the model's prediction")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: where the model is, the CPU)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="CAAP's fast modes: autocast dtype (default float32)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="runs per forward chunk, for the methods that take batch_size (default: automatic)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -233,12 +241,23 @@ def _check_subset(args: argparse.Namespace) -> None:
         raise CaapError(f"--every {args.every}: expected a positive step")
 
 
+def _run_options(args: argparse.Namespace) -> dict:
+    """The run-wide options of bench and sweep, checked."""
+    import torch
+
+    _check_subset(args)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CaapError(f"--batch-size {args.batch_size}: expected a positive number")
+    device = str(_device(args.device, torch)) if args.device is not None else None
+    return {"model": args.model, "weights": args.weights, "data": args.data, "masks": args.masks,
+            "limit": args.limit, "every": args.every, "labels": args.labels, "target": args.target,
+            "device": device, "dtype": args.dtype, "batch_size": args.batch_size}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from caap.bench.runner import BenchConfig, run
 
-    _check_subset(args)
-    config = BenchConfig(model=args.model, weights=args.weights, data=args.data, masks=args.masks, limit=args.limit,
-                         every=args.every, methods=_specs(args.methods), metrics=_specs(args.metrics))
+    config = BenchConfig(**_run_options(args), methods=_specs(args.methods), metrics=_specs(args.metrics))
     table = run(config, args.out, rescore=args.rescore)
     if table is not None:
         print((Path(args.out) / "table.md").read_text(), end="")
@@ -269,10 +288,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     widths = _ints(args.widths, "--widths")
     if 0 in widths:
         raise CaapError(f"--widths {args.widths!r}: a band has at least one block")
-    _check_subset(args)
-    config = SweepConfig(model=args.model, weights=args.weights, data=args.data, masks=args.masks, limit=args.limit,
-                         every=args.every, starts=_ints(args.starts, "--starts"), widths=widths, contexts=contexts,
-                         scores=scores, metrics=_specs(args.metrics))
+    config = SweepConfig(**_run_options(args), starts=_ints(args.starts, "--starts"), widths=widths,
+                         contexts=contexts, scores=scores, metrics=_specs(args.metrics))
     summary = sweep(config, args.out)
     for s in summary["settings"]:
         means = "  ".join(f"{k} {v:.4f}" for k, v in s["means"].items())

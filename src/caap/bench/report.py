@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from caap.bench.store import RunStore
-from caap.bench.table import cell_text
+from caap.bench.table import cell_text, footer
 from caap.io import atomic_write_bytes, save_figure
 from caap.methods import METHODS
 from caap.viz import grid_figure
@@ -84,7 +84,7 @@ figure{{display:inline-block;margin:8px}} img{{max-width:720px}}</style></head>
 <body><h1>caap benchmark</h1>
 <pre>{html.escape(json.dumps(settings, indent=1))}</pre>
 <table id="results"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>
-<p>mean ± standard error over images; best per column in bold; last column: seconds per image.</p>
+<p>{html.escape(footer(table).replace("**", ""))} Best per column in bold; last column: seconds per image.</p>
 {figures}
 </body></html>
 """

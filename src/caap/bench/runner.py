@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ import torch
 from timm.data import create_transform, resolve_model_data_config
 from tqdm.auto import tqdm
 
-from caap.adapters import create_model
+from caap.adapters import adapt, create_model
 from caap.bench.report import curve_plots, example_grid, write_html
 from caap.bench.store import RunStore
 from caap.bench.table import summarize
@@ -45,12 +47,24 @@ class BenchConfig:
     masks: str | None = None
     limit: int | None = None
     every: int = 1
+    target: str = "label"
+    labels: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "weights": self.weights, "data": self.data, "masks": self.masks,
-                "limit": self.limit, "every": self.every, "methods": self.methods, "metrics": self.metrics,
-                **self.extra}
+                "labels": self.labels, "limit": self.limit, "every": self.every, "target": self.target,
+                "methods": self.methods, "metrics": self.metrics, "device": self.device, "dtype": self.dtype,
+                "batch_size": self.batch_size, **self.extra}
+
+    def method_options(self, spec: str) -> dict:
+        """The run-wide options a method takes: ``device``, ``dtype``, ``batch_size`` where it has one."""
+        accepted = set(METHODS.get(spec).options())
+        options = {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size}
+        return {k: v for k, v in options.items() if v is not None and k in accepted}
 
 
 def _dist() -> tuple[int, int]:
@@ -72,6 +86,8 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     ``report``: write the plots and ``report.html`` besides the table. ``loaded``: the ``(model, dataset)``
     of :func:`load`, when the caller already has them."""
     store = RunStore(out)
+    if config.target not in ("label", "pred"):
+        raise CaapError(f"--target {config.target!r}: expected label or pred")
     if not config.methods:
         raise CaapError("--methods is empty; expected e.g. caap,rollout,gae")
     if not config.metrics:
@@ -85,11 +101,13 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     if needy and not getattr(dataset, "has_masks", False):
         raise CaapError(f"metric {needy[0]!r} needs ground-truth masks, and --data {config.data!r} has none "
                         "(give --masks FOLDER, or use --data synthetic[:variant])")
+    explainers = {spec: METHODS.build(spec, model, **config.method_options(spec)) for spec in config.methods}
     rank, world = _dist()
     settings = config.to_dict()
     if rank == 0:
-        store.open(settings, growing=("methods",))
-    explainers = {spec: METHODS.build(spec, model) for spec in config.methods}
+        store.open(settings, growing=("methods",), info={
+            "versions": versions(), "device": str(next(iter(explainers.values())).device),
+            "method_settings": {spec: e.settings() for spec, e in explainers.items()}})
     mine = [i for i in range(len(dataset)) if i % world == rank]
     todo = [(i, m) for i in mine for m in config.methods if not store.done(i, m)]
     bar = tqdm(total=len(todo), desc=f"bench[{rank}]", unit="map", disable=not progress)
@@ -99,13 +117,14 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
             item, current = dataset[i], i
         x = item.image[None]
         start = time.perf_counter()
-        att = explainers[name].explain(x, target=[item.label])
+        att = explainers[name].explain(x, target=[item.label] if config.target == "label" else None)
         seconds = time.perf_counter() - start
+        prediction = int(att.meta["prediction"][0])
         scores, curves = _score(_bound(metric_objs, name), model, x, att.target, att.scores, item.mask)
         save_npy(store.map_path(i, name), att.scores[0].numpy())
         save_json(store.record_path(i, name), {
             "index": i, "id": item.id, "method": name, "label": item.label, "target": int(att.target[0]),
-            "seconds": seconds, "metrics": scores, "curves": curves,
+            "prediction": prediction, "seconds": seconds, "metrics": scores, "curves": curves,
             "meta": {k: v for k, v in att.meta.items() if _plain(v) and k != "seconds"}})
         bar.update(1)
     bar.close()
@@ -125,7 +144,9 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
         torch.distributed.barrier()
     if rank != 0:
         return None
-    table = summarize(store, config.methods, config.metrics)
+    table = summarize(store, config.methods, config.metrics, num_classes=adapt(model).num_classes)
+    if table.get("warning"):
+        print(f"caap: warning: {table['warning']}", file=sys.stderr)
     if report:
         plots = curve_plots(store, config.methods)
         grid = example_grid(store, dataset, config.methods)
@@ -172,5 +193,16 @@ def load(config: BenchConfig):
         variant = config.data.split(":", 1)[1] if ":" in config.data else "simple"
         dataset = Synthetic(variant, size=config.limit * config.every if config.limit else 200)
     else:
-        dataset = ImageFolder(config.data, create_transform(**resolve_model_data_config(model)), config.masks)
+        dataset = ImageFolder(config.data, create_transform(**resolve_model_data_config(model)), config.masks,
+                              labels=config.labels, need_labels=config.target == "label")
     return model, Subset(dataset, range(0, len(dataset), config.every)[:config.limit])
+
+
+def versions() -> dict:
+    """The versions a run's numbers come from."""
+    import timm
+
+    from caap.version import __version__
+
+    return {"caap": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version()}

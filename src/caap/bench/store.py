@@ -22,7 +22,8 @@ from caap.specs import file_stem
 
 class RunStore:
     """A run folder. ``fixed`` settings must match on a resume; ``growing`` ones (lists) may gain entries,
-    and the stored lists keep every entry ever run (in order)."""
+    and the stored lists keep every entry ever run (in order). ``info`` (versions, device, each method's
+    resolved settings) is recorded under ``"info"`` and never compared."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -61,13 +62,13 @@ class RunStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def open(self, settings: dict, growing: tuple[str, ...] = ()) -> dict:
+    def open(self, settings: dict, growing: tuple[str, ...] = (), info: dict | None = None) -> dict:
         """Start or resume: write ``config.json`` for a new run; for a resume, refuse other ``fixed`` settings
         and store the union of the ``growing`` lists. Returns the stored settings."""
         with self.locked():
-            return self._open(settings, growing)
+            return self._open(settings, growing, info or {})
 
-    def _open(self, settings: dict, growing: tuple[str, ...]) -> dict:
+    def _open(self, settings: dict, growing: tuple[str, ...], info: dict) -> dict:
         settings = json.loads(json.dumps(settings))  # JSON's view of the values, as they will be stored
         stored = settings
         if self.config_path.is_file():
@@ -76,13 +77,18 @@ class RunStore:
                 raise CaapError(f"{str(self.config_path)!r} is corrupt (not a JSON object of run settings); "
                                 "delete it to start this run anew, or use another folder")
             fixed_now = {k: v for k, v in settings.items() if k not in growing}
-            fixed_then = {k: v for k, v in previous.items() if k not in growing}
+            fixed_then = {k: v for k, v in previous.items() if k not in growing and k != "info"}
             if fixed_now != fixed_then:
                 key = next(k for k in sorted(set(fixed_now) | set(fixed_then)) if fixed_now.get(k) != fixed_then.get(k))
                 raise CaapError(
                     f"{str(self.root)!r} holds a run with other settings (other data, model or metrics: {key} is "
                     f"{fixed_then.get(key)!r} there, {fixed_now.get(key)!r} now); use another folder to start anew")
             stored = {**settings, **{k: list(dict.fromkeys(previous.get(k, []) + settings[k])) for k in growing}}
+            old = previous.get("info") or {}
+            info = {**old, **info, **({"method_settings": {**old.get("method_settings", {}),
+                                                           **info.get("method_settings", {})}} if info else {})}
+        if info:
+            stored = {**stored, "info": json.loads(json.dumps(info, default=str))}
         save_json(self.config_path, stored)
         return stored
 

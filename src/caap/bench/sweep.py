@@ -37,6 +37,11 @@ class SweepConfig:
     masks: str | None = None
     limit: int | None = None
     every: int = 1
+    labels: str | None = None
+    target: str = "label"
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int | None = None
 
 
 def setting_spec(start: int, width: int, context: str, score: str) -> str:
@@ -52,7 +57,7 @@ def settings(config: SweepConfig, depth: int) -> list[tuple[int, int, str, str]]
 
 def sweep(config: SweepConfig, out: str | Path, progress: bool = True) -> dict:
     bench = BenchConfig(config.model, config.data, [], config.metrics, config.weights, config.masks, config.limit,
-                        config.every)
+                        config.every, config.target, config.labels, config.device, config.dtype, config.batch_size)
     model, dataset = load(bench)
     depth = adapt(model).num_blocks
     grid = settings(config, depth)

@@ -30,13 +30,17 @@ class Item:
 
 
 class ImageFolder:
-    """Images under ``root`` (sorted), labelled by the ImageNet WordNet id in the file or folder name.
+    """Images under ``root`` (sorted), labelled by a labels file or by the ImageNet WordNet id in the file or
+    folder name.
 
     ``masks``: an optional folder with ``<stem>.png`` per image (non-zero = object), resized like the image
-    (nearest). ``transform``: the model's preprocessing (PIL -> normalised tensor).
+    (nearest). ``transform``: the model's preprocessing (PIL -> normalised tensor). ``labels``: an optional
+    CSV file of ``file,class`` rows (``file`` relative to ``root``, ``class`` an index). ``need_labels``:
+    without it, an image with no label gets ``-1`` instead of an error (runs that explain predictions).
     """
 
-    def __init__(self, root: str | Path, transform: Callable, masks: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path, transform: Callable, masks: str | Path | None = None,
+                 labels: str | Path | None = None, need_labels: bool = True) -> None:
         from timm.data import ImageNetInfo
 
         self.root = Path(root)
@@ -52,6 +56,11 @@ class ImageFolder:
         self.masks = Path(masks) if masks else None
         if self.masks is not None and not self.masks.is_dir():
             raise CaapError(f"masks folder {str(masks)!r} does not exist")
+        self.need_labels = need_labels
+        self._table = read_labels(labels) if labels else None
+        if need_labels:
+            for path in self.files:  # every label checked before any work
+                self.label(path)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -62,11 +71,21 @@ class ImageFolder:
         return self.masks is not None
 
     def label(self, path: Path) -> int:
+        if self._table is not None:
+            key = path.relative_to(self.root).as_posix()
+            if key in self._table:
+                return self._table[key]
+            if self.need_labels:
+                raise CaapError(f"the labels file has no row for {key!r}")
+            return -1
         for text in (path.name, path.parent.name):
             match = _WNID.search(text)
             if match and match.group() in self._index:
                 return self._index[match.group()]
-        raise CaapError(f"no ImageNet WordNet id (nXXXXXXXX) in {str(path)!r} or its folder name")
+        if not self.need_labels:
+            return -1
+        raise CaapError(f"no ImageNet WordNet id (nXXXXXXXX) in {str(path)!r} or its folder name; give a "
+                        "labels file (--labels FILE, rows file,class) or --target pred")
 
     def __getitem__(self, i: int) -> Item:
         path = self.files[i]
@@ -113,3 +132,27 @@ class Subset:
 
     def __getitem__(self, i: int) -> Item:
         return self.dataset[self.indices[i]]
+
+
+def read_labels(path: str | Path) -> dict[str, int]:
+    """A ``file,class`` CSV (an optional header row ``file,class``) as ``{file: class index}``."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise CaapError(f"labels file {str(path)!r} does not exist")
+    table: dict[str, int] = {}
+    with open(path, newline="") as handle:
+        for n, row in enumerate(csv.reader(handle), 1):
+            if not row or (n == 1 and [c.strip().lower() for c in row] == ["file", "class"]):
+                continue
+            if len(row) != 2:
+                raise CaapError(f"labels file {str(path)!r}, line {n}: expected file,class, got {row!r}")
+            try:
+                value = int(row[1])
+            except ValueError:
+                raise CaapError(f"labels file {str(path)!r}, line {n}: class {row[1]!r} is not an index") from None
+            if value < 0:
+                raise CaapError(f"labels file {str(path)!r}, line {n}: class {value} is negative")
+            table[row[0].strip()] = value
+    return table

@@ -139,7 +139,7 @@ class Explainer(ABC):
             raise CaapError(f"method {self.name!r} ({self.resolution} resolution) returned maps of shape "
                             f"{tuple(maps.scores.shape)}, expected {expected}")
         meta = {**self.settings(), "signed": self.signed, "resolution": self.resolution, **maps.meta,
-                "seconds": time.perf_counter() - start}
+                "prediction": forward.scores.argmax(-1).cpu(), "seconds": time.perf_counter() - start}
         class_scores = None if maps.class_scores is None else maps.class_scores.float().cpu()
         return Attribution(maps.scores.detach().float().cpu(), tgt, size, self.name, class_scores, meta)
 
