@@ -138,3 +138,44 @@ def test_target_labels_file_device_dtype_batch_size_and_versions(tmp_path):
         run(BenchConfig(model="caap-demo", data=str(folder), labels=str(labels), methods=["rollout"],
                         metrics=["sparseness"]), tmp_path / "missing", progress=False)
     assert not (tmp_path / "missing" / "config.json").exists()
+
+
+def test_the_table_marks_only_significant_bests_and_compares_pairs(tmp_path, capsys):
+    from scipy.stats import wilcoxon
+
+    from caap.bench import stats
+
+    store = RunStore(tmp_path)
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.5, 0.1, 40)
+    per = {"a": base - 0.05, "b": base, "c": base + rng.normal(0, 0.001, 40)}  # a clearly lowest; b ~ c
+    for method, values in per.items():
+        for i, v in enumerate(values):
+            from caap.io import save_json
+
+            save_json(store.record_path(i, method), {"index": i, "method": method, "label": 0, "prediction": 0,
+                                                     "seconds": 0.1, "metrics": {"deletion": float(v),
+                                                                                 "insertion": float(v)}})
+    from caap.bench.table import compare, summarize
+
+    table = summarize(store, list(per), ["deletion", "insertion"], num_classes=10)
+    assert table["best"]["deletion"] == "a" and table["tests"]["deletion"]["p"] < 0.05  # lower is better
+    assert "insertion" not in table["best"] and set(table["ties"]["insertion"]) == {"b", "c"}
+    assert table["tests"]["insertion"]["p"] == pytest.approx(wilcoxon(per["c"] - per["b"]).pvalue)
+    row = table["rows"]["a"]["deletion"]
+    assert row["low"] < row["mean"] < row["high"] and row["n"] == 40
+    md = (tmp_path / "table.md").read_text()
+    assert "**" in md and "(tie)" in md and "n = 40 images" in md
+    view = compare(store, list(per), ["deletion"], "b")
+    d = stats.paired({i: v for i, v in enumerate(per["a"])}, {i: v for i, v in enumerate(per["b"])})
+    assert d["mean"] == pytest.approx(-0.05) and d["high"] < 0 and f"{d['mean']:+.4f}" in view
+
+
+def test_bench_compare_view(tmp_path, capsys):
+    args = ["bench", "--model", "caap-demo", "--data", "synthetic", "--limit", "4", "--methods", "caap,rollout",
+            "--metrics", "pointing_game,sparseness", "--compare", "caap", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Paired difference to caap" in out and "| rollout |" in out and "p=" in out
+    assert (tmp_path / "compare_caap.md").is_file()
+    assert main([*args[:-4], "--compare", "gae", "--out", str(tmp_path)]) == 2

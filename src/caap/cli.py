@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (re-running the same command resumes)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute the metrics of finished records from their saved maps")
+    p.add_argument("--compare", metavar="METHOD",
+                   help="also print (and write compare_METHOD.md) each method's paired difference to METHOD")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="CAAP layer band x context x score sweep: a bench run over generated specs "
@@ -258,9 +260,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from caap.bench.runner import BenchConfig, run
 
     config = BenchConfig(**_run_options(args), methods=_specs(args.methods), metrics=_specs(args.metrics))
+    if args.compare is not None and args.compare not in config.methods:
+        raise CaapError(f"--compare {args.compare!r} is not one of --methods {config.methods}")
     table = run(config, args.out, rescore=args.rescore)
     if table is not None:
         print((Path(args.out) / "table.md").read_text(), end="")
+        if args.compare is not None:
+            from caap.bench.store import RunStore
+            from caap.bench.table import compare
+            from caap.io import atomic_write_bytes
+            from caap.specs import file_stem
+
+            view = compare(RunStore(args.out), config.methods, config.metrics, args.compare)
+            atomic_write_bytes(Path(args.out) / f"compare_{file_stem(args.compare)}.md", view.encode())
+            print("\n" + view, end="")
     return 0
 
 

@@ -4,48 +4,76 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from caap.bench import stats
 from caap.bench.store import RunStore
+from caap.errors import CaapError
 from caap.io import atomic_write_bytes, save_json
 from caap.metrics import METRICS
 
 
 def summarize(store: RunStore, methods: list[str], metrics: list[str], num_classes: int | None = None) -> dict:
-    """Mean ± standard error per method × metric (and seconds per image), and the model's accuracy on the
-    run's images, written as Markdown, CSV, JSON."""
-    values: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    """Per method × metric: mean, standard error, 95 % bootstrap interval and n (and seconds per image); per
+    column the best method and whether a paired test separates it from the runner-up (else a tie); the
+    model's accuracy on the run's images. Written as Markdown, CSV and JSON."""
+    values = per_image(store, methods)
     outcomes: dict[int, tuple[int, int]] = {}  # image index -> (prediction, label)
     for record in store.records():
-        if record["method"] not in values:
-            continue
-        if "prediction" in record:
+        if record["method"] in values and "prediction" in record:
             outcomes[record["index"]] = (record["prediction"], record["label"])
-        cell = values[record["method"]]
-        cell.setdefault("seconds", []).append(record["seconds"])
-        for name, v in record["metrics"].items():
-            cell.setdefault(name, []).append(v)
     columns = [m for m in metrics if any(m in values[k] for k in values)] + ["seconds"]
-    table = {"columns": columns, "rows": {}, "n": {}}
-    for method, cell in values.items():
-        table["rows"][method] = {}
-        for c in columns:
-            v = np.asarray(cell.get(c, []), dtype=np.float64)
-            se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-            table["rows"][method][c] = {"mean": float(v.mean()) if len(v) else float("nan"), "se": se, "n": len(v)}
-    best = {}
+    table = {"columns": columns, "rows": {}, "best": {}, "ties": {}, "tests": {}}
+    for method, per_metric in values.items():
+        table["rows"][method] = {c: stats.cell(per_metric.get(c, {})) for c in columns}
     for c in columns[:-1]:
-        direction = METRICS.get(c).higher_is_better
-        means = {m: table["rows"][m][c]["mean"] for m in values if not math.isnan(table["rows"][m][c]["mean"])}
-        if means:
-            best[c] = (max if direction else min)(means, key=means.get)
-    table["best"] = best
-    table["images"] = len({r["index"] for r in store.records() if r["method"] in values})
+        result = stats.best({m: values[m].get(c, {}) for m in values}, METRICS.get(c).higher_is_better)
+        if result is None:
+            continue
+        table["tests"][c] = result
+        if result["significant"]:
+            table["best"][c] = result["method"]
+        else:
+            table["ties"][c] = [result["method"], result["runner_up"]]
+    table["images"] = len({i for per_metric in values.values() for v in per_metric.values() for i in v})
     table["accuracy"], table["warning"] = accuracy(outcomes, num_classes)
     save_json(store.root / "table.json", table)
     atomic_write_bytes(store.root / "table.md", markdown(table).encode())
     atomic_write_bytes(store.root / "table.csv", _csv(table).encode())
     return table
+
+
+def per_image(store: RunStore, methods: list[str]) -> dict[str, dict[str, dict[int, float]]]:
+    """``{method: {metric: {image index: value}}}`` (``"seconds"`` among the metrics)."""
+    values: dict[str, dict[str, dict[int, float]]] = {m: {} for m in methods}
+    for record in store.records():
+        if record["method"] not in values:
+            continue
+        cell = values[record["method"]]
+        cell.setdefault("seconds", {})[record["index"]] = record["seconds"]
+        for name, v in record["metrics"].items():
+            cell.setdefault(name, {})[record["index"]] = v
+    return values
+
+
+def compare(store: RunStore, methods: list[str], metrics: list[str], reference: str) -> str:
+    """Markdown: each method's paired difference to ``reference`` per metric (mean, 95 % paired bootstrap
+    interval, Wilcoxon p-value, n)."""
+    values = per_image(store, methods)
+    if reference not in values:
+        raise CaapError(f"--compare {reference!r} is not one of the run's methods {methods}")
+    columns = [m for m in metrics if any(m in values[k] for k in values)]
+    lines = [f"Paired difference to {reference} (method − {reference}; 95 % paired bootstrap interval; "
+             "Wilcoxon signed-rank p)", "", "| method | " + " | ".join(
+                 f"{c} {'↑' if METRICS.get(c).higher_is_better else '↓'}" for c in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for method in values:
+        if method == reference:
+            continue
+        cells = []
+        for c in columns:
+            d = stats.paired(values[method].get(c, {}), values[reference].get(c, {}))
+            cells.append(f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] p={d['p']:.3g} (n={d['n']})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def accuracy(outcomes: dict[int, tuple[int, int]], num_classes: int | None) -> tuple[dict | None, str | None]:
@@ -68,9 +96,13 @@ def accuracy(outcomes: dict[int, tuple[int, int]], num_classes: int | None) -> t
 
 
 def cell_text(table: dict, method: str, column: str) -> str:
-    """``mean ± se`` of one cell (seconds: the mean alone)."""
+    """``mean [95 % interval]`` of one cell, ``(tie)`` where the best does not beat it significantly
+    (seconds: the mean alone)."""
     v = table["rows"][method][column]
-    return f"{v['mean']:.4f} ± {v['se']:.4f}" if column != "seconds" else f"{v['mean']:.2f}"
+    if column == "seconds":
+        return f"{v['mean']:.2f}"
+    text = f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
+    return text + (" (tie)" if method in table.get("ties", {}).get(column, []) else "")
 
 
 def markdown(table: dict) -> str:
@@ -90,7 +122,9 @@ def markdown(table: dict) -> str:
 def footer(table: dict) -> str:
     """n, the model's accuracy and any warning, in one paragraph."""
     acc = table.get("accuracy")
-    text = f"n = {table.get('images', 0)} images; mean ± standard error"
+    text = (f"n = {table.get('images', 0)} images; mean [95 % bootstrap interval]; bold: best, beating the "
+            f"runner-up in a paired Wilcoxon signed-rank test (p < {stats.ALPHA}); (tie): best and runner-up not "
+            "separated")
     if acc:
         text += f"; model accuracy on them {acc['value']:.1%} (chance {acc['chance']:.1%})"
     if table.get("warning"):
@@ -99,8 +133,8 @@ def footer(table: dict) -> str:
 
 
 def _csv(table: dict) -> str:
-    rows = ["method,metric,mean,se,n"]
+    rows = ["method,metric,mean,se,ci_low,ci_high,n"]
     for method, row in table["rows"].items():
         for c, v in row.items():
-            rows.append(f"{method},{c},{v['mean']:.6g},{v['se']:.6g},{v['n']}")
+            rows.append(f"{method},{c},{v['mean']:.6g},{v['se']:.6g},{v['low']:.6g},{v['high']:.6g},{v['n']}")
     return "\n".join(rows) + "\n"
