@@ -274,3 +274,37 @@ def test_bad_groups_normalization_and_broken_models_are_caap_errors(model):
         methods.get("caap")(broken).explain(images())
     with pytest.raises(CaapError, match="target 10 is out of range"):
         metrics.build("deletion")(model, images(1), torch.tensor([10]), torch.zeros(1, *GRID))
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("name", methods.available())
+def test_two_threads_on_one_model_give_the_sequential_maps(name, training):
+    """Issue 13: concurrent calls on one shared model are serialised by its lock, not interleaved."""
+    import threading
+
+    from modelstate import assert_untouched, snapshot
+
+    shared = build("timm_conv_stem")  # BatchNorm in the stem: training mode would change its statistics
+    shared.train(training)
+    before = snapshot(shared)
+    explainer = methods.get(name)(shared, **FAST.get(name, {}))
+    x = images(2)
+    expected = [explainer.explain(x[i : i + 1], target=[i]).scores for i in range(2)]
+    results, errors = [None, None], []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                results[i] = methods.get(name)(shared, **FAST.get(name, {})).explain(x[i : i + 1], target=[i]).scores
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for got, want in zip(results, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    assert_untouched(shared, before)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -12,6 +14,21 @@ from caap.errors import CaapError
 
 FAST_DTYPES = (torch.bfloat16, torch.float16)
 SUPPORTED_DEVICES = ("cpu", "cuda")
+
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """One re-entrant lock per model object: every call that changes a model's state for its duration (eval
+    mode, attention flags, hooks) holds it, so concurrent calls on one shared model run one after the other
+    and each sees only its own changes; calls on different models still run in parallel."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 @contextlib.contextmanager

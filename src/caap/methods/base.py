@@ -20,7 +20,7 @@ from torch import nn
 from caap.adapters import Adapter, adapt
 from caap.core.attribution import Attribution
 from caap.core.contexts import Normalization
-from caap.core.state import check_dtype, eval_mode, model_device, place
+from caap.core.state import check_dtype, eval_mode, model_device, model_lock, place
 from caap.core.targets import TargetLike, resolve_target
 from caap.errors import CaapError
 from caap.registry import Registry
@@ -117,6 +117,8 @@ class Explainer(ABC):
         """Explain normalised images ``[B, 3, H, W]`` for ``target`` (None: each image's top-1 class).
 
         The model is in eval mode for the call and comes back with every module's mode as it was found.
+        Calls on one model from several threads are safe: they hold the model's lock
+        (:func:`caap.core.state.model_lock`) in turn, so each sees only its own state changes.
         ``options`` are the method's ``call_options`` (CAAP: ``all_classes``, ``groups``, ``progress``)."""
         unknown = sorted(set(options) - self.call_options)
         if unknown:
@@ -124,7 +126,7 @@ class Explainer(ABC):
             raise CaapError(f"method {self.name!r} takes no call option {unknown[0]!r}; expected {expected}")
         grid = self.adapter.check_input(images)
         start = time.perf_counter()
-        with eval_mode(self.model):
+        with model_lock(self.model), eval_mode(self.model):
             images = images.to(self.device, self._input_dtype())  # float64 / half inputs: the model's dtype
             forward = self._forward(images)
             finite = torch.isfinite(forward.scores).all(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from caap.core.state import model_lock
 from caap.methods.base import Explainer, Forward, Maps, forward_from_leaf, register, target_grad
 
 
@@ -22,7 +23,7 @@ class LRP(Explainer):
 
     def __init__(self, model, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        with self.adapter.conservative():  # fail at construction when the adapter cannot do it
+        with model_lock(self.model), self.adapter.conservative():  # fail at construction if the adapter cannot
             pass
 
     def _forward(self, images: torch.Tensor) -> Forward:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from typing import ClassVar, final
 
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from caap.adapters import adapt
+from caap.core.state import model_lock
 from caap.errors import CaapError
 from caap.registry import Registry
 
@@ -65,8 +67,9 @@ class Metric(ABC):
         if classes is not None and bool(((targets < 0) | (targets >= classes)).any()):
             bad = int(targets[(targets < 0) | (targets >= classes)][0])
             raise CaapError(f"target {bad} is out of range; expected a class index in 0..{classes - 1}")
-        return self.evaluate(model, images, targets, maps.detach().float().cpu(),
-                             None if masks is None else masks.bool().cpu()).float().cpu()
+        with model_lock(adapt(model).model) if self.needs_model else contextlib.nullcontext():
+            return self.evaluate(model, images, targets, maps.detach().float().cpu(),
+                                 None if masks is None else masks.bool().cpu()).float().cpu()
 
     @abstractmethod
     def evaluate(self, model, images, targets, maps, masks) -> torch.Tensor: ...
