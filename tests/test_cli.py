@@ -128,6 +128,9 @@ def _bad_cases(weights, pictures, tmp_path):
 
     save_file({"head.weight": torch.zeros(3, 3)}, str(wrong))
     ok = ["--model", MODEL, "--weights", weights, "--out", tmp_path / "o"]
+    folder = tmp_path / "imgs"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "n01440764_x.png")
     return {
         "missing image": (["explain", tmp_path / "nope.png", *ok], "nope.png' does not exist"),
         "text file": (["explain", pictures["text"], *ok], "not an image file"),
@@ -150,6 +153,25 @@ def _bad_cases(weights, pictures, tmp_path):
         "wrong weights": (["explain", pictures["rgb"], "--model", MODEL, "--weights", wrong, "--out", tmp_path],
                           "do not fit 'test_vit'"),
         "bad top-k": (["explain", pictures["rgb"], *ok, "--top-k", "0"], "--top-k 0"),
+        # issue 13
+        "empty layers": (["explain", pictures["rgb"], *ok, "--layers", ""], "layers '' name no block"),
+        "top-k with a target": (["explain", pictures["rgb"], *ok, "--target", "2", "--top-k", "3"], "--top-k 3"),
+        "meta device": (["explain", pictures["rgb"], *ok, "--device", "meta"], "'meta' is not supported"),
+        "xpu device": (["explain", pictures["rgb"], *ok, "--device", "xpu"], "'xpu' is not supported"),
+        "huge blur": (["explain", pictures["rgb"], *ok, "--context", "blur:1e9"], "up to 1000"),
+        "bad method value": (["explain", pictures["rgb"], *ok, "--method", "rise:masks=100:seed=x"],
+                             "seed must be an int"),
+        "usage error": (["explain", pictures["rgb"], *ok, "--dtype", "int8"], "invalid choice: 'int8'"),
+        "out is a file": (["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--out",
+                           pictures["text"]], "cannot use"),
+        "bench no methods": (["bench", "--model", "caap-demo", "--data", "synthetic", "--methods", "", "--out",
+                              tmp_path / "b"], "--methods is empty"),
+        "bench masks missing": (["bench", "--model", "caap-demo", "--data", folder, "--metrics", "pointing_game",
+                                 "--out", tmp_path / "b"], "needs ground-truth masks"),
+        "bench bad compare": (["bench", "--model", "caap-demo", "--data", "synthetic", "--methods", "caap",
+                               "--compare", "gae", "--out", tmp_path / "b"], "--compare 'gae'"),
+        "sweep bad device": (["sweep", "--model", "caap-demo", "--data", "synthetic", "--device", "mps", "--out",
+                              tmp_path / "s"], "'mps' is not supported"),
     }
 
 
@@ -307,3 +329,18 @@ def test_usage_errors_are_one_line_without_the_usage_block(capsys):
         code, _, err = run(args, capsys)
         assert code == 2 and err.count("\n") == 1 and err.startswith("caap: error:") and message in err, err
         assert "usage:" not in err
+
+
+@pytest.mark.parametrize("error", [(28, "No space left on device"), (13, "Permission denied"),
+                                   (30, "Read-only file system")])
+def test_a_disk_that_refuses_writes_is_one_line(tmp_path, capsys, monkeypatch, error):
+    """Full, not permitted, read-only: simulated at the atomic rename (root writes anywhere on this machine)."""
+    import os
+
+    def refuse(src, dst):
+        raise OSError(error[0], error[1], str(dst))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    code, _, err = run(["demo", "--images", "1", "--out", tmp_path / "d"], capsys)
+    assert code == 2 and err.count("\n") == 1 and error[1] in err and "Traceback" not in err
+    assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]  # no half-written file is left
