@@ -136,8 +136,12 @@ def test_target_labels_file_device_dtype_batch_size_and_versions(tmp_path):
     labels.write_text("file,class\ncat.png,3\n")
     with pytest.raises(CaapError, match="no row for 'dog.png'"):
         run(BenchConfig(model="caap-demo", data=str(folder), labels=str(labels), methods=["rollout"],
-                        metrics=["sparseness"]), tmp_path / "missing", progress=False)
+                        metrics=["sparseness"], target="label"), tmp_path / "missing", progress=False)
     assert not (tmp_path / "missing" / "config.json").exists()
+    run(BenchConfig(model="caap-demo", data=str(folder), labels=str(labels), methods=["rollout"],
+                    metrics=["sparseness"]), tmp_path / "auto", progress=False, report=False)  # target auto
+    cat, dog = (json.loads(p.read_text()) for p in sorted((tmp_path / "auto" / "records").glob("*.json")))
+    assert cat["target"] == 3 and dog["label"] == -1 and dog["target"] == dog["prediction"]
 
 
 def test_the_table_marks_only_significant_bests_and_compares_pairs(tmp_path, capsys):

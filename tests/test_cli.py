@@ -333,14 +333,26 @@ def test_usage_errors_are_one_line_without_the_usage_block(capsys):
 
 @pytest.mark.parametrize("error", [(28, "No space left on device"), (13, "Permission denied"),
                                    (30, "Read-only file system")])
-def test_a_disk_that_refuses_writes_is_one_line(tmp_path, capsys, monkeypatch, error):
-    """Full, not permitted, read-only: simulated at the atomic rename (root writes anywhere on this machine)."""
+def test_a_disk_that_refuses_writes_is_one_line(weights, pictures, tmp_path, capsys, monkeypatch, error):
+    """Full, not permitted, read-only: simulated at the atomic rename (root writes anywhere on this machine),
+    on every command."""
     import os
 
     def refuse(src, dst):
         raise OSError(error[0], error[1], str(dst))
 
     monkeypatch.setattr(os, "replace", refuse)
-    code, _, err = run(["demo", "--images", "1", "--out", tmp_path / "d"], capsys)
-    assert code == 2 and err.count("\n") == 1 and error[1] in err and "Traceback" not in err
-    assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]  # no half-written file is left
+    commands = {
+        "demo": ["demo", "--images", "1"],
+        "explain": ["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--layers", "5"],
+        "compare": ["compare", pictures["rgb"], "--model", MODEL, "--weights", weights, "--methods", "rollout"],
+        "bench": ["bench", "--model", "caap-demo", "--data", "synthetic", "--limit", "1", "--methods", "rollout",
+                  "--metrics", "sparseness"],
+        "sweep": ["sweep", "--model", "caap-demo", "--data", "synthetic", "--limit", "1", "--starts", "0",
+                  "--widths", "1", "--contexts", "mean", "--metrics", "sparseness"],
+    }
+    for name, args in commands.items():
+        out = tmp_path / name
+        code, _, err = run([*args, "--out", out], capsys)
+        assert code == 2 and err.count("\n") == 1 and error[1] in err and "Traceback" not in err, (name, err)
+        assert not [p for p in out.rglob("*") if p.is_file() and p.name != ".lock"]  # no half-written file

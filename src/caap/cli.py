@@ -124,8 +124,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="use the first N images (after --every)")
     p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
     p.add_argument("--labels", help="CSV of file,class rows for an image folder without WordNet ids in its names")
-    p.add_argument("--target", default="label", choices=["label", "pred"],
-                   help="explain each image's label (default) or the model's prediction")
+    p.add_argument("--target", default="auto", choices=["auto", "label", "pred"],
+                   help="explain each image's label, the model's prediction, or (auto, the default) the label "
+                        "where the image has one and the prediction elsewhere")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: where the model is, the CPU)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="CAAP's fast modes: autocast dtype (default float32)")

@@ -47,7 +47,7 @@ class BenchConfig:
     masks: str | None = None
     limit: int | None = None
     every: int = 1
-    target: str = "label"
+    target: str = "auto"  # "label", "pred", or "auto": the label where the image has one, else the prediction
     labels: str | None = None
     device: str | None = None
     dtype: str | None = None
@@ -86,8 +86,8 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     ``report``: write the plots and ``report.html`` besides the table. ``loaded``: the ``(model, dataset)``
     of :func:`load`, when the caller already has them."""
     store = RunStore(out)
-    if config.target not in ("label", "pred"):
-        raise CaapError(f"--target {config.target!r}: expected label or pred")
+    if config.target not in ("auto", "label", "pred"):
+        raise CaapError(f"--target {config.target!r}: expected auto, label or pred")
     if not config.methods:
         raise CaapError("--methods is empty; expected e.g. caap,rollout,gae")
     if not config.metrics:
@@ -117,7 +117,8 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
             item, current = dataset[i], i
         x = item.image[None]
         start = time.perf_counter()
-        att = explainers[name].explain(x, target=[item.label] if config.target == "label" else None)
+        use_label = config.target == "label" or (config.target == "auto" and item.label >= 0)
+        att = explainers[name].explain(x, target=[item.label] if use_label else None)
         seconds = time.perf_counter() - start
         prediction = int(att.meta["prediction"][0])
         scores, curves = _score(_bound(metric_objs, name), model, x, att.target, att.scores, item.mask)

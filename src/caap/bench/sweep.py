@@ -38,7 +38,7 @@ class SweepConfig:
     limit: int | None = None
     every: int = 1
     labels: str | None = None
-    target: str = "label"
+    target: str = "auto"
     device: str | None = None
     dtype: str | None = None
     batch_size: int | None = None
