@@ -282,21 +282,25 @@ def test_oversized_images_and_bad_context_bounds_are_one_line_errors(weights, tm
         assert code == 2 and err.count("\n") == 1 and str(bad.name) in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("where", ["file", "under_file"])
-def test_bad_output_locations_on_every_command(weights, pictures, tmp_path, capsys, where):
-    blocker = tmp_path / "taken"
-    blocker.write_text("a user's file")
-    out = blocker if where == "file" else blocker / "sub"
-    commands = {
+def every_command(weights, pictures) -> dict[str, list]:
+    """A quick call of each of the five commands, without its --out."""
+    return {
+        "demo": ["demo", "--images", "1"],
         "explain": ["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--layers", "5"],
         "compare": ["compare", pictures["rgb"], "--model", MODEL, "--weights", weights, "--methods", "rollout"],
         "bench": ["bench", "--model", "caap-demo", "--data", "synthetic", "--limit", "1", "--methods", "rollout",
                   "--metrics", "sparseness"],
         "sweep": ["sweep", "--model", "caap-demo", "--data", "synthetic", "--limit", "1", "--starts", "0",
                   "--widths", "1", "--contexts", "mean", "--metrics", "sparseness"],
-        "demo": ["demo", "--images", "1"],
     }
-    for name, args in commands.items():
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_bad_output_locations_on_every_command(weights, pictures, tmp_path, capsys, where):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a user's file")
+    out = blocker if where == "file" else blocker / "sub"
+    for name, args in every_command(weights, pictures).items():
         code, _, err = run([*args, "--out", out], capsys)
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (name, err)
         assert blocker.read_text() == "a user's file"
@@ -342,16 +346,7 @@ def test_a_disk_that_refuses_writes_is_one_line(weights, pictures, tmp_path, cap
         raise OSError(error[0], error[1], str(dst))
 
     monkeypatch.setattr(os, "replace", refuse)
-    commands = {
-        "demo": ["demo", "--images", "1"],
-        "explain": ["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--layers", "5"],
-        "compare": ["compare", pictures["rgb"], "--model", MODEL, "--weights", weights, "--methods", "rollout"],
-        "bench": ["bench", "--model", "caap-demo", "--data", "synthetic", "--limit", "1", "--methods", "rollout",
-                  "--metrics", "sparseness"],
-        "sweep": ["sweep", "--model", "caap-demo", "--data", "synthetic", "--limit", "1", "--starts", "0",
-                  "--widths", "1", "--contexts", "mean", "--metrics", "sparseness"],
-    }
-    for name, args in commands.items():
+    for name, args in every_command(weights, pictures).items():
         out = tmp_path / name
         code, _, err = run([*args, "--out", out], capsys)
         assert code == 2 and err.count("\n") == 1 and error[1] in err and "Traceback" not in err, (name, err)
