@@ -122,7 +122,8 @@ def test_patch_masks_tile_the_image():
 
 BASELINES = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "input_insertion",
              "rise", "raw_attention", "rollout", "gae", "gradcam", "lrp"]
-FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16}}
+FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16},
+        "tis": {"masks": 16}}
 
 
 @pytest.mark.parametrize("name", methods.available())  # every registered method, CAAP's modes included

@@ -17,7 +17,8 @@ from caap.errors import CaapError, UnsupportedModelError
 from caap.methods import Explainer, Maps
 from caap.specs import parse, parse_layers, parse_spec
 
-FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16}}
+FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16},
+        "tis": {"masks": 16}}
 
 
 def images(n: int = 2) -> torch.Tensor:
