@@ -156,8 +156,7 @@ def _specs(text: str) -> list[str]:
 
 def explain_options(method: str, args: argparse.Namespace, loaded) -> dict:
     """The method's options from its spec and the shorthand flags; a flag the method does not take is an error."""
-    import torch
-
+    from caap.core.state import check_device
     from caap.data.images import load_image
     from caap.methods import METHODS
     from caap.specs import parse_spec
@@ -175,22 +174,10 @@ def explain_options(method: str, args: argparse.Namespace, loaded) -> dict:
             value = loaded.transform(load_image(value))  # [3, H, W]: an image file as the context
         options[target] = value
     if args.device is not None:
-        options["device"] = _device(args.device, torch)
+        options["device"] = check_device(args.device, "--device")
     if args.dtype != "float32":
         options["dtype"] = args.dtype
     return {**options, "normalization": loaded.normalization}
-
-
-def _device(text: str, torch):
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise CaapError(f"--device {text!r}: expected cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise CaapError(f"--device {text!r} is not supported; expected cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CaapError(f"--device {text!r}: CUDA is not available on this machine")
-    return device
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -246,12 +233,12 @@ def _check_subset(args: argparse.Namespace) -> None:
 
 def _run_options(args: argparse.Namespace) -> dict:
     """The run-wide options of bench and sweep, checked."""
-    import torch
+    from caap.core.state import check_device
 
     _check_subset(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise CaapError(f"--batch-size {args.batch_size}: expected a positive number")
-    device = str(_device(args.device, torch)) if args.device is not None else None
+    device = str(check_device(args.device, "--device")) if args.device is not None else None
     return {"model": args.model, "weights": args.weights, "data": args.data, "masks": args.masks,
             "limit": args.limit, "every": args.every, "labels": args.labels, "target": args.target,
             "device": device, "dtype": args.dtype, "batch_size": args.batch_size}

@@ -15,11 +15,8 @@ def summarize(store: RunStore, methods: list[str], metrics: list[str], num_class
     """Per method × metric: mean, standard error, 95 % bootstrap interval and n (and seconds per image); per
     column the best method and whether a paired test separates it from the runner-up (else a tie); the
     model's accuracy on the run's images. Written as Markdown, CSV and JSON."""
-    values = per_image(store, methods)
     outcomes: dict[int, tuple[int, int]] = {}  # image index -> (prediction, label)
-    for record in store.records():
-        if record["method"] in values and "prediction" in record:
-            outcomes[record["index"]] = (record["prediction"], record["label"])
+    values = per_image(store, methods, outcomes)
     columns = [m for m in metrics if any(m in values[k] for k in values)] + ["seconds"]
     table = {"columns": columns, "rows": {}, "best": {}, "ties": {}, "tests": {}}
     for method, per_metric in values.items():
@@ -41,12 +38,16 @@ def summarize(store: RunStore, methods: list[str], metrics: list[str], num_class
     return table
 
 
-def per_image(store: RunStore, methods: list[str]) -> dict[str, dict[str, dict[int, float]]]:
-    """``{method: {metric: {image index: value}}}`` (``"seconds"`` among the metrics)."""
+def per_image(store: RunStore, methods: list[str],
+              outcomes: dict[int, tuple[int, int]] | None = None) -> dict[str, dict[str, dict[int, float]]]:
+    """``{method: {metric: {image index: value}}}`` (``"seconds"`` among the metrics), in one read of the
+    records; ``outcomes``, when given, receives ``{image index: (prediction, label)}``."""
     values: dict[str, dict[str, dict[int, float]]] = {m: {} for m in methods}
     for record in store.records():
         if record["method"] not in values:
             continue
+        if outcomes is not None and "prediction" in record:
+            outcomes[record["index"]] = (record["prediction"], record["label"])
         cell = values[record["method"]]
         cell.setdefault("seconds", {})[record["index"]] = record["seconds"]
         for name, v in record["metrics"].items():

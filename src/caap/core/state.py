@@ -57,18 +57,25 @@ def place(model: nn.Module, device: torch.device | str | None) -> torch.device:
     home = model_device(model)
     if device is None:
         return home
-    try:
-        target = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CaapError(f"device {device!r} is not a torch device; expected cpu, cuda or cuda:N") from None
-    if target.type not in SUPPORTED_DEVICES:  # refused before anything moves: 'meta' would erase the weights
-        raise CaapError(f"device {str(device)!r} is not supported; expected cpu, cuda or cuda:N")
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise CaapError(f"device {str(device)!r}: CUDA is not available on this machine")
+    target = check_device(device)  # refused before anything moves: 'meta' would erase the weights
     if target.type == "cuda" and target.index is None:
         target = torch.device("cuda", torch.cuda.current_device())
     if target != home:
         model.to(target)
+    return target
+
+
+def check_device(device: torch.device | str, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` of a supported type (cpu, cuda) that this machine has; ``name`` names
+    the option in the error (``"--device"`` on the command line)."""
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CaapError(f"{name} {device!r} is not a torch device; expected cpu, cuda or cuda:N") from None
+    if target.type not in SUPPORTED_DEVICES:
+        raise CaapError(f"{name} {str(device)!r} is not supported; expected cpu, cuda or cuda:N")
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise CaapError(f"{name} {str(device)!r}: CUDA is not available on this machine")
     return target
 
 
