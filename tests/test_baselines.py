@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from archs import GRID, IMG, build, explainable
+from conftest import FAST
 from modelstate import assert_untouched, snapshot
 
 from caap import methods
@@ -122,8 +123,6 @@ def test_patch_masks_tile_the_image():
 
 BASELINES = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "input_insertion",
              "rise", "raw_attention", "rollout", "gae", "gradcam", "lrp"]
-FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16},
-        "tis": {"masks": 16}}
 
 
 @pytest.mark.parametrize("name", methods.available())  # every registered method, CAAP's modes included

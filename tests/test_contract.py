@@ -10,15 +10,13 @@ import sys
 import pytest
 import torch
 from archs import GRID, IMG, build, explainable
+from conftest import FAST
 
 from caap import Attribution, methods, metrics
 from caap.adapters import adapt
 from caap.errors import CaapError, UnsupportedModelError
 from caap.methods import Explainer, Maps
 from caap.specs import parse, parse_layers, parse_spec
-
-FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16},
-        "tis": {"masks": 16}}
 
 
 def images(n: int = 2) -> torch.Tensor:

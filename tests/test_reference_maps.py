@@ -3,6 +3,7 @@ README there): the real DeiT-Tiny, the 8 stored input tensors and the stored tar
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -41,3 +42,33 @@ def test_attention_baselines_match_the_authors_maps(setting, name, file):
     got = methods.get(name)(model).explain(x, target=targets).scores
     scale = expected.flatten(1).abs().amax(1)[:, None, None]
     torch.testing.assert_close(got / scale, expected / scale, rtol=0, atol=1e-4)
+
+
+def test_transformer_attribution_agrees_with_the_authors_maps(setting):
+    """Chefer et al.'s transformer attribution (start layer 0 and 1). Run on this machine, the authors' own code
+    and ours agree to 6e-7 of each map's maximum (docs/BASELINES.md); the stored maps were made on another CPU,
+    and the method amplifies float32 rounding (its z-rules divide by sums that nearly cancel: float64 and float32
+    runs of the same code differ by up to 0.63 of the maximum on image 6). So the stored maps are compared by
+    rank: Spearman >= 0.9 on every image (measured min 0.916, mean 0.985) and >= 0.97 on average."""
+    from scipy.stats import spearmanr
+
+    model, x, targets = setting
+    for start, file in [(0, "chefer_transformer_attribution.npy"),
+                        (1, "chefer_transformer_attribution_start_layer1.npy")]:
+        expected = np.load(REFERENCE / file).reshape(8, -1)
+        got = methods.get("transformer_attribution")(model, start_layer=start).explain(x, target=targets).scores
+        rho = [spearmanr(g, e)[0] for g, e in zip(got.reshape(8, -1).numpy(), expected, strict=True)]
+        assert min(rho) >= 0.9 and np.mean(rho) >= 0.97, (start, rho)
+
+
+def test_attnlrp_equals_lxt_on_the_real_deit(setting):
+    """AttnLRP against lxt's explicit rules on the real DeiT-Tiny, in float64 with lxt's stabilisers at 1e-14."""
+    from test_relevance_methods import lxt_attnlrp
+
+    model, x, targets = setting
+    model = copy.deepcopy(model).double()
+    x, targets = x[:2].double(), targets[:2]
+    expected = lxt_attnlrp(model, x, targets).float().reshape(2, 14, 14)
+    got = methods.get("attnlrp")(model).explain(x, target=targets).scores
+    scale = expected.flatten(1).abs().amax(1)[:, None, None]
+    torch.testing.assert_close(got / scale, expected / scale, rtol=0, atol=1e-5)

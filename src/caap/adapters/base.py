@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from caap.adapters.attention import AttentionMaps
-from caap.adapters.views import BlockView
+from caap.adapters.views import BlockView, LinearBlock, LinearHead
 from caap.core.contexts import Normalization
 from caap.core.workspace import Workspace
 from caap.errors import CaapError, UnsupportedModelError
@@ -80,6 +80,15 @@ class Adapter(ABC):
         """Block ``index`` as token-wise pieces around its attention (:mod:`caap.adapters.views`), for CAAP's
         fast mode; only for blocks whose view reproduces the module exactly."""
         raise self.unsupported("block_view (a pre-norm block as token-wise pieces, for CAAP's fast mode)")
+
+    def linear_block(self, index: int) -> LinearBlock:
+        """Block ``index`` with its linear layers named (:class:`~caap.adapters.views.LinearBlock`), for
+        relevance-propagation rules (transformer attribution, AttnLRP)."""
+        raise self.unsupported("linear_block (a pre-norm block's linear layers, for relevance propagation)")
+
+    def linear_head(self) -> LinearHead:
+        """The head as norm, pooling, fc norm and one linear classifier (:class:`~caap.adapters.views.LinearHead`)."""
+        raise self.unsupported("linear_head (a head of one linear classifier, for relevance propagation)")
 
     def conservative(self) -> contextlib.AbstractContextManager[None]:
         """Context manager: attention probabilities and every LayerNorm's ``1/std`` are constants for

@@ -18,7 +18,7 @@ from torch import nn
 
 from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
-from caap.adapters.views import BlockView, split_heads
+from caap.adapters.views import BlockView, LinearBlock, LinearHead, split_heads
 from caap.core.contexts import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from caap.errors import UnsupportedModelError
 
@@ -132,6 +132,25 @@ class HFViTAdapter(Adapter):
             return BlockView(heads, head_dim, float(attn.scaling), layer.norm1, qkv, attn.o_proj, layer.layer_scale1,
                              layer.norm2, layer.mlp, layer.layer_scale2)
         raise self.unsupported(f"block_view for layer {index} ({type(layer).__name__})")
+
+    def linear_block(self, index: int) -> LinearBlock:
+        view = self.block_view(index)
+        layer = self._blocks[index]
+        attn, mlp = layer.attention, layer.mlp
+        if not all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("fc1", "fc2")):
+            raise self.unsupported(f"linear_block for layer {index} ({type(mlp).__name__}: an MLP of fc1 and fc2 "
+                                   "is needed)")
+        scales = [getattr(getattr(layer, n, None), "lambda1", None) for n in ("layer_scale1", "layer_scale2")]
+        return LinearBlock(view, (attn.q_proj, attn.k_proj, attn.v_proj), attn.o_proj, mlp.fc1, mlp.activation_fn,
+                           mlp.fc2, *scales)
+
+    def linear_head(self) -> LinearHead:
+        m = self.model
+        if self._head_kind == "cls_dist":
+            return LinearHead(self.backbone.layernorm, "distilled", nn.Identity(), m.cls_classifier,
+                              m.distillation_classifier)
+        pool = {"cls": "token", "cls_mean": "token+mean"}[self._head_kind]
+        return LinearHead(self.backbone.layernorm, pool, nn.Identity(), m.classifier)
 
     def _configs(self) -> list:
         """The distinct config objects of the model and its submodules (they select attention)."""

@@ -19,7 +19,7 @@ from torch import nn
 from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
 from caap.adapters.timm_blocks import autocast_dtype, block_inplace, block_rows, inplace_gelu, plain_block
-from caap.adapters.views import BlockView
+from caap.adapters.views import BlockView, LinearBlock, LinearHead
 from caap.core.contexts import Normalization
 from caap.core.workspace import Workspace
 from caap.errors import UnsupportedModelError
@@ -145,6 +145,31 @@ class TimmViTAdapter(Adapter):
         return BlockView(heads, head_dim, float(attn.scale), block.norm1, qkv, lambda o: attn.proj(attn.norm(o)),
                          block.ls1, block.norm2, block.mlp, block.ls2)
 
+    def linear_block(self, index: int) -> LinearBlock:
+        view = self.block_view(index)
+        block = self.model.blocks[index]
+        attn, mlp = block.attn, block.mlp
+        identities = (attn.q_norm, attn.k_norm, attn.norm, getattr(mlp, "norm", nn.Identity()))
+        if not all(isinstance(m, nn.Identity) for m in identities) or not all(
+                isinstance(getattr(mlp, n, None), nn.Linear) for n in ("fc1", "fc2")):
+            raise self.unsupported(f"linear_block for block {index} (query/key/output norms or a gated MLP: a plain "
+                                   "Mlp of two Linear layers and no q/k norm is needed)")
+        return LinearBlock(view, (attn.qkv,), attn.proj, mlp.fc1, mlp.act, mlp.fc2, _gamma(block.ls1),
+                           _gamma(block.ls2))
+
+    def linear_head(self) -> LinearHead:
+        m = self.model
+        if self.head_rows == (0, 1) and isinstance(m.head, nn.Linear) and isinstance(m.head_dist, nn.Linear):
+            if getattr(m, "distilled_training", False):
+                raise self.unsupported("linear_head (a distilled model in distilled-training mode)")
+            return LinearHead(m.norm, "distilled", nn.Identity(), m.head, m.head_dist)
+        pool = {"token": "token", "avg": "mean"}.get(m.global_pool)
+        if pool is None or self.head_rows == (0, 1) or getattr(m, "attn_pool", None) is not None or not isinstance(
+                m.head, nn.Linear):
+            raise self.unsupported(f"linear_head (global_pool={m.global_pool!r}, {type(m).__name__}: class-token or "
+                                   "average pooling into one Linear head is needed)")
+        return LinearHead(m.norm, pool, m.fc_norm, m.head)
+
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionMaps]:
         """Each block's ``Attention.fused_attn`` is set to ``False`` for the capture (per module, not timm's
@@ -169,6 +194,11 @@ class TimmViTAdapter(Adapter):
                 stack.callback(block.attn.attn_drop.register_forward_hook(lambda m, i, out: out.detach()).remove)
             detach_layernorm_scales(self.model, stack)
             yield
+
+
+def _gamma(module: nn.Module) -> torch.Tensor | None:
+    """A timm ``LayerScale``'s vector, ``None`` for an identity."""
+    return None if isinstance(module, nn.Identity) else module.gamma
 
 
 def _timm_normalization(model: nn.Module) -> Normalization:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,3 +58,38 @@ class BlockView:
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     """``[..., H * hd]`` -> ``[..., H, hd]``."""
     return t.unflatten(-1, (heads, -1))
+
+
+@dataclass(frozen=True)
+class LinearBlock:
+    """A pre-norm block whose maps are named layers, for relevance propagation (Chefer et al.'s rules,
+    AttnLRP): :class:`BlockView`'s norms and attention geometry, plus the linear layers themselves.
+
+    ``qkv`` is one fused ``nn.Linear`` (outputs ``[q | k | v]``, each ``H · hd`` wide) or three (q, k, v).
+    ``ls1`` / ``ls2`` are the layer-scale vectors ``[D]`` (``None``: no layer scale). The MLP is
+    ``fc2(act(fc1(·)))``. Query/key norms, the attention's output norm and the MLP's inner norm must be
+    identities (the adapter refuses otherwise)."""
+
+    view: BlockView
+    qkv: tuple[nn.Linear, ...]
+    proj: nn.Linear
+    fc1: nn.Linear
+    act: Fn
+    fc2: nn.Linear
+    ls1: torch.Tensor | None
+    ls2: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """The head as ``classifier(fc_norm(pool(norm(z))))``.
+
+    ``pool``: ``"token"`` (row 0), ``"mean"`` (mean of the patch tokens, rows ``num_prefix:``),
+    ``"token+mean"`` (row 0 and the patch-token mean concatenated, as DINOv2's classifier) or ``"distilled"``
+    (``(classifier(row 0) + classifier_dist(row 1)) / 2``, DeiT's distilled models)."""
+
+    norm: Fn
+    pool: str
+    fc_norm: Fn
+    classifier: nn.Linear
+    classifier_dist: nn.Linear | None = None

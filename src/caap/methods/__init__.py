@@ -4,7 +4,17 @@ Every built-in method is registered when this package is imported; ``register`` 
 :class:`Explainer` subclass, which then works in ``build``, the CLI and the benchmark like the built-ins.
 """
 
-from caap.methods import attention, cam, gradients, lrp, perturbation, tokens  # noqa: F401  (they register themselves)
+from caap.methods import (  # noqa: F401  (they register themselves)
+    attention,
+    attnlrp,
+    cam,
+    chefer,
+    extremal,
+    gradients,
+    lrp,
+    perturbation,
+    tokens,
+)
 from caap.methods.base import METHODS, Explainer, Forward, Maps, register
 from caap.methods.caap import CAAP, AdaptiveCAAP
 
