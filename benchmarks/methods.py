@@ -1,6 +1,6 @@
 """Seconds per image of every registered method on the real DeiT-Tiny (``../shared/data``), default settings.
 
-    python benchmarks/methods.py [--images N] [--threads T]
+    python benchmarks/methods.py [--images N] [--threads T] [--methods a,b]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default=None, help="comma-separated method names (default: every method)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from timm.data import create_transform, resolve_model_data_config
@@ -37,7 +38,7 @@ def main() -> None:
     files = sorted((DATA / "imagenet-dev").glob("*.JPEG"))[: args.images]
     x = torch.stack([transform(load_image(f)) for f in files])
     print(f"torch {torch.__version__}, {args.threads} threads, {len(files)} images, DeiT-Tiny, default settings")
-    for name in methods.available():
+    for name in args.methods.split(",") if args.methods else methods.available():
         explainer = methods.get(name)(model)
         start = time.perf_counter()
         att = explainer.explain(x)

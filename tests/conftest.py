@@ -23,8 +23,7 @@ needs_real_data = pytest.mark.skipif(
 
 # Settings that keep the slow methods quick on the tiny test models (every parametrised method test uses them).
 FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16},
-        "tis": {"masks": 16}, "extremal_perturbation": {"steps": 3, "smoothing": 5.0, "step": 4},
-        "mda": {"candidates": 4, "curve_steps": 8}}
+        "tis": {"masks": 16}, "extremal_perturbation": {"steps": 3, "smoothing": 5.0, "step": 4}}
 
 
 @pytest.fixture(autouse=True)

@@ -351,3 +351,12 @@ def test_a_disk_that_refuses_writes_is_one_line(weights, pictures, tmp_path, cap
         code, _, err = run([*args, "--out", out], capsys)
         assert code == 2 and err.count("\n") == 1 and error[1] in err and "Traceback" not in err, (name, err)
         assert not [p for p in out.rglob("*") if p.is_file() and p.name != ".lock"]  # no half-written file
+
+
+def test_all_names_every_registered_method_and_metric():
+    from caap import methods, metrics
+    from caap.cli import _specs
+
+    assert _specs("all") == methods.available() and _specs(" all ", "metric") == metrics.available()
+    assert {"transformer_attribution", "attnlrp", "extremal_perturbation"} <= set(_specs("all"))
+    assert _specs("caap:layers=4,5,rise") == ["caap:layers=4,5", "rise"]

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     method_names, metric_names = ", ".join(METHODS.available()), ", ".join(METRICS.available())
     method_help = (f"attribution method as NAME[:KEY=VALUE…], e.g. caap:layers=4:8:context=blur or rise:masks=500 "
                    f"(default caap); NAME is one of {method_names}")
-    methods_help = f"comma-separated NAME[:KEY=VALUE…] (NAME: {method_names})"
-    metrics_help = f"comma-separated NAME[:KEY=VALUE…], e.g. deletion:step=4 (NAME: {metric_names})"
+    methods_help = f"comma-separated NAME[:KEY=VALUE…], or 'all' (NAME: {method_names})"
+    metrics_help = f"comma-separated NAME[:KEY=VALUE…] or 'all', e.g. deletion:step=4 (NAME: {metric_names})"
     parser = _Parser(prog="caap", description="Causal Attribution via Activation Patching for ViTs")
     parser.add_argument("--version", action="version", version=f"caap {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -148,9 +148,14 @@ def _target(text: str) -> int | None:
         raise CaapError(f"--target {text!r}: expected 'auto' or a class index") from None
 
 
-def _specs(text: str) -> list[str]:
+def _specs(text: str, kind: str = "method") -> list[str]:
+    """The specs of ``--methods`` / ``--metrics``; ``all`` is every registered one with its default settings."""
     from caap.specs import split_list
 
+    if text.strip() == "all":
+        from caap import methods, metrics
+
+        return (methods if kind == "method" else metrics).available()
     return split_list(text)
 
 
@@ -247,7 +252,7 @@ def _run_options(args: argparse.Namespace) -> dict:
 def cmd_bench(args: argparse.Namespace) -> int:
     from caap.bench.runner import BenchConfig, run
 
-    config = BenchConfig(**_run_options(args), methods=_specs(args.methods), metrics=_specs(args.metrics))
+    config = BenchConfig(**_run_options(args), methods=_specs(args.methods), metrics=_specs(args.metrics, "metric"))
     if args.compare is not None and args.compare not in config.methods:
         raise CaapError(f"--compare {args.compare!r} is not one of --methods {config.methods}")
     table = run(config, args.out, rescore=args.rescore)
@@ -290,7 +295,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if 0 in widths:
         raise CaapError(f"--widths {args.widths!r}: a band has at least one block")
     config = SweepConfig(**_run_options(args), starts=_ints(args.starts, "--starts"), widths=widths,
-                         contexts=contexts, scores=scores, metrics=_specs(args.metrics))
+                         contexts=contexts, scores=scores, metrics=_specs(args.metrics, "metric"))
     summary = sweep(config, args.out)
     for s in summary["settings"]:
         means = "  ".join(f"{k} {v:.4f}" for k, v in s["means"].items())
