@@ -44,11 +44,17 @@ def detach_layernorm_scales(model: nn.Module, stack: contextlib.ExitStack) -> No
             stack.callback(module.register_forward_hook(_ln_detached).remove)
 
 
-def _ln_detached(module: nn.LayerNorm, args, out):
-    x = args[0]
+def layer_norm_detached(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with ``1/std`` a constant for autograd (the identity rule of LRP for LayerNorm)."""
     mean = x.mean(-1, keepdim=True)
     std = (x.var(-1, keepdim=True, unbiased=False) + module.eps).sqrt()
     y = (x - mean) / std.detach()
     if module.weight is not None:
-        y = y * module.weight + module.bias
+        y = y * module.weight
+    if module.bias is not None:
+        y = y + module.bias
     return y
+
+
+def _ln_detached(module: nn.LayerNorm, args, out):
+    return layer_norm_detached(module, args[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from caap.adapters.attention import layer_norm_detached
 from caap.errors import UnsupportedModelError
 from caap.methods.base import Explainer, Forward, Maps, register, target_grad
 from caap.methods.relevance import Rules, check_linear, linear_forward
@@ -51,18 +52,6 @@ class _IdentityRule(torch.autograd.Function):
         return grad * ratio, None
 
 
-def layer_norm_identity(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)`` with ``1/std`` a constant for autograd."""
-    mean = x.mean(-1, keepdim=True)
-    std = (x.var(-1, keepdim=True, unbiased=False) + module.eps).sqrt()
-    y = (x - mean) / std.detach()
-    if module.weight is not None:
-        y = y * module.weight
-    if module.bias is not None:
-        y = y + module.bias
-    return y
-
-
 class AttnLRPRules(Rules):
     """The AttnLRP rules as changes of the backward pass (see the module docstring)."""
 
@@ -72,7 +61,7 @@ class AttnLRPRules(Rules):
         if not isinstance(module, nn.LayerNorm):
             raise UnsupportedModelError(f"attnlrp has no rule for the norm {type(module).__name__}; expected "
                                         "nn.LayerNorm")
-        return layer_norm_identity(module, x)
+        return layer_norm_detached(module, x)
 
     def act(self, fn, x):
         return _IdentityRule.apply(x, fn)
