@@ -12,6 +12,7 @@ from caap.methods import (  # noqa: F401  (they register themselves)
     extremal,
     gradients,
     lrp,
+    mda,
     perturbation,
     tokens,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from caap.errors import CaapError
 from caap.methods.base import Explainer, Forward, Maps, register, target_grad
 
 
@@ -99,3 +100,62 @@ class GAE(AttentionExplainer):
             cam = (g * a).clamp(min=0).mean(1).float()  # [B, N, N]
             r = r + cam @ r
         return r.detach()
+
+
+@register
+class Bidirectional(AttentionExplainer):
+    """Bi-Attn (Chen, Li, Zhou, Cheng & Ren, CVPR 2023, "Beyond Intuition: Rethinking Token Attributions inside
+    Transformers"), as the MDA authors' code computes it (their input ordering):
+
+    - from block ``start_layer`` on: ``R += (Σ_h w_h A_h) R`` with head weights ``w_h ∝ mean |A_hᵀ ∇A_h|``
+      (normalised to sum 1 per image), ``R`` starting at ``I``; gradients of the target logit;
+    - the last block's attention gradient averaged over the inputs ``α x``, ``α`` in ``linspace(0, 1, steps)``
+      (integrated gradients of the attention, the origin included), positive part, mean over heads: ``W``;
+    - the map is ``W ⊙ R`` at the head's query rows and the patch columns.
+
+    Args:
+        steps: inputs on the integration path (the authors' 20).
+        start_layer: first block (0-indexed) of the rollout. The authors' ``start_layer=4`` skips blocks
+            ``nb < start_layer - 1``, i.e. starts at block index 3, this default.
+    """
+
+    name = "bidirectional"
+    needs_grad = True
+
+    def __init__(self, model, steps: int = 20, start_layer: int = 3, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise CaapError(f"steps must be a positive int, got {steps!r}")
+        blocks = self.adapter.num_blocks
+        if isinstance(start_layer, bool) or not isinstance(start_layer, int) or not 0 <= start_layer < blocks:
+            raise CaapError(f"start_layer must be a block index in [0, {blocks - 1}], got {start_layer!r}")
+        self.steps, self.start_layer = steps, start_layer
+
+    def settings(self) -> dict:
+        return {**super().settings(), "steps": self.steps, "start_layer": self.start_layer}
+
+    def _graph(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with self.adapter.capture_attention() as maps, torch.enable_grad():
+            logits = self.adapter.forward(images.detach().requires_grad_(True))
+            return logits, maps.get()
+
+    def _forward(self, images: torch.Tensor) -> Forward:
+        logits, attentions = self._graph(images)
+        return Forward(logits.detach(), (logits, attentions, images))
+
+    def _relevance(self, target, forward):
+        logits, attentions, images = forward.cache
+        attentions = attentions[self.start_layer:]
+        grads = target_grad(logits, target, attentions)
+        b, n = attentions[0].shape[0], attentions[0].shape[-1]
+        r = torch.eye(n, device=logits.device).expand(b, n, n).clone()
+        for a, g in zip(attentions, grads, strict=True):
+            a, g = a.detach().float(), g.float()
+            weight = (a.transpose(-1, -2) @ g).abs().mean((-1, -2))  # [B, heads]
+            weight = weight / weight.sum(-1, keepdim=True)
+            r = r + (weight[:, :, None, None] * a).sum(1) @ r
+        path = torch.zeros_like(attentions[-1], dtype=torch.float32)  # [B, heads, N, N]
+        for alpha in torch.linspace(0, 1, self.steps).tolist():
+            scaled_logits, scaled = self._graph(images * alpha)
+            path += target_grad(scaled_logits, target, scaled[-1])[0].float()
+        return ((path / self.steps).clamp(min=0).mean(1) * r).detach()
