@@ -111,6 +111,13 @@ def segment_values(curve: np.ndarray, order: list[int], sizes: torch.Tensor) -> 
     return values
 
 
+def smooth_map(segment_map: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The map MDA returns: ``segment_map`` ``[H, W]`` resized to ``grid`` (bilinear, antialias) and back
+    (bilinear), as torchvision's ``Resize`` does in the authors' code."""
+    out = F.interpolate(segment_map[None, None], size=grid, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(out, size=tuple(segment_map.shape), mode="bilinear", align_corners=False)[0, 0]
+
+
 @register
 class MDA(Explainer):
     """Metric-Driven Attributions (see the module docstring).
@@ -264,8 +271,7 @@ class MDA(Explainer):
         values = (1 - self.gamma) * sparse + self.gamma * dense
         out = values[labels.cpu()].float()  # [H, W]
         if self.smooth:
-            out = F.interpolate(out[None, None], size=grid, mode="bilinear", align_corners=False, antialias=True)
-            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)[0, 0]
+            out = smooth_map(out, grid)
         return {"map": out, "forward_passes": passes, "blur_size": blur_size, "blur_prob": p_blur,
                 "segments_found": n, "insertion_prefix": len(prefix)}
 
