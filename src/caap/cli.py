@@ -135,7 +135,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="timm model name (e.g. deit_tiny_patch16_224) or caap-demo")
+    p.add_argument("--model", required=True, help="timm model name (e.g. deit_tiny_patch16_224), a Hugging Face "
+                   "model folder, hf-hub:ORG/NAME or caap-demo")
     p.add_argument("--weights", help="local .safetensors or .pth weights (default: pretrained from the hub)")
 
 

@@ -1,11 +1,13 @@
 """Adapters: the only code that knows model internals. ``adapt(model)`` picks one automatically;
-``create_model(name)`` builds a timm model or an embedded demo model by name."""
+``create_model(name)`` builds a timm model, a Hugging Face model (folder or ``hf-hub:``) or an embedded demo model
+by name; ``model_data_config`` / ``model_transform`` give its own preprocessing."""
 
 from caap.adapters.auto import adapt
 from caap.adapters.base import Adapter, GenericAdapter
 from caap.adapters.hf import HFViTAdapter
 from caap.adapters.timm import TimmViTAdapter
 from caap.adapters.weights import load_state_dict
-from caap.adapters.zoo import create_model
+from caap.adapters.zoo import create_model, model_data_config, model_transform
 
-__all__ = ["Adapter", "GenericAdapter", "HFViTAdapter", "TimmViTAdapter", "adapt", "create_model", "load_state_dict"]
+__all__ = ["Adapter", "GenericAdapter", "HFViTAdapter", "TimmViTAdapter", "adapt", "create_model", "load_state_dict",
+           "model_data_config", "model_transform"]

@@ -9,15 +9,14 @@ model was loaded from a folder, its image-processor config (``preprocessor_confi
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
+from caap.adapters.hub import processor_config
 from caap.adapters.views import BlockView, LinearBlock, LinearHead, split_heads
 from caap.core.contexts import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from caap.errors import UnsupportedModelError
@@ -223,18 +222,15 @@ def _find_layers(backbone: nn.Module, name: str) -> Sequence[nn.Module]:
 
 
 def _hf_normalization(model: nn.Module) -> Normalization:
-    """Mean and std from the model's image-processor config (``preprocessor_config.json`` in the folder it
-    was loaded from), else those of the family's published processors (google/vit-*: 0.5 / 0.5; facebook
-    DeiT and DINOv2: ImageNet's)."""
-    folder = getattr(model.config, "_name_or_path", "") or ""
-    path = Path(folder) / "preprocessor_config.json" if folder else None
-    if path is not None and path.is_file():
-        try:
-            cfg = json.loads(path.read_text())
-            mean, std = cfg["image_mean"], cfg["image_std"]
-            return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UnsupportedModelError(f"cannot read image_mean/image_std from {str(path)!r} ({exc})") from None
-    if type(model).__name__.startswith("ViT"):
-        return Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    return Normalization(IMAGENET_MEAN, IMAGENET_STD)
+    """Mean and std from the model's image-processor config (``preprocessor_config.json`` in the folder it was
+    loaded from, or in the local hub cache of its repository); ImageNet's when it has none. Never guessed from
+    the model's class: a google/vit-* checkpoint without its processor config is the user's to describe
+    (``normalization=Normalization((0.5,) * 3, (0.5,) * 3)``)."""
+    cfg = processor_config(model)
+    if cfg is None:
+        return Normalization(IMAGENET_MEAN, IMAGENET_STD)
+    try:
+        return Normalization(tuple(float(v) for v in cfg["image_mean"]), tuple(float(v) for v in cfg["image_std"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnsupportedModelError(f"cannot read image_mean/image_std from the model's image-processor config "
+                                    f"({type(exc).__name__}: {exc})") from None

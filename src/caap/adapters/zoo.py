@@ -1,4 +1,5 @@
-"""Building models by name: timm names (hub weights or a local file) and the embedded demo models."""
+"""Building models by name: timm names (hub weights or a local file), Hugging Face folders and ``hf-hub:``
+names (:mod:`caap.adapters.hub`), the embedded demo models; and each model's own preprocessing config."""
 
 from __future__ import annotations
 
@@ -10,15 +11,22 @@ from torch import nn
 
 from caap.adapters.auto import adapt
 from caap.adapters.demo import DEMO_NAMES, build_demo_architecture, load_demo_model
+from caap.adapters.hub import hf_data_config, is_hub_source, load_hub_model
 from caap.adapters.weights import load_state_dict, load_strict
 from caap.errors import CaapError
 
 
 def create_model(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
-    """A timm model by name: ``weights`` from a local file, else ``pretrained=True`` from the hub.
-
-    ``caap-demo`` (``caap-demo-simple``, ``caap-demo-conjunction``) name the embedded demo models.
+    """A model by name: a timm name (``weights`` from a local file, else ``pretrained=True`` from the hub), a
+    local Hugging Face model folder or ``hf-hub:ORG/NAME`` (transformers or timm format; the weights are the
+    folder's), or ``caap-demo`` (``caap-demo-simple``, ``caap-demo-conjunction``), the embedded demo models.
     """
+    if is_hub_source(name):
+        if weights is not None:
+            raise CaapError(f"--weights does not apply to {name!r}: a Hugging Face model brings its own weights")
+        model = load_hub_model(name)
+        adapt(model)  # a one-line error now for an architecture caap cannot explain
+        return model
     if name in DEMO_NAMES:
         if weights is None:
             return load_demo_model(DEMO_NAMES[name])
@@ -28,7 +36,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None) -> nn.Modu
 
     if not timm.is_model(name):
         raise CaapError(
-            f"unknown model {name!r}; expected a timm model name such as 'deit_tiny_patch16_224' or caap-demo"
+            f"unknown model {name!r}; expected a timm model name such as 'deit_tiny_patch16_224', a Hugging Face "
+            "model folder, hf-hub:ORG/NAME or caap-demo"
         )
     with torch.device("meta"):  # check the architecture before fetching or reading any weights
         skeleton = timm.create_model(name, pretrained=False)
@@ -51,3 +60,24 @@ def create_model(name: str, weights: str | os.PathLike | None = None) -> nn.Modu
     model = timm.create_model(name, pretrained=False, **kwargs)
     load_strict(model, state, name, weights)
     return model.eval()
+
+
+def model_data_config(model: nn.Module) -> dict:
+    """The preprocessing the model was trained with, timm-style (``input_size``, ``mean``, ``std``,
+    ``interpolation``, ``crop_pct``, ``crop_mode``): a Hugging Face model's image-processor config, else timm's
+    ``pretrained_cfg`` (:func:`timm.data.resolve_model_data_config`)."""
+    from timm.data import resolve_model_data_config
+
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "model_type") and not hasattr(model, "pretrained_cfg"):
+        size = getattr(config, "image_size", 224)
+        return hf_data_config(model, int(size[0] if isinstance(size, (list, tuple)) else size))
+    return dict(resolve_model_data_config(model))
+
+
+def model_transform(model: nn.Module):
+    """The evaluation transform (PIL image -> normalised ``[3, H, W]``) of :func:`model_data_config`."""
+    from timm.data import create_transform
+
+    cfg = {k: v for k, v in model_data_config(model).items() if k != "source"}
+    return create_transform(**cfg)

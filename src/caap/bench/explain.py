@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from timm.data import create_transform, resolve_model_data_config
 from torch import nn
 from tqdm.auto import tqdm
 
-from caap.adapters import Adapter, adapt, create_model
+from caap.adapters import Adapter, adapt, create_model, model_data_config
 from caap.core.contexts import Normalization
 from caap.data.images import load_image
 from caap.errors import CaapError
@@ -62,11 +61,14 @@ class LoadedModel:
 
 
 def load_model(name: str, weights: str | None = None) -> LoadedModel:
-    """A timm model or an embedded demo model by name (:func:`caap.adapters.create_model`) and its data config."""
+    """A model by name (:func:`caap.adapters.create_model`) with its own data config and transform."""
+    from timm.data import create_transform
+
     model = create_model(name, weights)
-    adapter = adapt(model)
-    cfg = resolve_model_data_config(model)
-    return LoadedModel(name, weights, model, adapter, cfg, create_transform(**cfg))
+    cfg = model_data_config(model)
+    adapter = adapt(model, Normalization(tuple(cfg["mean"]), tuple(cfg["std"])))
+    return LoadedModel(name, weights, model, adapter, cfg,
+                       create_transform(**{k: v for k, v in cfg.items() if k != "source"}))
 
 
 def class_maps(explainer: Explainer, x: torch.Tensor, classes: list[int]) -> torch.Tensor:
@@ -118,7 +120,7 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
     for path, picture, stem in tqdm(rows, desc="explain", unit="img", disable=not progress or len(paths) < 2):
         x = loaded.transform(picture)[None]  # [1, 3, H, W]
         with torch.inference_mode():
-            probs = loaded.model(x.to(explainer.device)).float().softmax(-1)[0].cpu()
+            probs = loaded.adapter.forward(x.to(explainer.device)).float().softmax(-1)[0].cpu()
         classes = [target] if target is not None else probs.topk(top_k).indices.tolist()
         t0 = time.perf_counter()
         maps = class_maps(explainer, x, classes)  # [K, h, w]
@@ -150,7 +152,7 @@ def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: st
     explainers = {spec: METHODS.build(spec, loaded.model, normalization=loaded.normalization) for spec in specs}
     x = loaded.transform(load_image(path))[None]
     with torch.inference_mode():
-        probs = loaded.model(x).float().softmax(-1)[0]
+        probs = loaded.adapter.forward(x).float().softmax(-1)[0]
     if target is not None and not 0 <= target < probs.shape[0]:
         raise CaapError(f"--target {target} is out of range; expected a class index in 0..{probs.shape[0] - 1}")
     target = int(probs.argmax()) if target is None else target

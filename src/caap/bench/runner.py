@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.data import create_transform, resolve_model_data_config
 from tqdm.auto import tqdm
 
-from caap.adapters import adapt, create_model
+from caap.adapters import adapt, create_model, model_transform
 from caap.bench.report import curve_plots, example_grid, write_html
 from caap.bench.store import RunStore
 from caap.bench.table import summarize
@@ -194,7 +193,7 @@ def load(config: BenchConfig):
         variant = config.data.split(":", 1)[1] if ":" in config.data else "simple"
         dataset = Synthetic(variant, size=config.limit * config.every if config.limit else 200)
     else:
-        dataset = ImageFolder(config.data, create_transform(**resolve_model_data_config(model)), config.masks,
+        dataset = ImageFolder(config.data, model_transform(model), config.masks,
                               labels=config.labels, need_labels=config.target == "label")
     return model, Subset(dataset, range(0, len(dataset), config.every)[:config.limit])
 
