@@ -40,8 +40,12 @@ def test_head_rows_read_from_the_model():
 
 
 def test_unsupported_model_says_what_is_missing():
-    with pytest.raises(UnsupportedModelError, match="Sequential.*lacks patch_embed.*GenericAdapter"):
-        adapt(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    from caap import methods
+
+    other = adapt(torch.nn.Sequential(torch.nn.Linear(2, 2)))  # any classifier: the model-agnostic methods only
+    assert type(other).__name__ == "ClassifierAdapter"
+    with pytest.raises(UnsupportedModelError, match="Sequential has no tokens.*needs a ViT.*GenericAdapter"):
+        methods.get("caap")(other)
     with pytest.raises(UnsupportedModelError, match="expected a torch nn.Module"):
         adapt("deit_tiny")
 
@@ -66,7 +70,11 @@ def test_normalization_from_the_model():
 
     deit = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=5)
     assert adapt(deit).normalization.mean == pytest.approx((0.485, 0.456, 0.406))
-    assert adapt(build("hf_vit")).normalization.mean == (0.5, 0.5, 0.5)
+    vit = timm.create_model("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False, num_classes=5)
+    assert adapt(vit).normalization.mean == (0.5, 0.5, 0.5)  # timm's pretrained_cfg
+    # a Hugging Face model without an image-processor config: ImageNet's, never a guess from the class name
+    # (tests/test_hub.py reads the config from a folder and from the hub cache)
+    assert adapt(build("hf_vit")).normalization.mean == pytest.approx((0.485, 0.456, 0.406))
 
 
 def test_hf_from_pretrained_with_local_files(tmp_path):

@@ -38,8 +38,11 @@ class Adapter(ABC):
         normalization: the preprocessing mean/std the model expects (used by pixel-defined contexts).
         head_rows: token rows the head reads (e.g. ``(0,)`` for class-token pooling), or ``None`` when it
             reads every token (average pooling, attention pooling).
+        tokens: the model is a ViT seen as ``embed -> blocks -> head`` (False: any classifier, for the
+            model-agnostic methods only; :class:`~caap.adapters.classifier.ClassifierAdapter`).
     """
 
+    tokens: bool = True
     model: nn.Module
     num_prefix: int
     normalization: Normalization

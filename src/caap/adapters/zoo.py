@@ -54,7 +54,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None) -> nn.Modu
         return model.eval()
     state = load_state_dict(weights)
     kwargs = {}
-    head = state.get("head.weight")
+    classifier = (getattr(skeleton, "pretrained_cfg", None) or {}).get("classifier", "head")
+    head = state.get(f"{classifier if isinstance(classifier, str) else classifier[0]}.weight")
     if isinstance(head, torch.Tensor) and head.dim() == 2:
         kwargs["num_classes"] = head.shape[0]
     model = timm.create_model(name, pretrained=False, **kwargs)

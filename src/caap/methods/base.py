@@ -55,6 +55,8 @@ class Explainer(ABC):
         signed: maps carry a sign (positive = evidence for the target); figures use a diverging colour map
             for signed methods and a sequential one otherwise.
         call_options: keyword options that ``explain`` takes besides images and target.
+        model_agnostic: needs only ``images -> logits``, so it runs on any classifier (a ConvNeXt, a ResNet);
+            the other methods read a ViT's tokens, blocks or attention.
 
     Args (shared by every method):
         model: a timm ``VisionTransformer``, a Hugging Face ViT/DeiT/DINOv2 classifier, or a caap adapter.
@@ -70,6 +72,7 @@ class Explainer(ABC):
     needs_attention: ClassVar[bool] = False
     signed: ClassVar[bool] = True
     call_options: ClassVar[frozenset[str]] = frozenset()
+    model_agnostic: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -86,6 +89,11 @@ class Explainer(ABC):
         if normalization is not None and not isinstance(normalization, Normalization):
             raise CaapError(f"normalization must be a caap Normalization(mean, std), got {normalization!r}")
         self.adapter = adapt(model, normalization)
+        if not self.adapter.tokens and not self.model_agnostic:
+            agnostic = sorted(n for n in METHODS.available() if METHODS.get(n).model_agnostic)
+            raise self.adapter.unsupported(
+                f"tokens: method {self.name!r} needs a ViT's token embeddings, blocks and attention (for a ViT caap "
+                f"does not know, wrap it in caap.adapters.GenericAdapter); on any classifier use {', '.join(agnostic)}")
         self.model = self.adapter.model
         self.dtype = check_dtype(dtype)
         self._device = None if device is None else place(self.model, device)

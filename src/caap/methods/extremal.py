@@ -131,6 +131,7 @@ class ExtremalPerturbation(Explainer):
             or ``"contrastive"`` (the target's logit minus the largest other one).
     """
 
+    model_agnostic = True
     name = "extremal_perturbation"
     resolution = "pixel"
     needs_grad = True

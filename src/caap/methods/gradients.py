@@ -19,6 +19,7 @@ from caap.methods.base import Explainer, Forward, Maps, register, target_grad
 class GradientExplainer(Explainer):
     """Base: computes target-logit gradients w.r.t. the input; a subclass turns them into attributions."""
 
+    model_agnostic = True
     resolution = "pixel"
     needs_grad = True
     reduce = "sum"

@@ -135,6 +135,7 @@ class MDA(Explainer):
         batch_size: composites per forward (default: about 2k tokens on the CPU, 256 on CUDA).
     """
 
+    model_agnostic = True
     name = "mda"
     resolution = "pixel"
     signed = False

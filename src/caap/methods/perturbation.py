@@ -37,6 +37,7 @@ class PatchComposite(Explainer):
     ``A[p] = sign * (s(composite_p)[c] - s(reference)[c])`` with the subclass choosing the images.
     """
 
+    model_agnostic = True
     resolution = "patch"
 
     def __init__(self, model, context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "logit",
@@ -121,6 +122,7 @@ class RISE(Explainer):
         batch_size: masked images per forward.
     """
 
+    model_agnostic = True
     name = "rise"
     resolution = "pixel"
     signed = False
