@@ -19,7 +19,7 @@ LAYERS = {
     "methods": 3, "metrics": 3,
     "data": 4, "viz": 4,
     "bench": 5,
-    "cli": 6,
+    "cli": 6, "quantus": 6,  # interop faces, beside the command line
     "": 7,  # caap/__init__.py: the public facade over everything
 }
 MAX_LINES = 400

@@ -150,13 +150,15 @@ def _target(text: str) -> int | None:
 
 
 def _specs(text: str, kind: str = "method") -> list[str]:
-    """The specs of ``--methods`` / ``--metrics``; ``all`` is every registered one with its default settings."""
+    """The specs of ``--methods`` / ``--metrics``; ``all`` is every registered one with its default settings
+    (families that need a name, as ``quantus:NAME``, are not in it)."""
     from caap.specs import split_list
 
     if text.strip() == "all":
         from caap import methods, metrics
 
-        return (methods if kind == "method" else metrics).available()
+        registry = methods if kind == "method" else metrics
+        return [n for n in registry.available() if not hasattr(registry.get(n), "specialise")]
     return split_list(text)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from caap.errors import CaapError
-from caap.specs import parse_spec
+from caap.specs import parse
 
 T = TypeVar("T")
 
@@ -51,16 +51,30 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def get(self, name: str) -> type[T]:
-        """The class registered as ``name`` (a spec's options are ignored: ``"deletion:step=4"`` -> Deletion)."""
-        base = name.split(":", 1)[0] if isinstance(name, str) else name
+        """The class registered as ``name`` (a spec's options are ignored: ``"deletion:step=4"`` -> Deletion).
+
+        A class with a ``specialise(variant)`` classmethod takes one positional part after its name and returns
+        the class of that variant (``"quantus:Sparseness"``: the Quantus metric ``Sparseness``)."""
+        if not isinstance(name, str):
+            raise CaapError(f"{self.kind} name must be a string, got {type(name).__name__}")
+        base, _, rest = name.partition(":")
         if base not in self._entries:
             raise CaapError(f"unknown {self.kind} {base!r}; expected one of {self.available()}")
-        return self._entries[base]
+        cls = self._entries[base]
+        variant = rest.split(":", 1)[0]
+        if hasattr(cls, "specialise") and variant and "=" not in variant:
+            return cls.specialise(variant)
+        return cls
 
     def build(self, spec: str, *args: Any, **config: Any) -> T:
-        """An instance from ``NAME[:KEY=VALUE…]``; ``config`` adds or overrides options."""
-        name, options = parse_spec(spec, self.kind)
-        return construct(self.get(name), f"{self.kind} {spec!r}", *args, **{**options, **config})
+        """An instance from ``NAME[:VARIANT][:KEY=VALUE…]``; ``config`` adds or overrides options."""
+        parsed = parse(spec, self.kind)
+        cls = self.get(spec)
+        positional = 1 if hasattr(self._entries[parsed.name], "specialise") else 0
+        if len(parsed.args) > positional:
+            raise CaapError(f"{self.kind} {spec!r}: expected KEY=VALUE after {parsed.name!r}, "
+                            f"got {parsed.args[positional]!r}")
+        return construct(cls, f"{self.kind} {spec!r}", *args, **{**parsed.options, **config})
 
 
 def construct(factory: Callable[..., T], what: str, *args: Any, **options: Any) -> T:

@@ -20,6 +20,7 @@ from caap.metrics.localisation import (
     patch_mask,
     pointing_game_hits,
 )
+from caap.metrics.quantus import QuantusMetric
 from caap.metrics.sanity import Randomization
 
 available = METRICS.available
@@ -27,6 +28,6 @@ get = METRICS.get
 build = METRICS.build
 
 __all__ = ["METRICS", "CurveMetric", "Deletion", "EnergyPointingGame", "Insertion", "Metric", "NegativePerturbation",
-           "PointingGame", "PositivePerturbation", "Randomization", "RelevanceMass", "RelevanceRank",
+           "PointingGame", "PositivePerturbation", "QuantusMetric", "Randomization", "RelevanceMass", "RelevanceRank",
            "SegmentationAP", "SegmentationMIoU", "SegmentationPixelAccuracy", "Sparseness", "available", "build",
            "get", "patch_mask", "pointing_game_hits", "register"]

@@ -51,9 +51,15 @@ class Metric(ABC):
     @final
     def __call__(self, model, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
                  masks: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores float32 ``[B]`` on the CPU for ``images [B, 3, H, W]``, ``targets [B]``, ``maps [B, h, w]``."""
+        """Scores float32 ``[B]`` on the CPU for ``images [B, 3, H, W]``, ``targets [B]`` and ``maps`` as caap gives
+        them, ``[B, h, w]``, or in Captum's / Quantus's layout, ``[B, 1, H, W]`` or ``[B, 3, H, W]`` (channels
+        summed); tensors or numpy arrays."""
+        maps = torch.as_tensor(maps)
+        if maps.dim() == 4 and maps.shape[1] in (1, 3):
+            maps = maps.sum(1)
         if maps.dim() != 3 or maps.shape[0] != images.shape[0]:
-            raise CaapError(f"maps must be [B={images.shape[0]}, h, w], got {tuple(maps.shape)}")
+            raise CaapError(f"maps must be [B={images.shape[0]}, h, w], [B, 1, H, W] or [B, 3, H, W], "
+                            f"got {tuple(maps.shape)}")
         if self.needs_masks:
             if masks is None:
                 raise CaapError(f"metric {self.name!r} needs ground-truth masks")
