@@ -138,11 +138,13 @@ def _bad_cases(weights, pictures, tmp_path):
         "unknown model": (["explain", pictures["rgb"], "--model", "vit_imaginary", "--out", tmp_path],
                           "unknown model 'vit_imaginary'"),
         "not a vit": (["explain", pictures["rgb"], "--model", "test_resnet", "--out", tmp_path],
-                      "not supported"),
+                      "'test_resnet' (ResNet) is not a ViT caap can open: method 'caap' needs"),
+        "offline hub weights": (["explain", pictures["rgb"], "--model", "test_vit", "--out", tmp_path],
+                                "not in the local cache"),
         "bad layers": (["explain", pictures["rgb"], *ok, "--layers", "4-8"], "bad layers '4-8'"),
         "layers out of range": (["explain", pictures["rgb"], *ok, "--layers", "4:9"], "layer 6 is out of range"),
         "target out of range": (["explain", pictures["rgb"], *ok, "--target", "1000"], "--target 1000 is out of range"),
-        "target not int": (["explain", pictures["rgb"], *ok, "--target", "cat"], "--target 'cat'"),
+        "target no class": (["explain", pictures["rgb"], *ok, "--target", "zzz"], "--target 'zzz': no class is named"),
         "bad context": (["explain", pictures["rgb"], *ok, "--context", "fog"], "unknown context 'fog'"),
         "missing weights": (["explain", pictures["rgb"], "--model", MODEL, "--weights", tmp_path / "no.safetensors",
                              "--out", tmp_path], "does not exist"),
@@ -361,3 +363,34 @@ def test_all_names_every_registered_method_and_metric():
     assert _specs(" all ", "metric") == [m for m in metrics.available() if m != "quantus"]  # quantus:NAME only
     assert {"transformer_attribution", "attnlrp", "extremal_perturbation"} <= set(_specs("all"))
     assert _specs("caap:layers=4,5,rise") == ["caap:layers=4,5", "rise"]
+
+
+def test_target_by_class_name_and_a_folder_of_images(weights, pictures, tmp_path, capsys):
+    from caap.core.targets import class_index
+    from caap.errors import CaapError
+
+    names = ["tench, Tinca tinca", "goldfish, Carassius auratus", "robin, American robin", "robinet"]
+    assert class_index("robin", names) == 2 and class_index("American", names) == 2  # exact synonym, then prefix
+    assert class_index("gold", names) == 1 and class_index("3", names) == 3
+    with pytest.raises(CaapError, match="matches 2 classes"):
+        class_index("rob", names)
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.png", "sub/a.jpg"):
+        (folder / name).write_bytes(pictures["rgb"].read_bytes() if name.endswith("png") else
+                                    pictures["jpeg"].read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "o"
+    code, _, err = run(["explain", folder, "--model", MODEL, "--weights", weights, "--layers", "2:4",
+                        "--target", "robin", "--out", out], capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert [r["png"] for r in results["images"]] == ["b.caap.png", "a.caap.png"]
+    assert all(r["targets"] == [15] for r in results["images"])  # 'robin, American robin, Turdus migratorius'
+    code, _, err = run(["explain", pictures["rgb"], "--model", MODEL, "--weights", weights, "--target", "gr",
+                        "--out", out], capsys)  # great white shark, grey whale, …
+    assert code == 2 and "--target 'gr'" in err and "be more specific" in err and err.count("\n") == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(["explain", empty, "--model", MODEL, "--out", tmp_path / "q"], capsys)
+    assert code == 2 and "no images" in err

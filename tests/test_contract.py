@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -309,3 +310,12 @@ def test_two_threads_on_one_model_give_the_sequential_maps(name, training):
     for got, want in zip(results, expected, strict=True):
         torch.testing.assert_close(got, want)
     assert_untouched(shared, before)
+
+
+def test_a_slow_dtype_for_the_device_warns():
+    model = build("timm_vit")
+    with pytest.warns(RuntimeWarning, match="float16 on the CPU is emulated and slow"):
+        methods.get("saliency")(model, dtype=torch.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        methods.get("saliency")(model, dtype=torch.bfloat16)

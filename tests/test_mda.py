@@ -213,10 +213,11 @@ def test_mda_is_independent_of_batch_composition_and_options_are_checked():
 
 
 @needs_reference
-def test_slic_segments_and_bi_attn_equal_the_authors():
-    """SLIC on the [0, 1] image (skimage, compactness 10000) gives the authors' segments label for label; Bi-Attn
-    equals their ``Baselines.bidirectional(steps=20, start_layer=4)`` to 1e-5 of each map's maximum (measured
-    4e-6: the float32 noise of the two model implementations)."""
+def test_slic_segments_blur_and_bi_attn_equal_the_authors():
+    """SLIC on the [0, 1] image (skimage, compactness 10000) gives the authors' segments label for label; the blur
+    search stops at their kernel sizes with their probabilities; Bi-Attn equals their
+    ``Baselines.bidirectional(steps=20, start_layer=4)`` to 1e-5 of each map's maximum (measured 4e-6: the float32
+    noise of the two model implementations)."""
     from caap.adapters import create_model
     from caap.methods.mda import slic_segments
 
@@ -232,3 +233,10 @@ def test_slic_segments_and_bi_attn_equal_the_authors():
     pixels = explainer.adapter.normalization.denormalize(x)
     for b in range(len(x)):
         np.testing.assert_array_equal(slic_segments(pixels[b], 196).numpy(), segments[b])
+    meta = json.loads((REFERENCE / "meta.json").read_text())  # the blur substrate: kernel size and p(blur)
+    with torch.no_grad():
+        for b, (size, percent) in enumerate(zip(meta["mda_blur_klen"], meta["mda_blur_prob_pct"], strict=True)):
+            p = model(kernel_blur(x[b : b + 1], size)).softmax(-1)[0, targets[b]].item()
+            assert p * 100 == pytest.approx(percent, rel=1e-3, abs=1e-5) and p <= 0.01
+            if size > 31:
+                assert model(kernel_blur(x[b : b + 1], size - 4)).softmax(-1)[0, targets[b]].item() > 0.01

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("explain", help="explain images with CAAP and write heatmaps, scores and results.json")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (every image under them)")
     _model_args(p)
     p.add_argument("--method", default="caap", help=method_help)
     p.add_argument("--layers", help="shorthand for the method option layers=: START:STOP (Python range), a list "
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", help="shorthand for context=: mean, black, blur[:SIGMA], noise[:STD[:SEED]] or an "
                    "image file (default: mean)")
     p.add_argument("--score", choices=["logit", "prob", "logprob"], help="shorthand for score= (default: logit)")
-    p.add_argument("--target", default="auto", help="'auto' (top-1 prediction) or a class index")
+    p.add_argument("--target", default="auto",
+                   help="'auto' (top-1 prediction), a class index or a class name (a unique prefix: robin)")
     p.add_argument("--top-k", type=int, default=1, help="with --target auto: maps for the K top classes (default 1)")
     p.add_argument("--batch-size", type=int, default=None, help="shorthand for batch_size= (default: auto)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cpu)")
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--methods", default="caap,rollout,gae,gradcam,lrp,occlusion,input_insertion,integrated_gradients",
                    help=methods_help)
-    p.add_argument("--target", default="auto", help="'auto' (top-1 prediction) or a class index")
+    p.add_argument("--target", default="auto",
+                   help="'auto' (top-1 prediction), a class index or a class name (a unique prefix: robin)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_compare)
 
@@ -140,13 +142,42 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local .safetensors or .pth weights (default: pretrained from the hub)")
 
 
-def _target(text: str) -> int | None:
+def _target(text: str, loaded=None) -> int | None:
+    """``--target``: None for ``auto``, else a class index, given as one or by name (with the model's names)."""
     if text == "auto":
         return None
+    if text.strip().isdigit() or loaded is None:
+        try:
+            return int(text)
+        except ValueError:
+            if loaded is None:
+                return None  # a name: resolved once the model (and its class names) is loaded
+            raise
+    from caap.core.targets import class_index
+
     try:
-        return int(text)
-    except ValueError:
-        raise CaapError(f"--target {text!r}: expected 'auto' or a class index") from None
+        index = class_index(text, loaded.class_names)
+    except CaapError as exc:
+        raise CaapError(f"--target {text!r}: {exc}") from None
+    print(f"--target {text!r}: class {index} ({loaded.class_names[index]})", file=sys.stderr)
+    return index
+
+
+def _image_paths(items: list[str]) -> list[Path]:
+    """Image files, with every image under a folder (sorted) in place of the folder."""
+    from caap.data.datasets import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CaapError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under the folder {item!r}")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
 
 
 def _specs(text: str, kind: str = "method") -> list[str]:
@@ -197,14 +228,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CaapError(f"--top-k {args.top_k}: expected a positive number of classes")
-    target = _target(args.target)
-    if target is not None and args.top_k != 1:
+    if args.target != "auto" and args.top_k != 1:
         raise CaapError(f"--top-k {args.top_k} applies to --target auto; got --target {args.target}")
-    for path in args.images:  # every image checked before the model is loaded
+    _target(args.target)  # an index is checked now, a name once the model's class names are known
+    images = _image_paths(args.images)
+    for path in images:  # every image checked before the model is loaded
         load_image(path)
     name = parse_spec(args.method, "method")[0]
     METHODS.get(name)
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, [name])
+    target = _target(args.target, loaded)
     explainer = construct(METHODS.get(name), f"method {args.method!r}", loaded.model,
                           **explain_options(args.method, args, loaded))
     settings = {"model": args.model, "weights": str(args.weights) if args.weights else "pretrained",
@@ -212,7 +245,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "target": args.target, "top_k": args.top_k,
                 "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in loaded.data_config.items()}}
     unit = f"Δ {args.score or 'logit'}" if name == "caap" else "attribution"
-    results = explain_files(args.images, loaded, explainer, args.out, target=target, top_k=args.top_k,
+    results = explain_files(images, loaded, explainer, args.out, target=target, top_k=args.top_k,
                             settings=settings, unit=unit)
     print(f"explained {len(results['images'])} image(s) in {results['total_seconds']:.1f} s -> {args.out}")
     return 0
@@ -227,7 +260,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for spec in specs:
         METHODS.get(spec)
     load_image(args.image)
-    summary = compare(args.image, load_model(args.model, args.weights), specs, args.out, _target(args.target))
+    _target(args.target)
+    loaded = load_model(args.model, args.weights, specs)
+    summary = compare(args.image, loaded, specs, args.out, _target(args.target, loaded))
     print(f"compared {len(summary['methods'])} methods -> {Path(args.out) / 'compare.png'}")
     return 0
 

@@ -9,9 +9,12 @@ one line instead of retrying.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,31 @@ def _reachable() -> bool:
         return False
 
 
+def hub_available() -> bool:
+    """Whether the hub may be asked: not ``HF_HUB_OFFLINE`` and ``huggingface.co`` answers within seconds."""
+    return not _offline() and _reachable()
+
+
+@contextlib.contextmanager
+def local_files_only() -> Iterator[None]:
+    """Inside, ``huggingface_hub`` (and so timm's pretrained loading) reads the local cache only and fails at
+    once when a file is missing, instead of retrying a network it cannot reach; restored on exit."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def first_line(exc: BaseException, width: int = 160) -> str:
+    """``Type: first line of the message``, shortened at a word boundary."""
+    line = (str(exc).splitlines() or [""])[0]
+    return textwrap.shorten(f"{type(exc).__name__}: {line}", width=width, placeholder=" …")
+
+
 def _snapshot(repo: str) -> Path:
     """The local folder of ``repo``: the cached snapshot, else a download when the hub can be reached."""
     from huggingface_hub import snapshot_download
@@ -53,14 +81,13 @@ def _snapshot(repo: str) -> Path:
         return Path(snapshot_download(repo, local_files_only=True))
     except LocalEntryNotFoundError:
         pass
-    if _offline() or not _reachable():
+    if not hub_available():
         raise CaapError(f"{HUB_PREFIX}{repo} is not in the local Hugging Face cache and the hub cannot be reached "
                         "(offline); download it where there is a network, or pass a local model folder")
     try:
         return Path(snapshot_download(repo))
     except Exception as exc:  # hub errors come in many types: not found, gated, network
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CaapError(f"could not fetch {HUB_PREFIX}{repo} ({type(exc).__name__}: {first[:160]})") from None
+        raise CaapError(f"could not fetch {HUB_PREFIX}{repo} ({first_line(exc)})") from None
 
 
 def load_hub_model(name: str) -> nn.Module:
@@ -81,8 +108,7 @@ def load_hub_model(name: str) -> nn.Module:
     try:
         model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CaapError(f"{name}: not a transformers image classifier ({first[:160]})") from None
+        raise CaapError(f"{name}: not a transformers image classifier ({first_line(exc)})") from None
     return model.eval()
 
 

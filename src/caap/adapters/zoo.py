@@ -3,6 +3,7 @@ names (:mod:`caap.adapters.hub`), the embedded demo models; and each model's own
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import timm
@@ -11,15 +12,25 @@ from torch import nn
 
 from caap.adapters.auto import adapt
 from caap.adapters.demo import DEMO_NAMES, build_demo_architecture, load_demo_model
-from caap.adapters.hub import hf_data_config, is_hub_source, load_hub_model
+from caap.adapters.hub import (
+    first_line,
+    hf_data_config,
+    hub_available,
+    is_hub_source,
+    load_hub_model,
+    local_files_only,
+)
 from caap.adapters.weights import load_state_dict, load_strict
 from caap.errors import CaapError
 
 
-def create_model(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_vit: str | None = None) -> nn.Module:
     """A model by name: a timm name (``weights`` from a local file, else ``pretrained=True`` from the hub), a
     local Hugging Face model folder or ``hf-hub:ORG/NAME`` (transformers or timm format; the weights are the
     folder's), or ``caap-demo`` (``caap-demo-simple``, ``caap-demo-conjunction``), the embedded demo models.
+
+    ``needs_vit``: a method name that needs a ViT's tokens; a model caap can only treat as a plain classifier
+    is then refused before any weights are read. Offline, hub weights come from the local cache or fail at once.
     """
     if is_hub_source(name):
         if weights is not None:
@@ -41,16 +52,20 @@ def create_model(name: str, weights: str | os.PathLike | None = None) -> nn.Modu
         )
     with torch.device("meta"):  # check the architecture before fetching or reading any weights
         skeleton = timm.create_model(name, pretrained=False)
-    adapt(skeleton)
+    adapter = adapt(skeleton)
+    if needs_vit is not None and not adapter.tokens:
+        raise CaapError(f"model {name!r} ({type(skeleton).__name__}) is not a ViT caap can open: method {needs_vit!r} "
+                        "needs a ViT's tokens; use a model-agnostic method (saliency, integrated_gradients, occlusion, "
+                        "rise…)")
     if weights is None:
+        online = hub_available()
         try:
-            model = timm.create_model(name, pretrained=True)
+            with contextlib.nullcontext() if online else local_files_only():
+                model = timm.create_model(name, pretrained=True)
         except Exception as exc:  # hub errors come in many types; all mean "no weights"
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise CaapError(
-                f"could not fetch pretrained weights for {name!r} from the hub ({type(exc).__name__}: {first[:160]}); "
-                "pass --weights FILE"
-            ) from None
+            where = "from the hub" if online else "(offline, and not in the local cache)"
+            raise CaapError(f"could not load pretrained weights for {name!r} {where}: {first_line(exc, 120)}; "
+                            "pass --weights FILE") from None
         return model.eval()
     state = load_state_dict(weights)
     kwargs = {}

@@ -60,15 +60,21 @@ class LoadedModel:
         return self.normalization.denormalize(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
 
 
-def load_model(name: str, weights: str | None = None) -> LoadedModel:
-    """A model by name (:func:`caap.adapters.create_model`) with its own data config and transform."""
+def load_model(name: str, weights: str | None = None, methods: Sequence[str] = ()) -> LoadedModel:
+    """A model by name (:func:`caap.adapters.create_model`) with its own data config and transform; a model
+    that is no ViT is refused before its weights are read when one of ``methods`` needs a ViT."""
     from timm.data import create_transform
 
-    model = create_model(name, weights)
+    model = create_model(name, weights, needs_vit=vit_method(methods))
     cfg = model_data_config(model)
     adapter = adapt(model, Normalization(tuple(cfg["mean"]), tuple(cfg["std"])))
     return LoadedModel(name, weights, model, adapter, cfg,
                        create_transform(**{k: v for k, v in cfg.items() if k != "source"}))
+
+
+def vit_method(specs: Sequence[str]) -> str | None:
+    """The first of the method specs that needs a ViT's tokens (not model-agnostic), or None."""
+    return next((s.split(":")[0] for s in specs if not METHODS.get(s).model_agnostic), None)
 
 
 def class_maps(explainer: Explainer, x: torch.Tensor, classes: list[int]) -> torch.Tensor:

@@ -188,7 +188,9 @@ def _plain(value) -> bool:
 def load(config: BenchConfig):
     """``(model, dataset)`` of a run: the model by name (:func:`caap.adapters.create_model`) and the
     ``--data`` images after ``every`` and ``limit``."""
-    model = create_model(config.model, config.weights)
+    from caap.bench.explain import vit_method
+
+    model = create_model(config.model, config.weights, needs_vit=vit_method(config.methods))
     if config.data.startswith("synthetic"):
         variant = config.data.split(":", 1)[1] if ":" in config.data else "simple"
         dataset = Synthetic(variant, size=config.limit * config.every if config.limit else 200)

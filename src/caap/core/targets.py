@@ -38,3 +38,29 @@ def resolve_target(target: TargetLike, logits: torch.Tensor) -> torch.Tensor:
     if bad.any():
         raise CaapError(f"target {t[bad][0].item()} is out of range; expected a class index in 0..{num_classes - 1}")
     return t.clone()
+
+
+def class_index(text: str, names: Sequence[str]) -> int:
+    """A class by index or by name: digits are an index; otherwise a name matches a class whose name or one of
+    its comma-separated synonyms (``"robin, American robin, Turdus migratorius"``) equals it, case-insensitive,
+    else starts with it. Exactly one class must match."""
+    text = text.strip()
+    if text.isdigit():
+        index = int(text)
+        if not 0 <= index < len(names):
+            raise CaapError(f"class {index} is out of range; expected a class index in 0..{len(names) - 1}")
+        return index
+    key = text.lower()
+    if not key:
+        raise CaapError("class name is empty; expected a class index or a name such as 'robin'")
+    synonyms = [[s.strip().lower() for s in str(n).split(",")] for n in names]
+    for match in (lambda s: s == key, lambda s: s.startswith(key)):
+        found = [i for i, syn in enumerate(synonyms) if any(match(s) for s in syn)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            shown = "; ".join(f"{i} {names[i]!r}" for i in found[:5]) + ("; …" if len(found) > 5 else "")
+            raise CaapError(f"class name {text!r} matches {len(found)} classes ({shown}); be more specific or "
+                            "give the index")
+    raise CaapError(f"no class is named {text!r} or starts with it; expected a class index or one of the model's "
+                    f"class names (e.g. {names[0]!r})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
@@ -97,6 +98,9 @@ class Explainer(ABC):
         self.model = self.adapter.model
         self.dtype = check_dtype(dtype)
         self._device = None if device is None else place(self.model, device)
+        if self.dtype == torch.float16 and self.device.type == "cpu":
+            warnings.warn("float16 on the CPU is emulated and slow (CAAP on DeiT-Tiny, 2 cores: 26.7 s against 4.2 s "
+                          "in float32); use bfloat16 or float32 on the CPU", RuntimeWarning, stacklevel=2)
 
     @property
     def device(self) -> torch.device:
