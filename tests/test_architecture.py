@@ -13,11 +13,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "caap"
 
 # rank of each top-level part, lowest first; packages of equal rank may not import each other
 LAYERS = {
-    "errors": 0, "io": 0, "specs": 0, "registry": 0, "version": 0,
+    "errors": 0, "io": 0, "specs": 0, "registry": 0, "version": 0, "viz": 0,  # viz: arrays -> figures only
     "core": 1,
     "adapters": 2,
     "methods": 3, "metrics": 3,
-    "data": 4, "viz": 4,
+    "data": 4,
     "bench": 5,
     "cli": 6, "quantus": 6,  # interop faces, beside the command line
     "": 7,  # caap/__init__.py: the public facade over everything

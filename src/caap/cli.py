@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", choices=["logit", "prob", "logprob"], help="shorthand for score= (default: logit)")
     p.add_argument("--target", default="auto",
                    help="'auto' (top-1 prediction), a class index or a class name (a unique prefix: robin)")
+    _figure_args(p)
     p.add_argument("--top-k", type=int, default=1, help="with --target auto: maps for the K top classes (default 1)")
     p.add_argument("--batch-size", type=int, default=None, help="shorthand for batch_size= (default: auto)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cpu)")
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="one image, several methods side by side in one grid image")
     p.add_argument("image", metavar="IMAGE")
+    _figure_args(p)
     _model_args(p)
     p.add_argument("--methods", default="caap,rollout,gae,gradcam,lrp,occlusion,input_insertion,integrated_gradients",
                    help=methods_help)
@@ -117,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="caap-demo", help="output folder (default ./caap-demo)")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _figure_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="png", choices=["png", "svg", "pdf"], help="figure format (default png)")
+    p.add_argument("--display", default="bilinear", choices=["bilinear", "nearest"],
+                   help="patch maps shown smooth (bilinear, default) or patch-exact (nearest)")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -246,7 +254,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in loaded.data_config.items()}}
     unit = f"Δ {args.score or 'logit'}" if name == "caap" else "attribution"
     results = explain_files(images, loaded, explainer, args.out, target=target, top_k=args.top_k,
-                            settings=settings, unit=unit)
+                            settings=settings, unit=unit, fmt=args.format, display=args.display)
     print(f"explained {len(results['images'])} image(s) in {results['total_seconds']:.1f} s -> {args.out}")
     return 0
 
@@ -262,8 +270,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     load_image(args.image)
     _target(args.target)
     loaded = load_model(args.model, args.weights, specs)
-    summary = compare(args.image, loaded, specs, args.out, _target(args.target, loaded))
-    print(f"compared {len(summary['methods'])} methods -> {Path(args.out) / 'compare.png'}")
+    summary = compare(args.image, loaded, specs, args.out, _target(args.target, loaded), fmt=args.format,
+                      display=args.display)
+    print(f"compared {len(summary['methods'])} methods -> {Path(args.out) / summary['figure']}")
     return 0
 
 

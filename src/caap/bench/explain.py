@@ -101,11 +101,24 @@ def output_stems(paths: Sequence[Path], out: Path) -> list[str]:
     return stems
 
 
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def check_figure_options(fmt: str, display: str) -> None:
+    if fmt not in FIGURE_FORMATS:
+        raise CaapError(f"figure format {fmt!r}: expected one of {', '.join(FIGURE_FORMATS)}")
+    if display not in ("bilinear", "nearest"):
+        raise CaapError(f"display {display!r}: expected 'bilinear' or 'nearest' (patch-exact)")
+
+
 def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: Explainer, out: str | Path, *,
                   target: int | None = None, top_k: int = 1, settings: dict | None = None,
-                  unit: str = "attribution", progress: bool = True) -> dict:
-    """Explain image files: per image a PNG (image, overlay, colour bar, class and probability), the raw maps
-    (``.npy``: ``[h, w]``, or ``[K, h, w]`` for several classes) and ``results.json`` for the run."""
+                  unit: str = "attribution", progress: bool = True, fmt: str = "png",
+                  display: str = "bilinear") -> dict:
+    """Explain image files: per image a figure (``fmt``: png, svg or pdf; the input, then the top-k classes'
+    overlays on one shared scale with its colour bar), the raw maps (``.npy``: ``[h, w]``, or ``[K, h, w]`` for
+    several classes) and ``results.json`` for the run. ``display="nearest"`` shows patch maps patch-exact."""
+    check_figure_options(fmt, display)
     if top_k < 1:
         raise CaapError(f"--top-k {top_k}: expected a positive number of classes")
     paths = [Path(p) for p in paths]
@@ -134,11 +147,12 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
         titles = [f"{names[c]} (class {c}), p={probs[c]:.3f}" for c in classes]
         what = f"CAAP, layers {explainer.layers}" if isinstance(explainer, CAAP) else explainer.name
         fig = explanation_figure(loaded.pixels(x), list(maps), titles, suptitle=f"{path.name} — {what}", unit=unit,
-                                 signed=explainer.signed)
-        save_figure(out / f"{stem}.png", fig, dpi=110)
+                                 signed=explainer.signed, mode=display)
+        save_figure(out / f"{stem}.{fmt}", fig, dpi=110)
         save_npy(out / f"{stem}.npy", (maps if len(classes) > 1 else maps[0]).numpy())
         results["images"].append({
-            "image": str(path), "png": f"{stem}.png", "npy": f"{stem}.npy",
+            "image": str(path), "figure": f"{stem}.{fmt}", **({"png": f"{stem}.png"} if fmt == "png" else {}),
+            "npy": f"{stem}.npy",
             "targets": classes, "class_names": [names[c] for c in classes],
             "probability": [float(probs[c]) for c in classes],
             "map_max": [float(m.max()) for m in maps], "map_min": [float(m.min()) for m in maps],
@@ -150,9 +164,10 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
 
 
 def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: str | Path,
-            target: int | None = None) -> dict:
-    """One image, several methods (``NAME[:KEY=VALUE…]`` specs) side by side: ``compare.png`` and
-    ``compare.json`` (target, methods, seconds per method)."""
+            target: int | None = None, *, fmt: str = "png", display: str = "bilinear") -> dict:
+    """One image, several methods (``NAME[:KEY=VALUE…]`` specs) side by side, each with its colour bar:
+    ``compare.<fmt>`` and ``compare.json`` (target, methods, seconds per method)."""
+    check_figure_options(fmt, display)
     if not specs:
         raise CaapError("--methods is empty; expected e.g. caap,rollout,gradcam")
     explainers = {spec: METHODS.build(spec, loaded.model, normalization=loaded.normalization) for spec in specs}
@@ -167,14 +182,15 @@ def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: st
         start = time.perf_counter()
         maps.append(explainer.explain(x, target=target).scores[0])
         timing[spec] = time.perf_counter() - start
-        titles.append(f"{spec} ({timing[spec]:.1f} s)")
+        titles.append(spec)
     class_name = loaded.class_names[target]
     image = loaded.pixels(x)
-    fig = grid_figure([image] * len(maps), maps, titles, columns=min(4, len(maps)),
+    fig = grid_figure([image] * len(maps), maps, titles, columns=min(5, len(maps)), mode=display,
                       signed=[e.signed for e in explainers.values()],
                       suptitle=f"{Path(path).name}: {class_name} (class {target}), p={probs[target]:.3f}")
     out = Path(out)
-    save_figure(out / "compare.png", fig, dpi=110)
-    summary = {"image": str(path), "model": loaded.name, "target": target, "methods": list(specs), "seconds": timing}
+    save_figure(out / f"compare.{fmt}", fig, dpi=110)
+    summary = {"image": str(path), "model": loaded.name, "target": target, "methods": list(specs), "seconds": timing,
+               "figure": f"compare.{fmt}"}
     save_json(out / "compare.json", summary)
     return summary

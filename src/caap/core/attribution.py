@@ -51,6 +51,43 @@ class Attribution:
     def __len__(self) -> int:
         return self.scores.shape[0]
 
+    def plot(self, index: int = 0, image=None, *, mode: str = "bilinear", clip: float | None = None,
+             alpha: float | None = None, ax=None):
+        """A ``matplotlib.figure.Figure`` of map ``index`` over ``image`` (optional: ``[H, W, 3]`` floats in
+        [0, 1] or uint8, a PIL image, or a ``[3, H, W]`` tensor in [0, 1]) with its colour bar: diverging and
+        centred at 0 for signed methods, sequential otherwise, opacity following ``|map|``, saturating at the
+        ``clip`` percentile (default 99.5); ``mode="nearest"`` shows patch maps patch-exact. ``ax``: draw into
+        an existing axes. No pyplot, no backend change."""
+        import numpy as np
+        from matplotlib.figure import Figure
+
+        from caap.viz.heatmap import ALPHA, CLIP, draw
+
+        if not -len(self) <= index < len(self):
+            raise CaapError(f"index {index} is out of range for {len(self)} map(s)")
+        picture = None
+        if image is not None:
+            picture = np.asarray(image.detach().cpu().permute(1, 2, 0) if isinstance(image, torch.Tensor) else image)
+            if picture.ndim != 3 or picture.shape[2] != 3:
+                raise CaapError(f"image must be [H, W, 3] (or a [3, H, W] tensor, a PIL image), got {picture.shape}")
+            picture = picture / 255.0 if picture.dtype == np.uint8 else picture.astype(np.float64).clip(0, 1)
+        fig = Figure(figsize=(4.2, 3.4), layout="constrained") if ax is None else ax.figure
+        ax = fig.add_subplot() if ax is None else ax
+        mappable = draw(ax, picture, self.scores[index], signed=bool(self.meta.get("signed", True)), mode=mode,
+                        clip=CLIP if clip is None else clip, alpha=ALPHA if alpha is None else alpha,
+                        size=self.input_size)
+        fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+        ax.set_title(f"{self.method}, class {int(self.target[index])}", fontsize=9)
+        return fig
+
+    def _repr_png_(self) -> bytes:
+        """The first map as a PNG, so a notebook shows an Attribution as a figure."""
+        import io
+
+        buf = io.BytesIO()
+        self.plot(0).savefig(buf, format="png", dpi=80)
+        return buf.getvalue()
+
     @property
     def grid(self) -> tuple[int, int]:
         """``(h, w)`` of the native map."""

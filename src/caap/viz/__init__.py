@@ -1,5 +1,18 @@
-"""Figures: heatmap overlays and grids, as ``matplotlib.figure.Figure`` objects (no backend switch)."""
+"""Figures: heatmap overlays and grids, as ``matplotlib.figure.Figure`` objects (no backend switch).
 
-from caap.viz.heatmap import colours, explanation_figure, grid_figure, signed_norm, to_display
+A ground layer: it imports nothing else of caap, so the result type itself can draw (``Attribution.plot``)."""
 
-__all__ = ["colours", "explanation_figure", "grid_figure", "signed_norm", "to_display"]
+from caap.viz.heatmap import (
+    CLIP,
+    colours,
+    draw,
+    explanation_figure,
+    grid_figure,
+    overlay_rgba,
+    shared_norm,
+    signed_norm,
+    to_display,
+)
+
+__all__ = ["CLIP", "colours", "draw", "explanation_figure", "grid_figure", "overlay_rgba", "shared_norm",
+           "signed_norm", "to_display"]
