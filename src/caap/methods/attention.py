@@ -104,7 +104,7 @@ class GAE(AttentionExplainer):
 
 @register
 class Bidirectional(AttentionExplainer):
-    """Bi-Attn (Chen, Li, Zhou, Cheng & Ren, CVPR 2023, "Beyond Intuition: Rethinking Token Attributions inside
+    """Bi-Attn (Chen, Li, Yu, Dou & Xiong, TMLR 2023, "Beyond Intuition: Rethinking Token Attributions inside
     Transformers"), as the MDA authors' code computes it (their input ordering):
 
     - from block ``start_layer`` on: ``R += (Σ_h w_h A_h) R`` with head weights ``w_h ∝ mean |A_hᵀ ∇A_h|``

@@ -1,6 +1,6 @@
-"""Metric-Driven Attributions (Walker, Jha & Ewetz, ICLR 2025, "Now you see me! A framework for obtaining class-
-relevant saliency maps"), as the authors' code (chasewalker26/MDA-Metric-Driven-Attributions-for-ViT, 4ec5108)
-computes it, for any target and several images at once.
+"""Metric-Driven Attributions (Walker, Jha & Ewetz, ICLR 2025, "Metric-Driven Attributions for Vision
+Transformers"), as the authors' code (chasewalker26/MDA-Metric-Driven-Attributions-for-ViT, 4ec5108) computes it,
+for any target and several images at once.
 
 MDA does not explain by a model-internal rule: it **searches** for the segment order that scores best on the
 insertion and deletion metrics, then sets each segment's value from the metric curves. It therefore optimises
