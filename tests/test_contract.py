@@ -319,3 +319,16 @@ def test_a_slow_dtype_for_the_device_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         methods.get("saliency")(model, dtype=torch.bfloat16)
+
+
+def test_long_calls_show_progress_unless_turned_off(monkeypatch, capsys):
+    import caap.methods.base as base
+
+    monkeypatch.setattr(base, "PROGRESS_DELAY", 0.0)  # every call counts as long
+    explainer = methods.get("rise")(build("timm_vit"), masks=16)
+    explainer.explain(images(1))
+    assert "rise" in capsys.readouterr().err
+    explainer.explain(images(1), progress=False)
+    assert "rise" not in capsys.readouterr().err
+    with pytest.raises(CaapError, match="progress must be True or False"):
+        explainer.explain(images(1), progress="yes")

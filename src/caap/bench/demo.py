@@ -36,7 +36,7 @@ def run_demo(variant: str = "simple", images: int = 8, seed: int = 0, out: str |
     start = time.perf_counter()
     scores, targets, records = [], [], []
     for i in tqdm(range(images), desc="demo", unit="img", disable=not progress or images < 2):
-        att = explainer.explain(x[i : i + 1])
+        att = explainer.explain(x[i : i + 1], progress=False)
         scores.append(att.scores[0])
         targets.append(int(att.target[0]))
     maps = torch.stack(scores)  # [B, gh, gw]

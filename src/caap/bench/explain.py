@@ -77,11 +77,11 @@ def vit_method(specs: Sequence[str]) -> str | None:
     return next((s.split(":")[0] for s in specs if not METHODS.get(s).model_agnostic), None)
 
 
-def class_maps(explainer: Explainer, x: torch.Tensor, classes: list[int]) -> torch.Tensor:
+def class_maps(explainer: Explainer, x: torch.Tensor, classes: list[int], progress: bool = True) -> torch.Tensor:
     """Maps ``[K, h, w]`` of one image for several classes (one CAAP call for all of them)."""
     if isinstance(explainer, CAAP) and len(classes) > 1:
-        return explainer.explain(x, target=classes[0], all_classes=True).class_scores[0, classes]
-    return torch.stack([explainer.explain(x, target=c).scores[0] for c in classes])
+        return explainer.explain(x, target=classes[0], all_classes=True, progress=progress).class_scores[0, classes]
+    return torch.stack([explainer.explain(x, target=c, progress=progress).scores[0] for c in classes])
 
 
 def output_stems(paths: Sequence[Path], out: Path) -> list[str]:
@@ -142,7 +142,7 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
             probs = loaded.adapter.forward(x.to(explainer.device)).float().softmax(-1)[0].cpu()
         classes = [target] if target is not None else probs.topk(top_k).indices.tolist()
         t0 = time.perf_counter()
-        maps = class_maps(explainer, x, classes)  # [K, h, w]
+        maps = class_maps(explainer, x, classes, progress and len(paths) < 2)  # [K, h, w]; one bar at a time
         seconds = time.perf_counter() - t0
         titles = [f"{names[c]} (class {c}), p={probs[c]:.3f}" for c in classes]
         what = f"CAAP, layers {explainer.layers}" if isinstance(explainer, CAAP) else explainer.name

@@ -117,7 +117,7 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
         x = item.image[None]
         start = time.perf_counter()
         use_label = config.target == "label" or (config.target == "auto" and item.label >= 0)
-        att = explainers[name].explain(x, target=[item.label] if use_label else None)
+        att = explainers[name].explain(x, target=[item.label] if use_label else None, progress=False)
         seconds = time.perf_counter() - start
         prediction = int(att.meta["prediction"][0])
         scores, curves = _score(_bound(metric_objs, name), model, x, att.target, att.scores, item.mask)
@@ -157,7 +157,7 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
 def _bound(metric_objs: dict[str, Metric], spec: str) -> dict[str, Metric]:
     """The metrics for method ``spec``: a metric that re-explains (model randomisation) gets that method."""
     def explain(model, images, targets):
-        return METHODS.build(spec, model).explain(images, target=targets).scores
+        return METHODS.build(spec, model).explain(images, target=targets, progress=False).scores
 
     return {name: (m.bind(explain) if getattr(m, "needs_explain", False) else m) for name, m in metric_objs.items()}
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from caap.adapters import Adapter, adapt
 from caap.core.attribution import Attribution
@@ -25,6 +26,8 @@ from caap.core.state import check_dtype, eval_mode, model_device, model_lock, pl
 from caap.core.targets import TargetLike, resolve_target
 from caap.errors import CaapError
 from caap.registry import Registry
+
+PROGRESS_DELAY = 2.0  # seconds before a progress bar appears: short calls stay quiet
 
 
 @dataclass
@@ -125,13 +128,19 @@ class Explainer(ABC):
                 "device": str(self.device)}
 
     @final
-    def explain(self, images: torch.Tensor, target: TargetLike = None, **options: Any) -> Attribution:
+    def explain(self, images: torch.Tensor, target: TargetLike = None, *, progress: bool = True,
+                **options: Any) -> Attribution:
         """Explain normalised images ``[B, 3, H, W]`` for ``target`` (None: each image's top-1 class).
 
         The model is in eval mode for the call and comes back with every module's mode as it was found.
         Calls on one model from several threads are safe: they hold the model's lock
         (:func:`caap.core.state.model_lock`) in turn, so each sees only its own state changes.
-        ``options`` are the method's ``call_options`` (CAAP: ``all_classes``, ``groups``, ``progress``)."""
+        ``progress``: a progress bar (``tqdm.auto``: a widget in notebooks) for calls that take more than a few
+        seconds; ``False`` turns it off. ``options`` are the method's ``call_options`` (CAAP: ``all_classes``,
+        ``groups``)."""
+        if not isinstance(progress, bool):
+            raise CaapError(f"progress must be True or False, got {progress!r}")
+        self._progress = progress
         unknown = sorted(set(options) - self.call_options)
         if unknown:
             expected = sorted(self.call_options) or "none"
@@ -156,6 +165,12 @@ class Explainer(ABC):
                 "prediction": forward.scores.argmax(-1).cpu(), "seconds": time.perf_counter() - start}
         class_scores = None if maps.class_scores is None else maps.class_scores.float().cpu()
         return Attribution(maps.scores.detach().float().cpu(), tgt, size, self.name, class_scores, meta)
+
+    def progress_bar(self, total: int | None, unit: str = "forward"):
+        """A ``tqdm.auto`` bar for this call's long loop: shown only when the call asked for progress and the loop
+        runs for more than ``PROGRESS_DELAY`` seconds; it disappears when done."""
+        return tqdm(total=total, desc=self.name, unit=unit, leave=False, delay=PROGRESS_DELAY,
+                    disable=not getattr(self, "_progress", True))
 
     def _input_dtype(self) -> torch.dtype:
         """The dtype of the model's parameters (inputs are cast to it; autocast handles ``dtype=``)."""

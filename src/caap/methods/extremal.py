@@ -172,6 +172,7 @@ class ExtremalPerturbation(Explainer):
         tgt = target.to(images.device).repeat_interleave(k)
         velocity = torch.zeros_like(params)
         weight = 300.0
+        bar = self.progress_bar(self.steps, unit="step")
         for t in range(self.steps):
             with torch.enable_grad():
                 params.requires_grad_(True)
@@ -190,6 +191,8 @@ class ExtremalPerturbation(Explainer):
                 velocity = grad if t == 0 else 0.9 * velocity + 0.1 * grad
                 params = (params.detach() - 0.01 * velocity).clamp(0, 1)
             weight *= 1.0035
+            bar.update()
+        bar.close()
         return mask.detach().view(b, k, *size)
 
     def _attribute(self, images, target, *, grid, forward) -> Maps:

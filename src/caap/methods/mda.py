@@ -173,7 +173,7 @@ class MDA(Explainer):
                 "blur_prob": self.blur_prob, "batch_size": self.batch_size}
 
     def _attribute(self, images, target, *, grid, forward) -> Maps:
-        order_maps = self.order.explain(images, target).scores  # [B, h, w]
+        order_maps = self.order.explain(images, target, progress=False).scores  # [B, h, w]
         pixels = self.adapter.normalization.denormalize(images)
         searches = [self._search(images[i], pixels[i], order_maps[i], grid) for i in range(images.shape[0])]
         results = self._drive(searches, target)
@@ -199,18 +199,21 @@ class MDA(Explainer):
         """Run every image's search, each step's composites of all images in one stream of forwards."""
         results: list = [None] * len(searches)
         pending = {i: next(s) for i, s in enumerate(searches)}
+        bar = self.progress_bar(None)
         while pending:
             owners = list(pending)
             sizes = [pending[i].shape[0] for i in owners]
             composites = torch.cat([pending[i] for i in owners])
             tgt = torch.cat([target[i].expand(k) for i, k in zip(owners, sizes, strict=True)]).to(self.device)
             probs = self._probs(composites, tgt).split(sizes)
+            bar.update(composites.shape[0])
             for i, p in zip(owners, probs, strict=True):
                 try:
                     pending[i] = searches[i].send(p)
                 except StopIteration as stop:
                     results[i] = stop.value
                     del pending[i]
+        bar.close()
         return results
 
     # --- one image's search -----------------------------------------------------------------------------

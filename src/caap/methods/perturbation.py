@@ -70,6 +70,7 @@ class PatchComposite(Explainer):
         out = torch.empty(b * n_patch, device=device)
         tgt_dev = tgt.to(device)
         chunk = _auto_batch(self, grid, device)
+        bar = self.progress_bar(b * n_patch)
         for start in range(0, b * n_patch, chunk):
             idx = torch.arange(start, min(start + chunk, b * n_patch), device=device)
             img, patch = idx // n_patch, idx % n_patch
@@ -77,6 +78,8 @@ class PatchComposite(Explainer):
             composite = torch.where(m, inside[img], outside[img])  # [n, 3, H, W]
             s = apply_score(self.score_fn, self.adapter.forward(composite))
             out[idx] = sign * (s.gather(1, tgt_dev[img, None])[:, 0] - ref[img])
+            bar.update(len(idx))
+        bar.close()
         return Maps(out.view(b, *grid), meta={"reference_score": ref.float().cpu(), "forward_passes": b * n_patch})
 
 
@@ -172,6 +175,7 @@ class RISE(Explainer):
         tgt_dev = tgt.to(device)
         saliency = torch.zeros(b, *size, device=device)
         per_chunk = max(1, _auto_batch(self, grid, device) // b)
+        bar = self.progress_bar(self.n_masks * b)
         for start in range(0, self.n_masks, per_chunk):
             k = min(per_chunk, self.n_masks - start)
             m = self.make_masks(start, k, size).to(device, images.dtype)[:, None, None]  # [k, 1, 1, H, W]
@@ -179,5 +183,7 @@ class RISE(Explainer):
             s = apply_score(self.score_fn, self.adapter.forward(masked)).view(k, b, -1)  # [k, B, K]
             weight = s.gather(2, tgt_dev.view(1, b, 1).expand(k, b, 1))[..., 0]  # [k, B]
             saliency += (weight[:, :, None, None] * m[:, 0, 0][:, None]).sum(0)
+            bar.update(k * b)
+        bar.close()
         saliency /= self.n_masks * self.probability
         return Maps(saliency, meta={"forward_passes": self.n_masks * b})

@@ -52,11 +52,14 @@ class TokenSubsets(Explainer):
         out = torch.empty(kept.shape[0], device=z.device)
         rows = torch.arange(prefix, device=z.device).expand(kept.shape[0], -1)
         tokens = torch.cat([rows, kept.to(z.device) + prefix], 1)  # [R, prefix + k] token indices
+        bar = self.progress_bar(kept.shape[0])
         for start in range(0, kept.shape[0], chunk):
             idx = slice(start, start + chunk)
             sub = z[image[idx, None], tokens[idx]]  # [n, prefix + k, D]
             scores = apply_score(self.score_fn, self._blocks_and_head(sub))
             out[idx] = scores.gather(1, target[image[idx], None].to(z.device))[:, 0]
+            bar.update(len(out[idx]))
+        bar.close()
         return out
 
 

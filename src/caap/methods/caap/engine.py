@@ -27,7 +27,7 @@ from caap.core.scores import ScoreFn, apply_score, make_score
 from caap.core.state import autocast
 from caap.core.workspace import Workspace
 from caap.errors import CaapError
-from caap.methods.base import Explainer, Forward, Maps, register
+from caap.methods.base import PROGRESS_DELAY, Explainer, Forward, Maps, register
 from caap.methods.caap.fast import fast_scores
 from caap.methods.caap.refine import coarse_to_fine, fast_then_exact
 
@@ -129,7 +129,7 @@ class CAAP(Explainer):
             **({"compile": True} if self.compile else {}),
         }
 
-    call_options = frozenset({"all_classes", "groups", "progress"})
+    call_options = frozenset({"all_classes", "groups"})
 
     def _forward(self, images: torch.Tensor) -> Forward:
         """The source and context forwards of ``images`` ``[B, 3, H, W]`` that every patched run builds on;
@@ -149,11 +149,11 @@ class CAAP(Explainer):
         forward: Forward,
         all_classes: bool = False,
         groups: torch.Tensor | None = None,
-        progress: bool = False,
     ) -> Maps:
         """CAAP maps: ``scores`` ``[B, gh, gw]`` (score units, signed) and, with ``all_classes=True``,
         ``class_scores`` ``[B, K, gh, gw]`` for every class at no extra cost. ``groups`` overrides the
-        constructor's group map for this call; ``progress`` shows a progress bar over the patched runs."""
+        constructor's group map for this call; the call's ``progress`` bar counts the patched runs."""
+        progress = self._progress
         if not isinstance(all_classes, bool):
             raise CaapError(f"all_classes must be True or False, got {all_classes!r}")
         groups = self.groups if groups is None else groups
@@ -248,7 +248,8 @@ class CAAP(Explainer):
             pair_variant, pair_token = variants.pair_variant.to(device), variants.pair_token.to(device)
             rows_used, halvings, start = 0, 0, 0
             workspace = None if self.compile else Workspace()  # compiled code plans its own memory
-            with tqdm(total=n_var, desc="CAAP", unit="run", disable=not progress, leave=False) as bar:
+            with tqdm(total=n_var, desc="CAAP", unit="run", disable=not progress, leave=False,
+                      delay=PROGRESS_DELAY) as bar:
                 while start < n_var:
                     stop = min(start + chunk, n_var)
                     lo, hi = torch.searchsorted(variants.pair_variant, torch.tensor([start, stop])).tolist()
