@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="auto",
                    help="'auto' (top-1 prediction), a class index or a class name (a unique prefix: robin)")
     _figure_args(p)
+    p.add_argument("--html", action="store_true", help="also explore.html: the run's maps in one self-contained page")
     p.add_argument("--top-k", type=int, default=1, help="with --target auto: maps for the K top classes (default 1)")
     p.add_argument("--batch-size", type=int, default=None, help="shorthand for batch_size= (default: auto)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cpu)")
@@ -111,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="deletion,insertion", help=metrics_help)
     p.add_argument("--out", required=True, help="sweep folder (re-running resumes)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("explore", help="one self-contained HTML page: every method's maps for the top-k classes, "
+                       "a class and method switch, an opacity slider and each cell's value on hover")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    _model_args(p)
+    p.add_argument("--methods", default="caap,gae,transformer_attribution,rollout,saliency", help=methods_help)
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5; CAAP's cost one call)")
+    p.add_argument("--target", default="auto", help="'auto' (the top-k classes), a class index or a class name")
+    p.add_argument("--out", required=True, help="output folder (explore.html)")
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("demo", help="offline demo: explain controlled-evidence images with the embedded model")
     p.add_argument("--variant", default="simple", choices=["simple", "conjunction"])
@@ -254,7 +265,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in loaded.data_config.items()}}
     unit = f"Δ {args.score or 'logit'}" if name == "caap" else "attribution"
     results = explain_files(images, loaded, explainer, args.out, target=target, top_k=args.top_k,
-                            settings=settings, unit=unit, fmt=args.format, display=args.display)
+                            settings=settings, unit=unit, fmt=args.format, display=args.display,
+                            html=args.html)
     print(f"explained {len(results['images'])} image(s) in {results['total_seconds']:.1f} s -> {args.out}")
     return 0
 
@@ -273,6 +285,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary = compare(args.image, loaded, specs, args.out, _target(args.target, loaded), fmt=args.format,
                       display=args.display)
     print(f"compared {len(summary['methods'])} methods -> {Path(args.out) / summary['figure']}")
+    return 0
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from caap.bench.explain import load_model
+    from caap.bench.explore import explore
+    from caap.data.images import load_image
+    from caap.methods import METHODS
+
+    specs = _specs(args.methods)
+    for spec in specs:
+        METHODS.get(spec)
+    _target(args.target)
+    images = _image_paths(args.images)
+    for path in images:
+        load_image(path)
+    loaded = load_model(args.model, args.weights, specs)
+    target = _target(args.target, loaded)
+    page = explore(images, loaded, specs, args.out, top_k=1 if target is not None else args.top_k, target=target)
+    print(f"explored {len(images)} image(s) with {len(specs)} method(s) -> {page}")
     return 0
 
 

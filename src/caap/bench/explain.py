@@ -24,6 +24,7 @@ from caap.io import save_figure, save_json, save_npy
 from caap.methods import CAAP, METHODS, Explainer
 from caap.version import __version__
 from caap.viz import explanation_figure, grid_figure
+from caap.viz.explorer import PageMethod, page_image, page_maps, write_page
 
 
 @dataclass
@@ -114,10 +115,11 @@ def check_figure_options(fmt: str, display: str) -> None:
 def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: Explainer, out: str | Path, *,
                   target: int | None = None, top_k: int = 1, settings: dict | None = None,
                   unit: str = "attribution", progress: bool = True, fmt: str = "png",
-                  display: str = "bilinear") -> dict:
+                  display: str = "bilinear", html: bool = False) -> dict:
     """Explain image files: per image a figure (``fmt``: png, svg or pdf; the input, then the top-k classes'
     overlays on one shared scale with its colour bar), the raw maps (``.npy``: ``[h, w]``, or ``[K, h, w]`` for
-    several classes) and ``results.json`` for the run. ``display="nearest"`` shows patch maps patch-exact."""
+    several classes) and ``results.json`` for the run. ``display="nearest"`` shows patch maps patch-exact;
+    ``html``: also ``explore.html``, the run's maps in one self-contained page (:mod:`caap.viz.explorer`)."""
     check_figure_options(fmt, display)
     if top_k < 1:
         raise CaapError(f"--top-k {top_k}: expected a positive number of classes")
@@ -135,6 +137,7 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
                                          "python": platform.python_version()}},
                "images": [], "total_seconds": 0.0}
     start = time.perf_counter()
+    pages: list = []
     rows = list(zip(paths, pictures, output_stems(paths, out), strict=True))
     for path, picture, stem in tqdm(rows, desc="explain", unit="img", disable=not progress or len(paths) < 2):
         x = loaded.transform(picture)[None]  # [1, 3, H, W]
@@ -150,6 +153,10 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
                                  signed=explainer.signed, mode=display)
         save_figure(out / f"{stem}.{fmt}", fig, dpi=110)
         save_npy(out / f"{stem}.npy", (maps if len(classes) > 1 else maps[0]).numpy())
+        if html:
+            shown = [(c, names[c], float(probs[c])) for c in classes]
+            pages.append(page_image(path.name, loaded.pixels(x), shown,
+                                    {explainer.name: PageMethod(page_maps(maps), explainer.signed)}))
         results["images"].append({
             "image": str(path), "figure": f"{stem}.{fmt}", **({"png": f"{stem}.png"} if fmt == "png" else {}),
             "npy": f"{stem}.npy",
@@ -160,6 +167,8 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
         })
         results["total_seconds"] = time.perf_counter() - start
         save_json(out / "results.json", results)
+    if html:
+        write_page(pages, out, f"caap explain — {loaded.name}, {explainer.name}")
     return results
 
 

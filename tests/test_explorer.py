@@ -1,0 +1,102 @@
+"""The HTML explorer (issue 15), driven in a real headless browser (Playwright with the system Chromium): switch
+class and method, and check that the page shows the right map; hover a cell and read its value."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from caap import methods
+from caap.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (.ci/run installs Debian's chromium)")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """``caap explore`` on two images with three methods and the top-3 classes of a tiny test ViT."""
+    import timm
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("explore")
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit", pretrained=False)
+    weights = root / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)).save(root / name)
+    out = root / "out"
+    assert main(["explore", str(root / "a.png"), str(root / "b.png"),
+                "--model", "test_vit", "--weights", str(weights), "--methods", "caap:layers=2:4,gae,saliency",
+                "--top-k", "3", "--out", str(out)]) == 0
+    return model, weights, root, out / "explore.html"
+
+
+def expected_map(model, weights, root: Path, image: str, spec: str, cls: int) -> np.ndarray:
+    from caap.bench.explain import load_model
+    from caap.data.images import load_image
+    from caap.viz.explorer import page_maps
+
+    loaded = load_model("test_vit", str(weights))
+    x = loaded.transform(load_image(root / image))[None]
+    att = methods.build(spec, loaded.model, normalization=loaded.normalization).explain(x, target=cls)
+    return page_maps(att.scores)[0].ravel()
+
+
+def test_the_page_is_self_contained(run):
+    html = run[3].read_text()
+    assert "http://" not in html and "https://" not in html and "<script src" not in html
+    assert html.count("data:image/png;base64,") == 1 and '"png": "' in html  # the images travel inside
+
+
+@needs_browser
+def test_switching_class_and_method_shows_the_right_map(run):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model, weights, root, page_path = run
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(page_path.as_uri())
+            first = page.evaluate("window.caapShown()")
+            assert first["method"] == "caap:layers=2:4"
+            page.select_option("#cls", "2")  # the third class
+            page.select_option("#method", "gae")
+            shown = page.evaluate("window.caapShown()")
+            assert shown["method"] == "gae" and shown["cls"] != first["cls"]
+            assert page.get_attribute("#overlay", "data-method") == "gae"
+            assert page.get_attribute("#overlay", "data-cls") == str(shown["cls"])
+            expected = expected_map(model, weights, root, "a.png", "gae", shown["cls"])
+            np.testing.assert_allclose(shown["values"], expected, rtol=1e-5, atol=1e-6)
+            assert not np.allclose(shown["values"], first["values"])
+            # the canvas really shows it: one pixel per patch, opacity from |value|
+            alpha = page.evaluate("""() => { const c = document.getElementById('overlay');
+                return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)
+                            .filter((_, i) => i % 4 === 3); }""")
+            assert len(alpha) == expected.size and np.argmax(alpha) == np.argmax(np.abs(expected))
+            # hover the centre of patch (row 1, col 2) of the 10 x 10 grid
+            box = page.locator("#overlay").bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 2.5 / 10, box["y"] + box["height"] * 1.5 / 10)
+            assert float(page.get_attribute("#value", "data-value")) == pytest.approx(expected[1 * 10 + 2], rel=1e-5)
+            page.select_option("#image", "1")  # the second image, same method and class slot
+            other = page.evaluate("window.caapShown()")
+            assert other["method"] == "gae" and not np.allclose(other["values"], shown["values"])
+        finally:
+            browser.close()
+
+
+def test_explain_writes_the_page_with_html(run, tmp_path, capsys):
+    _, weights, root, _ = run
+    assert main(["explain", str(root / "a.png"), "--model", "test_vit", "--weights", str(weights), "--method", "gae",
+                 "--top-k", "2", "--html", "--out", str(tmp_path)]) == 0
+    html = (tmp_path / "explore.html").read_text()
+    assert '"gae"' in html and html.count('"index"') == 2
