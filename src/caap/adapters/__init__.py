@@ -5,10 +5,12 @@ by name; ``model_data_config`` / ``model_transform`` give its own preprocessing.
 from caap.adapters.auto import adapt
 from caap.adapters.base import Adapter, GenericAdapter
 from caap.adapters.classifier import ClassifierAdapter
+from caap.adapters.eva import TimmEvaAdapter
 from caap.adapters.hf import HFViTAdapter
 from caap.adapters.timm import TimmViTAdapter
 from caap.adapters.weights import load_state_dict
 from caap.adapters.zoo import create_model, model_data_config, model_transform
 
-__all__ = ["Adapter", "ClassifierAdapter", "GenericAdapter", "HFViTAdapter", "TimmViTAdapter", "adapt", "create_model",
+__all__ = ["Adapter", "ClassifierAdapter", "GenericAdapter", "HFViTAdapter", "TimmEvaAdapter",
+           "TimmViTAdapter", "adapt", "create_model",
            "load_state_dict", "model_data_config", "model_transform"]

@@ -6,6 +6,7 @@ from torch import nn
 
 from caap.adapters.base import Adapter
 from caap.adapters.classifier import ClassifierAdapter
+from caap.adapters.eva import TimmEvaAdapter, is_timm_eva
 from caap.adapters.hf import HFViTAdapter, is_hf_classifier
 from caap.adapters.timm import TimmViTAdapter, is_timm_vit
 from caap.core.contexts import Normalization
@@ -26,4 +27,6 @@ def adapt(model: nn.Module | Adapter, normalization: Normalization | None = None
         return TimmViTAdapter(model, normalization)
     if is_hf_classifier(model):
         return HFViTAdapter(model, normalization)
+    if is_timm_eva(model):
+        return TimmEvaAdapter(model, normalization)
     return ClassifierAdapter(model, normalization=normalization)  # any other classifier: model-agnostic methods

@@ -40,9 +40,12 @@ class Adapter(ABC):
             reads every token (average pooling, attention pooling).
         tokens: the model is a ViT seen as ``embed -> blocks -> head`` (False: any classifier, for the
             model-agnostic methods only; :class:`~caap.adapters.classifier.ClassifierAdapter`).
+        token_subsets: the blocks run on any subset of the patch tokens (False where each token carries its own
+            rotary position embedding: token occlusion and TIS need this).
     """
 
     tokens: bool = True
+    token_subsets: bool = True
     model: nn.Module
     num_prefix: int
     normalization: Normalization

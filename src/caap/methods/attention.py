@@ -116,17 +116,19 @@ class Bidirectional(AttentionExplainer):
     Args:
         steps: inputs on the integration path (the authors' 20).
         start_layer: first block (0-indexed) of the rollout. The authors' ``start_layer=4`` skips blocks
-            ``nb < start_layer - 1``, i.e. starts at block index 3, this default.
+            ``nb < start_layer - 1``, i.e. starts at block index 3; the default (None) is that index, or the last
+            block of a model with fewer blocks.
     """
 
     name = "bidirectional"
     needs_grad = True
 
-    def __init__(self, model, steps: int = 20, start_layer: int = 3, **kwargs) -> None:
+    def __init__(self, model, steps: int = 20, start_layer: int | None = None, **kwargs) -> None:
         super().__init__(model, **kwargs)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise CaapError(f"steps must be a positive int, got {steps!r}")
         blocks = self.adapter.num_blocks
+        start_layer = min(3, blocks - 1) if start_layer is None else start_layer
         if isinstance(start_layer, bool) or not isinstance(start_layer, int) or not 0 <= start_layer < blocks:
             raise CaapError(f"start_layer must be a block index in [0, {blocks - 1}], got {start_layer!r}")
         self.steps, self.start_layer = steps, start_layer

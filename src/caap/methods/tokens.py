@@ -24,6 +24,9 @@ class TokenSubsets(Explainer):
 
     def __init__(self, model, score: str | ScoreFn = "logit", batch_size: int | None = None, **kwargs) -> None:
         super().__init__(model, **kwargs)
+        if not self.adapter.token_subsets:
+            raise self.adapter.unsupported("token_subsets (rotary position embeddings belong to every patch's "
+                                           "position; runs on a subset of the tokens are not supported)")
         self.score_name, self.score_fn = make_score(score)
         self.batch_size = check_batch_size(batch_size)
 
