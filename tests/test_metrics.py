@@ -105,7 +105,7 @@ def test_relevance_mass_of_signed_maps_counts_positive_relevance():
 
 def test_metric_metadata_and_errors():
     with_model = {"deletion", "insertion", "positive_perturbation", "negative_perturbation", "randomization",
-                  "quantus"}
+                  "quantus", "road", "road_morf", "road_lerf"}
     assert {n for n in metrics.available() if metrics.get(n).needs_model} == with_model
     assert metrics.get("pointing_game").needs_masks and metrics.get("pointing_game").higher_is_better
     images, t, maps, masks = _case()

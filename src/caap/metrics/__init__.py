@@ -21,6 +21,7 @@ from caap.metrics.localisation import (
     pointing_game_hits,
 )
 from caap.metrics.quantus import QuantusMetric
+from caap.metrics.road import ROAD, ROADLeastRelevantFirst, ROADMostRelevantFirst
 from caap.metrics.sanity import Randomization
 
 available = METRICS.available
@@ -28,6 +29,7 @@ get = METRICS.get
 build = METRICS.build
 
 __all__ = ["METRICS", "CurveMetric", "Deletion", "EnergyPointingGame", "Insertion", "Metric", "NegativePerturbation",
-           "PointingGame", "PositivePerturbation", "QuantusMetric", "Randomization", "RelevanceMass", "RelevanceRank",
-           "SegmentationAP", "SegmentationMIoU", "SegmentationPixelAccuracy", "Sparseness", "available", "build",
-           "get", "patch_mask", "pointing_game_hits", "register"]
+           "PointingGame", "PositivePerturbation", "QuantusMetric", "ROAD", "ROADLeastRelevantFirst",
+           "ROADMostRelevantFirst", "Randomization", "RelevanceMass", "RelevanceRank", "SegmentationAP",
+           "SegmentationMIoU", "SegmentationPixelAccuracy", "Sparseness", "available", "build", "get", "patch_mask",
+           "pointing_game_hits", "register"]

@@ -1,0 +1,168 @@
+"""ROAD — RemOve And Debias (Rong, Leemann, Borisov, Kasneci & Kasneci, ICML 2022): pixels are removed by
+*noisy linear imputation* instead of a fixed canvas, so the removal itself leaks no class information and the
+images stay close to the data (the answer to the out-of-distribution objection to deletion).
+
+For each share ``p`` in ``percentiles`` the ``p`` % most relevant pixels (``road_morf``) or least relevant pixels
+(``road_lerf``) of the map are removed: each removed pixel becomes the weighted mean of its 8 neighbours (1/6 for
+the 4 edge neighbours, 1/12 for the diagonal ones; neighbours outside the image drop out), all removed pixels
+solved together as one sparse linear system, plus Gaussian noise of std ``noise`` (seeded). The metric is the
+mean target score over the shares; ``road`` is ``(lerf - morf) / 2``, as pytorch-grad-cam's ``ROADCombined``.
+The threshold rule is grad-cam's too: a pixel is removed unless its value is below the ``100 - p`` percentile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.linalg import spsolve
+
+from caap.adapters import adapt
+from caap.core.scores import apply_score, make_score
+from caap.core.state import eval_mode, model_device
+from caap.errors import CaapError
+from caap.metrics.base import Metric, register, to_pixels
+
+NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
+              ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
+PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+
+def linear_impute(image: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
+    """``image`` ``[C, H, W]`` with every pixel where ``keep`` ``[H, W]`` is False replaced by the solution of
+    ``x_i = Σ_j w_ij x_j`` over its neighbours (kept neighbours as constants): one sparse solve, no noise."""
+    h, w = keep.shape
+    flat_keep = keep.ravel()
+    missing = np.flatnonzero(~flat_keep)
+    if missing.size == 0:
+        return image.clone()
+    index = np.full(h * w, -1)
+    index[missing] = np.arange(missing.size)
+    values = image.detach().cpu().double().reshape(image.shape[0], -1).numpy()  # [C, H*W]
+    rows, cols = np.divmod(missing, w)
+    diagonal = np.zeros(missing.size)
+    a_rows, a_cols, a_vals = [], [], []
+    rhs = np.zeros((missing.size, image.shape[0]))
+    eq = np.arange(missing.size)
+    for (dy, dx), weight in NEIGHBOURS:
+        ny, nx = rows + dy, cols + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        neighbour = ny[inside] * w + nx[inside]
+        diagonal[inside] += weight
+        known = flat_keep[neighbour]
+        rhs[eq[inside][known]] -= weight * values[:, neighbour[known]].T
+        a_rows.append(eq[inside][~known])
+        a_cols.append(index[neighbour[~known]])
+        a_vals.append(np.full(int((~known).sum()), weight))
+    a_rows.append(eq)
+    a_cols.append(eq)
+    a_vals.append(-diagonal)
+    system = coo_matrix((np.concatenate(a_vals), (np.concatenate(a_rows), np.concatenate(a_cols))),
+                        shape=(missing.size, missing.size)).tocsc()
+    solution = spsolve(system, rhs).reshape(missing.size, -1)  # [n, C]
+    out = image.detach().cpu().float().reshape(image.shape[0], -1).clone()
+    out[:, missing] = torch.from_numpy(solution.T).float()
+    return out.reshape(image.shape)
+
+
+def removal_keep(saliency: np.ndarray, share: float, most_relevant_first: bool) -> np.ndarray:
+    """bool ``[H, W]``: the pixels kept when ``share`` % are removed (grad-cam's rule: kept where the value, or
+    ``1 - value`` for least-relevant-first, is below its ``100 - share`` percentile)."""
+    ranked = saliency if most_relevant_first else 1 - saliency
+    return ranked < np.percentile(ranked, 100 - share)
+
+
+class _ROAD(Metric):
+    """Base: the mean target score after removing each share of pixels (see the module docstring).
+
+    Args:
+        percentiles: shares of pixels removed, in percent (default 10, 20, …, 90).
+        noise: std of the Gaussian noise added to the imputed pixels, in normalised input units (grad-cam: 0.01).
+        seed: the noise's seed (per image and share, so that results do not depend on the batch).
+        score: ``"prob"`` (default), ``"logit"``, ``"logprob"`` or a callable.
+    """
+
+    needs_model = True
+    orders: tuple[bool, ...] = (True,)
+
+    def __init__(self, percentiles: Sequence[float] | str = PERCENTILES, noise: float = 0.01, seed: int = 0,
+                 score="prob") -> None:
+        if isinstance(percentiles, str):
+            percentiles = [float(p) for p in percentiles.split(",") if p.strip()]
+        elif isinstance(percentiles, (int, float)):
+            percentiles = [float(percentiles)]
+        shares = [float(p) for p in percentiles]
+        if not shares or any(not 0 < p < 100 for p in shares):
+            raise CaapError(f"percentiles must be shares in (0, 100) of the pixels, got {percentiles!r}")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+            raise CaapError(f"noise must be a non-negative number, got {noise!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise CaapError(f"seed must be an int, got {seed!r}")
+        self.percentiles, self.noise, self.seed = shares, float(noise), seed
+        self.score_name, self.score_fn = make_score(score)
+
+    def imputed(self, image: torch.Tensor, saliency: np.ndarray, index: int, most_relevant_first: bool):
+        """``[len(percentiles), C, H, W]``: ``image`` after each removal, noise drawn from (seed, image, share)."""
+        out = []
+        for k, share in enumerate(self.percentiles):
+            keep = removal_keep(saliency, share, most_relevant_first)
+            filled = linear_impute(image, keep)
+            if self.noise > 0:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index * 101 + k)
+                noise = torch.randn(filled.shape, generator=gen) * self.noise
+                filled = torch.where(torch.from_numpy(keep)[None], filled, filled + noise)
+            out.append(filled)
+        return torch.stack(out)
+
+    @torch.inference_mode()
+    def means(self, model, images, targets, maps) -> dict[bool, torch.Tensor]:
+        """Mean target score over the shares ``[B]``, for each removal order (True: most relevant first)."""
+        adapter = adapt(model)
+        device = model_device(adapter.model)
+        pixels = to_pixels(maps, tuple(images.shape[-2:])).numpy()
+        result = {}
+        with eval_mode(adapter.model):
+            for morf in self.orders:
+                scores = []
+                for b in range(images.shape[0]):
+                    batch = self.imputed(images[b].cpu(), pixels[b], b, morf).to(device, images.dtype)
+                    s = apply_score(self.score_fn, adapter.forward(batch))[:, int(targets[b])]
+                    scores.append(s.float().mean().cpu())
+                result[morf] = torch.stack(scores)
+        return result
+
+
+@register
+class ROADMostRelevantFirst(_ROAD):
+    """ROAD, most relevant pixels removed first: the mean target score (lower is better)."""
+
+    name = "road_morf"
+    higher_is_better = False
+
+    def evaluate(self, model, images, targets, maps, masks):
+        return self.means(model, images, targets, maps)[True]
+
+
+@register
+class ROADLeastRelevantFirst(_ROAD):
+    """ROAD, least relevant pixels removed first: the mean target score (higher is better)."""
+
+    name = "road_lerf"
+    orders = (False,)
+
+    def evaluate(self, model, images, targets, maps, masks):
+        return self.means(model, images, targets, maps)[False]
+
+
+@register
+class ROAD(_ROAD):
+    """ROAD combined: ``(lerf - morf) / 2`` (higher is better), as grad-cam's ``ROADCombined``."""
+
+    name = "road"
+    orders = (True, False)
+
+    def evaluate(self, model, images, targets, maps, masks):
+        means = self.means(model, images, targets, maps)
+        return (means[False] - means[True]) / 2

@@ -1,0 +1,69 @@
+"""ROAD (issue 16) against pytorch-grad-cam's implementation on the same maps: the imputed images and the scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from archs import IMG, build
+
+from caap import metrics
+from caap.errors import CaapError
+from caap.metrics.road import linear_impute, removal_keep
+
+road = pytest.importorskip("pytorch_grad_cam.metrics.road")
+
+
+def images(n: int = 2) -> torch.Tensor:
+    return torch.randn(n, 3, IMG, IMG, generator=torch.Generator().manual_seed(12))
+
+
+def maps(n: int = 2) -> torch.Tensor:
+    return torch.rand(n, IMG, IMG, generator=torch.Generator().manual_seed(13))
+
+
+@pytest.mark.parametrize("morf", [True, False])
+@pytest.mark.parametrize("share", [10, 50, 90])
+def test_the_imputation_equals_grad_cams(morf, share):
+    x, m = images(1)[0], maps(1)[0]
+    remover = (road.RemoveMostRelevantFirst if morf else road.RemoveLeastRelevantFirst)(
+        100 - share, road.NoisyLinearImputer(noise=0.0))
+    expected = remover(x.clone(), m.clone())
+    keep = removal_keep(m.numpy(), share, morf)
+    assert abs((~keep).mean() * 100 - share) < 1  # the share removed
+    torch.testing.assert_close(linear_impute(x, keep), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_road_scores_equal_grad_cams_combined():
+    """With the noise off, ``road_morf`` / ``road_lerf`` / ``road`` equal grad-cam's averages over the same shares
+    (grad-cam returns differences to the unperturbed score; the differences of the combined score cancel it)."""
+    from pytorch_grad_cam.metrics.perturbation_confidence import PerturbationConfidenceMetric
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model, x, m = build("timm_vit"), images(), maps()
+    t = torch.tensor([2, 5])
+    cams, targets = m.numpy(), [ClassifierOutputSoftmaxTarget(int(c)) for c in t]
+    shares = [20, 60]
+
+    def theirs(remover):
+        return np.mean([PerturbationConfidenceMetric(remover(100 - s, road.NoisyLinearImputer(noise=0.0)))(
+            x, cams, targets, model, return_diff=False) for s in shares], axis=0)
+
+    morf, lerf = theirs(road.RemoveMostRelevantFirst), theirs(road.RemoveLeastRelevantFirst)
+    options = {"percentiles": "20,60", "noise": 0.0}
+    np.testing.assert_allclose(metrics.build("road_morf", **options)(model, x, t, m).numpy(), morf, rtol=1e-4)
+    np.testing.assert_allclose(metrics.build("road_lerf", **options)(model, x, t, m).numpy(), lerf, rtol=1e-4)
+    np.testing.assert_allclose(metrics.build("road", **options)(model, x, t, m).numpy(), (lerf - morf) / 2,
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_road_noise_is_seeded_per_image_and_options_are_checked():
+    model, x, m, t = build("timm_vit"), images(3), maps(3), torch.tensor([1, 2, 3])
+    metric = metrics.build("road_morf:percentiles=30,70")
+    together = metric(model, x, t, m)
+    alone = torch.cat([metric(model, x[i : i + 1], t[i : i + 1], m[i : i + 1]) for i in range(3)])
+    assert not metrics.get("road_morf").higher_is_better and metrics.get("road").higher_is_better
+    torch.testing.assert_close(together[:1], alone[:1])  # image 0 alone is image 0 of the batch
+    for bad in ("road:percentiles=0", "road:noise=-1", "road:seed=x"):
+        with pytest.raises(CaapError):
+            metrics.build(bad)
