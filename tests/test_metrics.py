@@ -250,3 +250,37 @@ def test_metric_specs_with_options():
         metrics.build("deletion:4")
     with pytest.raises(CaapError, match="metric 'pointing_game:step=2'"):
         metrics.build("pointing_game:step=2")
+
+
+def test_localisation_at_the_methods_own_resolution_by_hand():
+    """A 4 x 4 image on a 2 x 2 patch grid. Pixel map: 4 at pixel (0, 0), 1 on all of patch 3. Mask: the left
+    column of patch 0 and all of patch 3. Pixel relevance mass: (4 + 4) / 8 = 1. On the patch grid: patch 0
+    averages 1 and is half covered, patch 3 averages 1 and is covered: (0.5 + 1) / 2 = 0.75. Energy pointing game
+    with the box of pixels (0, 0)-(0, 1): pixel 4 / 8 = 0.5; patch: the box covers 2 of patch 0's 4 pixels:
+    (1 · 0.5) / 2 = 0.25. A patch map gives the same value at both resolutions."""
+    from caap.adapters import ClassifierAdapter
+
+    model = ClassifierAdapter(torch.nn.Flatten(), cell=2)  # only its 2 x 2 grid is used
+    pixel_map = torch.zeros(1, 4, 4)
+    pixel_map[0, 0, 0] = 4.0
+    pixel_map[0, 2:, 2:] = 1.0
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, :2, 0] = True
+    mask[0, 2:, 2:] = True
+    images, t = torch.zeros(1, 3, 4, 4), torch.tensor([0])
+    mass = {r: metrics.build(f"relevance_mass:resolution={r}")(model, images, t, pixel_map, mask) for r in
+            ("pixel", "patch")}
+    assert mass["pixel"].item() == pytest.approx(1.0) and mass["patch"].item() == pytest.approx(0.75)
+    box = torch.zeros(1, 4, 4, dtype=torch.bool)
+    box[0, 0, :2] = True
+    energy = {r: metrics.build(f"energy_pointing_game:resolution={r}")(model, images, t, pixel_map, box) for r in
+              ("pixel", "patch")}
+    assert energy["pixel"].item() == pytest.approx(0.5) and energy["patch"].item() == pytest.approx(0.25)
+    patch_map = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    same = [metrics.build(f"relevance_mass:resolution={r}")(None, images, t, patch_map, mask) for r in
+            ("pixel", "patch")]
+    assert same[0].item() == pytest.approx(same[1].item()) == pytest.approx(0.75)
+    with pytest.raises(CaapError, match="needs the model"):
+        metrics.build("relevance_mass:resolution=patch")(None, images, t, pixel_map, mask)
+    with pytest.raises(CaapError, match="resolution must be"):
+        metrics.build("relevance_mass:resolution=token")

@@ -6,7 +6,37 @@ import torch
 import torch.nn.functional as F
 
 from caap.errors import CaapError
-from caap.metrics.base import Metric, register, to_pixels
+from caap.metrics.base import Metric, register, to_grid, to_pixels
+
+RESOLUTIONS = ("pixel", "patch")
+
+
+def _resolution(value) -> str:
+    if value not in RESOLUTIONS:
+        raise CaapError(f"resolution must be 'pixel' or 'patch', got {value!r}")
+    return value
+
+
+def patch_view(model, maps: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The method's own resolution for a fair comparison of patch and pixel methods: ``(maps [B, gh, gw],
+    coverage [B, gh, gw])`` — pixel maps averaged over each patch, the region (bool ``[B, H, W]``) as the share
+    of each patch it covers. The grid is the maps' own when they are patch maps, else the model's."""
+    size = tuple(region.shape[-2:])
+    if tuple(maps.shape[-2:]) != size:
+        grid = tuple(maps.shape[-2:])
+    elif model is not None:
+        from caap.adapters import adapt
+
+        grid = adapt(model).grid(size)
+    else:
+        raise CaapError("resolution='patch' on pixel maps needs the model (its patch grid)")
+    return to_grid(maps, grid), to_grid(region.float(), grid)
+
+
+def _share_inside(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """``Σ values · region / Σ values`` per image (0 where the total is 0); both ``[B, h, w]``."""
+    total = values.flatten(1).sum(1)
+    return torch.where(total > 0, (values * region).flatten(1).sum(1) / total.clamp(min=1e-30), 0.0)
 
 
 def patch_mask(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -47,22 +77,25 @@ class PointingGame(Metric):
 
 @register
 class EnergyPointingGame(Metric):
-    """Share of the positive attribution inside the object's bounding box (Wang et al. 2020, Score-CAM), at
-    pixel resolution. ``box=False`` uses the mask itself, which equals positive relevance mass."""
+    """Share of the positive attribution inside the object's bounding box (Wang et al. 2020, Score-CAM).
+    ``box=False`` uses the mask itself, which equals positive relevance mass. ``resolution="patch"``: on the
+    patch grid (pixel maps averaged per patch, the box as each patch's covered share), so that patch-level and
+    pixel-level methods are compared at the resolution the model sees."""
 
     name = "energy_pointing_game"
     needs_masks = True
 
-    def __init__(self, box: bool = True) -> None:
+    def __init__(self, box: bool = True, resolution: str = "pixel") -> None:
         if not isinstance(box, bool):
             raise CaapError(f"box must be True or False, got {box!r}")
-        self.box = box
+        self.box, self.resolution = box, _resolution(resolution)
 
     def evaluate(self, model, images, targets, maps, masks):
-        pos = to_pixels(maps, masks.shape[-2:]).clamp(min=0)
         region = bounding_boxes(masks) if self.box else masks
-        total = pos.flatten(1).sum(1)
-        return torch.where(total > 0, (pos * region).flatten(1).sum(1) / total.clamp(min=1e-30), 0.0)
+        if self.resolution == "patch":
+            values, cover = patch_view(model, maps, region)
+            return _share_inside(values.clamp(min=0), cover)
+        return _share_inside(to_pixels(maps, masks.shape[-2:]).clamp(min=0), region.float())
 
 
 def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -86,17 +119,24 @@ class RelevanceMass(Metric):
     ``positive=True`` (default, as Arras et al.) counts positive relevance only, which keeps the ratio in
     [0, 1] for signed maps (0 for a map with no positive relevance); ``positive=False`` takes the map as is
     (Quantus's ``RelevanceMassAccuracy``), whose ratio is unbounded when a signed map sums to about zero.
+    ``resolution="patch"``: on the patch grid, the mask as each patch's covered share (see
+    :func:`patch_view`); for patch maps it equals the pixel version, for pixel maps it pools them first.
     """
 
     name = "relevance_mass"
     needs_masks = True
 
-    def __init__(self, positive: bool = True) -> None:
+    def __init__(self, positive: bool = True, resolution: str = "pixel") -> None:
         if not isinstance(positive, bool):
             raise CaapError(f"positive must be True or False, got {positive!r}")
-        self.positive = positive
+        self.positive, self.resolution = positive, _resolution(resolution)
 
     def evaluate(self, model, images, targets, maps, masks):
+        if self.resolution == "patch":
+            values, cover = patch_view(model, maps, masks)
+            if self.positive:
+                return _share_inside(values.clamp(min=0), cover)
+            return (values * cover).flatten(1).sum(1) / values.flatten(1).sum(1)
         px = to_pixels(maps, masks.shape[-2:])
         if self.positive:
             px = px.clamp(min=0)
