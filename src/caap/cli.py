@@ -140,7 +140,9 @@ def _figure_args(p: argparse.ArgumentParser) -> None:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
-                   help="an image folder (ImageNet WordNet ids in names) or synthetic[:variant]")
+                   help="an image folder (ImageNet WordNet ids in names), synthetic[:variant], or "
+                        "grid:DIR[:threshold=P][:seed=S] (the grid pointing game: 2x2 grids of DIR's images, masks = "
+                        "the explained cell)")
     p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
     p.add_argument("--limit", type=int, help="use the first N images (after --every)")
     p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")

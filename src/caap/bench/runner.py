@@ -29,7 +29,9 @@ from caap.adapters import adapt, create_model, model_transform
 from caap.bench.report import curve_plots, example_grid, write_html
 from caap.bench.store import RunStore
 from caap.bench.table import summarize
+from caap.core.state import eval_mode
 from caap.data.datasets import ImageFolder, Subset, Synthetic
+from caap.data.grid import GridPointing
 from caap.errors import CaapError
 from caap.io import save_json, save_npy
 from caap.methods import METHODS
@@ -194,10 +196,34 @@ def load(config: BenchConfig):
     if config.data.startswith("synthetic"):
         variant = config.data.split(":", 1)[1] if ":" in config.data else "simple"
         dataset = Synthetic(variant, size=config.limit * config.every if config.limit else 200)
+    elif config.data.startswith("grid:"):
+        dataset = grid_dataset(config, model)
     else:
         dataset = ImageFolder(config.data, model_transform(model), config.masks,
                               labels=config.labels, need_labels=config.target == "label")
     return model, Subset(dataset, range(0, len(dataset), config.every)[:config.limit])
+
+
+def grid_dataset(config: BenchConfig, model) -> GridPointing:
+    """``grid:DIR[:threshold=P][:seed=S]``: the grid pointing game built from the labelled images in DIR
+    (:mod:`caap.data.grid`), cells kept where the model is right and confident at the cell's scale."""
+    from caap.specs import parse
+
+    spec = parse(config.data, "data")
+    if len(spec.args) != 1:
+        raise CaapError(f"--data {config.data!r}: expected grid:DIR[:threshold=P][:seed=S]")
+    unknown = set(spec.options) - {"threshold", "seed"}
+    if unknown:
+        raise CaapError(f"--data {config.data!r}: unknown option {sorted(unknown)[0]!r}; expected threshold, seed")
+    adapter = adapt(model)
+    folder = ImageFolder(str(spec.args[0]), model_transform(model), labels=config.labels, need_labels=True)
+    device = next(adapter.model.parameters()).device
+
+    def classify(images: torch.Tensor) -> torch.Tensor:
+        return adapter.forward(images.to(device)).float().softmax(-1).cpu()
+
+    with eval_mode(adapter.model):
+        return GridPointing(folder, classify, **spec.options)
 
 
 def versions() -> dict:
