@@ -179,7 +179,7 @@ class MDA(Explainer):
         results = self._drive(searches, target)
         maps = torch.stack([r["map"] for r in results]).float()
         meta = {key: torch.tensor([r[key] for r in results]) for key in
-                ("forward_passes", "blur_size", "blur_prob", "segments_found", "insertion_prefix")}
+                ("forward_passes", "blur_size", "p_blur", "segments_found", "insertion_prefix")}
         return Maps(maps, meta=meta)
 
     # --- the batch stream -------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ class MDA(Explainer):
         out = values[labels.cpu()].float()  # [H, W]
         if self.smooth:
             out = smooth_map(out, grid)
-        return {"map": out, "forward_passes": passes, "blur_size": blur_size, "blur_prob": p_blur,
+        return {"map": out, "forward_passes": passes, "blur_size": blur_size, "p_blur": p_blur,
                 "segments_found": n, "insertion_prefix": len(prefix)}
 
     def _greedy(self, x, start, masks, ranking, excluded, *, best: bool, ask, stop):
