@@ -110,14 +110,18 @@ def naive_mda(model, x, target, order_map, labels, *, candidates, cutoff=0.9, ka
     def norm(p, low):
         return min(max((p - low) / abs(p_x - low), 0.0), 1.0)
 
-    start, inserted = blurred.clone(), []
-    while len(inserted) < n:  # insertion: the best of the next `candidates`
-        sel = [s for s in ascending[::-1] if s not in inserted][:candidates]
+    def tried(start, sel):  # one composite per candidate, one forward each
         resp = []
         for s in sel:
             temp = start.clone()
             put(temp, x, s)
             resp.append(prob(temp))
+        return resp
+
+    start, inserted = blurred.clone(), []
+    while len(inserted) < n:  # insertion: the best of the next `candidates`
+        sel = [s for s in ascending[::-1] if s not in inserted][:candidates]
+        resp = tried(start, sel)
         k = int(np.argmax(resp))
         put(start, x, sel[k])
         inserted.append(sel[k])
@@ -129,11 +133,7 @@ def naive_mda(model, x, target, order_map, labels, *, candidates, cutoff=0.9, ka
     start = torch.zeros_like(x)
     for step in range(n - len(inserted)):  # deletion: the worst insertion, the prefix forced last
         sel = [s for s in ascending if s not in worst][:candidates]
-        resp = []
-        for s in sel:
-            temp = start.clone()
-            put(temp, x, s)
-            resp.append(prob(temp))
+        resp = tried(start, sel)
         k = int(np.argmin(resp))
         put(start, x, sel[k])
         worst[step], mr[step] = sel[k], resp[k]

@@ -273,38 +273,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from caap.bench.explain import compare, load_model
+def _load_checked(args: argparse.Namespace, specs: list[str], paths: list) -> tuple:
+    """Methods, images and an index ``--target`` checked before the model loads; then ``(model, target)``."""
+    from caap.bench.explain import load_model
     from caap.data.images import load_image
     from caap.methods import METHODS
 
-    specs = _specs(args.methods)
     for spec in specs:
         METHODS.get(spec)
-    load_image(args.image)
     _target(args.target)
+    for path in paths:
+        load_image(path)
     loaded = load_model(args.model, args.weights, specs)
-    summary = compare(args.image, loaded, specs, args.out, _target(args.target, loaded), fmt=args.format,
-                      display=args.display)
+    return loaded, _target(args.target, loaded)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from caap.bench.explain import compare
+
+    specs = _specs(args.methods)
+    loaded, target = _load_checked(args, specs, [args.image])
+    summary = compare(args.image, loaded, specs, args.out, target, fmt=args.format, display=args.display)
     print(f"compared {len(summary['methods'])} methods -> {Path(args.out) / summary['figure']}")
     return 0
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from caap.bench.explain import load_model
     from caap.bench.explore import explore
-    from caap.data.images import load_image
-    from caap.methods import METHODS
 
     specs = _specs(args.methods)
-    for spec in specs:
-        METHODS.get(spec)
-    _target(args.target)
     images = _image_paths(args.images)
-    for path in images:
-        load_image(path)
-    loaded = load_model(args.model, args.weights, specs)
-    target = _target(args.target, loaded)
+    loaded, target = _load_checked(args, specs, images)
     page = explore(images, loaded, specs, args.out, top_k=1 if target is not None else args.top_k, target=target)
     print(f"explored {len(images)} image(s) with {len(specs)} method(s) -> {page}")
     return 0
