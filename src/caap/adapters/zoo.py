@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from caap.adapters.auto import adapt
+from caap.adapters.backbones import build_backbone, zoo_arch
 from caap.adapters.demo import DEMO_NAMES, build_demo_architecture, load_demo_model
 from caap.adapters.hub import (
     first_line,
@@ -38,6 +39,15 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
         model = load_hub_model(name)
         adapt(model)  # a one-line error now for an architecture caap cannot explain
         return model
+    arch = zoo_arch(name)
+    if arch is not None:  # a member of the backbone zoo, trained by python -m caap.data.train --arch ARCH
+        if weights is None:
+            raise CaapError(f"{name!r} needs --weights FILE (train it: python -m caap.data.train --arch {arch})")
+        state = load_state_dict(weights)
+        head = state.get("head.weight")
+        model = build_backbone(arch, head.shape[0] if isinstance(head, torch.Tensor) else 10)
+        load_strict(model, state, name, weights)
+        return model.eval()
     if name in DEMO_NAMES:
         if weights is None:
             return load_demo_model(DEMO_NAMES[name])

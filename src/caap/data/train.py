@@ -1,12 +1,13 @@
 """Train the embedded demo model on the controlled-evidence benchmark (CPU, seeded).
 
     python -m caap.data.train --variant simple [--minutes 17] [--out src/caap/assets]
+    python -m caap.data.train --arch deit3 --variant simple --out zoo/     # a member of the backbone zoo
 
 Training images are samples ``0, 1, 2, …`` of ``SyntheticConfig(variant, seed=SEED)`` (a fresh image for
 every step, so nothing is seen twice); the test set is ``TEST_SIZE`` samples of a different seed. At the
 end the script measures test accuracy, the occlusion check (class object or distractors replaced by the
-image's own background) and writes ``demo_<variant>.safetensors`` with its model card
-(``demo_<variant>.json`` and a Markdown summary).
+image's own background) and writes ``demo_<variant>.safetensors`` (``<arch>_<variant>.safetensors`` for the
+other backbones of :mod:`caap.adapters.backbones`) with its model card (the ``.json`` beside it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from caap.adapters.demo import ARCH, STEM, build_demo_architecture, normalize_uint8
+from caap.adapters.backbones import BACKBONES, build_backbone
+from caap.adapters.demo import ARCH, STEM, normalize_uint8
 from caap.data.synthetic import SyntheticConfig, generate, generate_batch, remove_objects
 from caap.io import atomic_write_bytes, save_json
 
@@ -76,11 +78,11 @@ def occlusion_check(model, variant: str, seed: int, size: int) -> dict:
 
 
 def train(variant: str, minutes: float, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-          max_steps: int = 100_000, log_every: int = 50) -> tuple[torch.nn.Module, dict]:
+          max_steps: int = 100_000, log_every: int = 50, arch: str = "vit") -> tuple[torch.nn.Module, dict]:
     """Train for ``minutes`` of wall time (or ``max_steps``), cosine schedule over the predicted step count."""
     torch.manual_seed(seed)
     config = SyntheticConfig(variant=variant, seed=seed)
-    model = build_demo_architecture(config.num_classes)
+    model = build_backbone(arch, config.num_classes)
     decay = [p for n, p in model.named_parameters() if p.dim() > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() > 1 and "pos_embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
@@ -124,6 +126,8 @@ def train(variant: str, minutes: float, batch_size: int = 128, lr: float = 1e-3,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="train the embedded caap demo model")
     parser.add_argument("--variant", choices=["simple", "conjunction"], default="simple")
+    parser.add_argument("--arch", choices=list(BACKBONES), default="vit",
+                        help="the backbone (vit: the demo model; the others: caap.adapters.backbones)")
     parser.add_argument("--minutes", type=float, default=17.0, help="wall-time budget for the training loop")
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model, record = train(args.variant, args.minutes, args.batch_size, args.lr, args.seed, args.max_steps)
+    model, record = train(args.variant, args.minutes, args.batch_size, args.lr, args.seed, args.max_steps,
+                          arch=args.arch)
     test = test_set(args.variant, args.seed, TEST_SIZE)
     test_acc = accuracy(model, test["images"], test["labels"])
     occlusion = occlusion_check(model, args.variant, args.seed, 1000)
@@ -143,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save
 
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(args.out / f"demo_{args.variant}.safetensors", save(state))
+    stem = f"demo_{args.variant}" if args.arch == "vit" else f"{args.arch}_{args.variant}"
+    atomic_write_bytes(args.out / f"{stem}.safetensors", save(state))
     config = SyntheticConfig(variant=args.variant, seed=args.seed)
     card = {
-        "model": "timm VisionTransformer", "architecture": {**ARCH, "patch_embed": STEM},
+        "model": type(model).__name__, "backbone": args.arch, "architecture": {**ARCH, "patch_embed": STEM},
         "num_classes": config.num_classes,
         "classes": list(config.classes), "parameters": sum(p.numel() for p in model.parameters()),
         "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": total, "command": "python -m caap.data.train " + " ".join(argv or sys.argv[1:]),
         "machine": f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}",
     }
-    save_json(args.out / f"demo_{args.variant}.json", card)
+    save_json(args.out / f"{stem}.json", card)
     return 0
 
 
