@@ -140,7 +140,6 @@ class Explainer(ABC):
         ``groups``)."""
         if not isinstance(progress, bool):
             raise CaapError(f"progress must be True or False, got {progress!r}")
-        self._progress = progress
         unknown = sorted(set(options) - self.call_options)
         if unknown:
             expected = sorted(self.call_options) or "none"
@@ -148,6 +147,7 @@ class Explainer(ABC):
         grid = self.adapter.check_input(images)
         start = time.perf_counter()
         with model_lock(self.model), eval_mode(self.model):
+            self._progress = progress  # under the lock: another thread's call cannot change it mid-call
             images = images.to(self.device, self._input_dtype())  # float64 / half inputs: the model's dtype
             forward = self._forward(images)
             finite = torch.isfinite(forward.scores).all(1)
