@@ -104,3 +104,11 @@ def test_figures_in_svg_and_pdf_without_runtimes_in_titles(tmp_path):
     assert main(["compare", str(picture), *common, "--methods", "rollout,saliency", "--format", "pdf",
                  "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "compare.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_an_unsigned_map_with_a_floor_is_clear_at_the_floor():
+    """RISE-like scores (every value near 0.1, a bump on the object): the floor is transparent, not orange."""
+    m = torch.full((32, 32), 0.1)
+    m[10:20, 10:20] += 0.05
+    (rgba,) = overlays(explanation_figure(IMAGE, [m], ["rise"], signed=False))
+    assert rgba[0, 0, 3] == 0 and rgba[15, 15, 3] == pytest.approx(0.85)

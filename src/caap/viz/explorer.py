@@ -57,7 +57,7 @@ def _scale(maps: np.ndarray, signed: bool, clip: float) -> list[float]:
     if signed:
         top = float(np.percentile(np.abs(maps), clip)) or float(np.abs(maps).max()) or 1.0
         return [-top, top]
-    low = min(0.0, float(np.percentile(maps, 100 - clip)))
+    low = float(np.percentile(maps, 100 - clip))
     top = float(np.percentile(maps, clip))
     return [low, top if top > low else low + 1.0]
 
@@ -162,7 +162,7 @@ function draw() {
     const v = Math.min(Math.max(values[i], low), high);
     const t = (v - low) / (high - low);
     const [r, g, b] = rgb(lut[Math.round(t * 255)]);
-    const weight = m.signed ? Math.abs(v) / high : (v - Math.max(low, 0)) / (high - Math.max(low, 0));
+    const weight = m.signed ? Math.abs(v) / high : (v - low) / (high - low);
     img.data.set([r, g, b, Math.round(255 * alpha * Math.min(Math.max(weight, 0), 1))], 4 * i);
   }
   ctx.putImageData(img, 0, 0);

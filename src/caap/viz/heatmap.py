@@ -41,11 +41,12 @@ def signed_norm(values: np.ndarray, clip: float = CLIP) -> TwoSlopeNorm:
 
 def colours(values: np.ndarray, signed: bool = True, clip: float = CLIP) -> tuple[str, Normalize]:
     """``(colour map, norm)`` for a map: diverging ``RdBu_r`` centred on 0 for signed methods (red = for,
-    blue = against), sequential ``inferno`` from 0 for unsigned ones (driven by the method's ``signed``);
+    blue = against), sequential ``inferno`` for unsigned ones (driven by the method's ``signed``), from the
+    map's ``100 - clip`` percentile (0 for a map with zeros; the common floor of RISE-like scores otherwise);
     both saturate at the ``clip`` percentile."""
     if signed:
         return SIGNED_CMAP, signed_norm(values, clip)
-    low = min(0.0, float(np.percentile(values, 100 - clip)))
+    low = float(np.percentile(values, 100 - clip))  # an unsigned map's floor (0, or RISE's baseline) is clear
     top = float(np.percentile(values, clip))
     if top <= low:
         top = float(np.max(values)) if np.max(values) > low else low + 1.0
@@ -59,7 +60,7 @@ def overlay_rgba(shown: np.ndarray, cmap: str, norm: Normalize, signed: bool, al
     if signed:
         weight = np.abs(shown) / max(abs(norm.vmin), abs(norm.vmax))
     else:
-        weight = (shown - max(norm.vmin, 0.0)) / (norm.vmax - max(norm.vmin, 0.0))
+        weight = (shown - norm.vmin) / (norm.vmax - norm.vmin)
     rgba[..., 3] = alpha * np.clip(weight, 0.0, 1.0)
     return rgba
 
