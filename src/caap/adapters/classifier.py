@@ -86,10 +86,8 @@ class ClassifierAdapter(Adapter):
 
 
 def _own_normalization(model: nn.Module) -> Normalization:
-    from caap.adapters.hub import processor_config
+    """timm's card for a timm model, else the Hugging Face image-processor config (else ImageNet's)."""
+    from caap.adapters.hf import _hf_normalization
+    from caap.adapters.timm import _timm_normalization
 
-    cfg = getattr(model, "pretrained_cfg", None) or processor_config(model) or {}
-    mean, std = cfg.get("mean", cfg.get("image_mean")), cfg.get("std", cfg.get("image_std"))
-    if mean and std:
-        return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-    return Normalization()
+    return _timm_normalization(model) if getattr(model, "pretrained_cfg", None) else _hf_normalization(model)

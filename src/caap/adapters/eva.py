@@ -15,7 +15,7 @@ import threading
 import torch
 from torch import nn
 
-from caap.adapters.timm import TimmViTAdapter, _timm_normalization
+from caap.adapters.timm import TimmViTAdapter
 from caap.adapters.views import BlockView, LinearBlock, LinearHead
 from caap.core.contexts import Normalization
 from caap.core.workspace import Workspace
@@ -34,14 +34,11 @@ class TimmEvaAdapter(TimmViTAdapter):
     """A timm ``Eva`` model (see the module docstring)."""
 
     token_subsets = False
+    accepts = staticmethod(is_timm_eva)
+    family = "a timm Eva model"
 
     def __init__(self, model: nn.Module, normalization: Normalization | None = None) -> None:
-        if not is_timm_eva(model):
-            raise UnsupportedModelError(f"TimmEvaAdapter needs a timm Eva model, got {type(model).__name__}")
-        self.model = model
-        self.num_prefix = int(model.num_prefix_tokens)
-        self.normalization = normalization or _timm_normalization(model)
-        self.head_rows = self._head_rows(model)
+        super().__init__(model, normalization)
         self._rope: dict[tuple, torch.Tensor | None] = {}
         self._lock = threading.Lock()
 

@@ -32,9 +32,12 @@ def is_timm_vit(model: nn.Module) -> bool:
 class TimmViTAdapter(Adapter):
     """A timm ``VisionTransformer`` (any subclass that keeps its ``forward_features`` structure)."""
 
+    accepts = staticmethod(is_timm_vit)  # the model family this adapter opens (a subclass names its own)
+    family = "a timm VisionTransformer"
+
     def __init__(self, model: nn.Module, normalization: Normalization | None = None) -> None:
-        if not is_timm_vit(model):
-            raise UnsupportedModelError(f"TimmViTAdapter needs a timm VisionTransformer, got {type(model).__name__}")
+        if not self.accepts(model):
+            raise UnsupportedModelError(f"{type(self).__name__} needs {self.family}, got {type(model).__name__}")
         self.model = model
         self.num_prefix = int(model.num_prefix_tokens)
         self.normalization = normalization or _timm_normalization(model)

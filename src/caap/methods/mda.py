@@ -176,7 +176,8 @@ class MDA(Explainer):
         order_maps = self.order.explain(images, target, progress=False).scores  # [B, h, w]
         pixels = self.adapter.normalization.denormalize(images)
         searches = [self._search(images[i], pixels[i], order_maps[i], grid) for i in range(images.shape[0])]
-        results = self._drive(searches, target)
+        chunk = self.batch_size or module_batch_size(self.adapter.num_prefix + grid[0] * grid[1], images.device)
+        results = self._drive(searches, target, chunk)
         maps = torch.stack([r["map"] for r in results]).float()
         meta = {key: torch.tensor([r[key] for r in results]) for key in
                 ("forward_passes", "blur_size", "p_blur", "segments_found", "insertion_prefix")}
@@ -184,10 +185,8 @@ class MDA(Explainer):
 
     # --- the batch stream -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _probs(self, composites: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Target probabilities ``[R]`` of composites ``[R, 3, H, W]`` with targets ``[R]``."""
-        grid = self.adapter.check_input(composites[:1])
-        chunk = self.batch_size or module_batch_size(self.adapter.num_prefix + grid[0] * grid[1], composites.device)
+    def _probs(self, composites: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Target probabilities ``[R]`` of composites ``[R, 3, H, W]`` with targets ``[R]``, ``chunk`` per forward."""
         out = []
         for start in range(0, composites.shape[0], chunk):
             with autocast(self.device, self.dtype):
@@ -195,7 +194,7 @@ class MDA(Explainer):
             out.append(logits.float().softmax(-1).gather(1, target[start:start + chunk, None]).squeeze(1))
         return torch.cat(out).cpu().double()
 
-    def _drive(self, searches: list[Search], target: torch.Tensor) -> list[dict]:
+    def _drive(self, searches: list[Search], target: torch.Tensor, chunk: int) -> list[dict]:
         """Run every image's search, each step's composites of all images in one stream of forwards."""
         results: list = [None] * len(searches)
         pending = {i: next(s) for i, s in enumerate(searches)}
@@ -205,7 +204,7 @@ class MDA(Explainer):
             sizes = [pending[i].shape[0] for i in owners]
             composites = torch.cat([pending[i] for i in owners])
             tgt = torch.cat([target[i].expand(k) for i, k in zip(owners, sizes, strict=True)]).to(self.device)
-            probs = self._probs(composites, tgt).split(sizes)
+            probs = self._probs(composites, tgt, chunk).split(sizes)
             bar.update(composites.shape[0])
             for i, p in zip(owners, probs, strict=True):
                 try:
