@@ -67,3 +67,25 @@ def test_road_noise_is_seeded_per_image_and_options_are_checked():
     for bad in ("road:percentiles=0", "road:noise=-1", "road:seed=x"):
         with pytest.raises(CaapError):
             metrics.build(bad)
+
+
+def test_road_metrics_on_one_batch_share_their_solves(monkeypatch):
+    """``road``, ``road_morf`` and ``road_lerf`` on the same batch (the runner's order) solve each removal once;
+    any other batch, map or setting solves again, and the shared scores equal fresh ones."""
+    model, x, m, t = build("timm_vit"), images(2), maps(2), torch.tensor([1, 2])
+    calls = []
+    from caap.metrics import road as ours
+
+    monkeypatch.setattr(ours, "linear_impute", lambda *a: calls.append(1) or linear_impute(*a))
+    names = ("road:percentiles=30,70", "road_morf:percentiles=30,70", "road_lerf:percentiles=30,70")
+    shared = [metrics.build(n)(model, x, t, m) for n in names]
+    assert len(calls) == 2 * 2 * 2  # images × shares × orders, once
+    torch.testing.assert_close(shared[0], (shared[2] - shared[1]) / 2)
+    fresh = metrics.build("road_morf:percentiles=30,70")(model, x.clone(), t, m)  # other images
+    assert len(calls) == 12
+    torch.testing.assert_close(fresh, shared[1])
+    other = m.clone()
+    other[0, 0, 0] += 1
+    metrics.build("road_morf:percentiles=30,70")(model, x, t, other)  # another map
+    metrics.build("road_morf:percentiles=30,70:seed=1")(model, x, t, other)  # another setting
+    assert len(calls) == 20
