@@ -1,0 +1,111 @@
+"""The claim table of docs/RESULTS.md, computed from the `caap bench` run folders of benchmarks/evidence.sh.
+
+    python benchmarks/claims.py --runs runs --out benchmarks/results/evidence
+
+For every claim row (a run, a metric): CAAP's (exact ``caap``) rank among the run's methods by mean, the best
+*other* method (CAAP's own modes, ``caap_fast`` and ``caap_adaptive``, are not "other"), the paired difference
+CAAP − best other over the images both have, signed so that positive favours CAAP, with its 95 % paired
+bootstrap interval and the Wilcoxon p (``caap.bench.stats.paired``), and the verdict: **holds** when CAAP ranks
+first and the interval excludes 0, **does not hold** when the best other method is better and the interval
+excludes 0, **tie** otherwise. Rows are computed within one run, on the same images for every method; runs
+with fewer images (the slower methods) are separate rows. Missing runs are skipped and reported.
+Writes ``claims.md`` / ``claims.json`` and copies each run's ``table.md`` / ``table.json`` / ``config.json``
+(and ``compare_caap.md``) to ``OUT/<run>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from caap.bench import stats
+from caap.bench.store import RunStore
+from caap.bench.table import per_image
+from caap.io import atomic_write_bytes, save_json
+from caap.metrics import METRICS
+
+OURS = ("caap", "caap_fast", "caap_adaptive")
+FAITH = ("deletion:step=14", "insertion:step=14", "positive_perturbation", "negative_perturbation")
+ROAD = ("road", "road_morf", "road_lerf")
+GRID = ("pointing_game", "energy_pointing_game:resolution=patch", "relevance_mass:resolution=patch",
+        "energy_pointing_game", "relevance_mass")
+ZOO = ("pointing_game", "energy_pointing_game:resolution=patch", "relevance_mass:resolution=patch",
+       "relevance_rank", "segmentation_miou", "segmentation_ap")
+# claim -> [(run folder, metrics)]
+CLAIMS = {
+    "more faithful (real DeiT-Tiny, ImageNet dev images)": [
+        ("deit-top", FAITH), ("deit-road", ROAD), ("deit-rest", FAITH), ("deit-slow", FAITH),
+        ("deit-slowest", FAITH)],
+    "better localised (real DeiT-Tiny, grid pointing game)": [("grid-fast", GRID), ("grid-slow", GRID)],
+    "better localised across backbones (controlled-evidence benchmark)": [
+        (run, ZOO) for run in ("demo-simple", "demo-conjunction", "zoo-deit3-simple", "zoo-reg_avg-simple",
+                               "zoo-clip-simple", "zoo-eva-simple", "demo-simple-slow", "demo-conjunction-slow")],
+}
+
+
+def claim_row(values: dict[str, dict[str, dict[int, float]]], metric: str) -> dict | None:
+    """CAAP's rank, the best other method and the paired difference for one run × metric (None: no CAAP)."""
+    higher = METRICS.get(metric).higher_is_better
+    sign = 1.0 if higher else -1.0
+    scored = {m: v[metric] for m, v in values.items() if v.get(metric)}
+    if "caap" not in scored or len(scored) < 2:
+        return None
+    means = {m: float(np.mean(list(v.values()))) for m, v in scored.items()}
+    order = sorted(means, key=lambda m: sign * means[m], reverse=True)
+    other = next(m for m in order if m not in OURS)
+    d = stats.paired({i: sign * x for i, x in scored["caap"].items()}, {i: sign * x for i, x in scored[other].items()})
+    if order[0] == "caap" and d["low"] > 0:
+        verdict = "holds"
+    elif sign * (means[other] - means["caap"]) > 0 and d["high"] < 0:
+        verdict = "does not hold"
+    else:
+        verdict = "tie"
+    return {"metric": metric, "higher_is_better": higher, "rank": order.index("caap") + 1, "methods": len(order),
+            "caap": means["caap"], "best_other": other, "other": means[other], "diff": d["mean"], "low": d["low"],
+            "high": d["high"], "p": d["p"], "n": d["n"], "verdict": verdict,
+            "caap_fast_rank": order.index("caap_fast") + 1 if "caap_fast" in order else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    result: dict = {}
+    missing = []
+    lines = ["| claim | run | metric | CAAP's rank | CAAP | best other | its value | CAAP − other (favouring CAAP) "
+             "[95 % CI] | p | n | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for claim, rows in CLAIMS.items():
+        for run, metrics in rows:
+            root = args.runs / run
+            if not (root / "config.json").is_file():
+                missing.append(run)
+                continue
+            values = per_image(RunStore(root), sorted({r["method"] for r in RunStore(root).records()}))
+            for metric in metrics:
+                row = claim_row(values, metric)
+                if row is None:
+                    continue
+                result.setdefault(claim, []).append({"run": run, **row})
+                arrow = "↑" if row["higher_is_better"] else "↓"
+                lines.append(
+                    f"| {claim} | {run} | {metric} {arrow} | {row['rank']} of {row['methods']} | {row['caap']:.3f} | "
+                    f"{row['best_other']} | {row['other']:.3f} | {row['diff']:+.3f} [{row['low']:+.3f}, "
+                    f"{row['high']:+.3f}] | {row['p']:.2g} | {row['n']} | {row['verdict']} |")
+            dest = args.out / run
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in ("table.md", "table.json", "config.json", "compare_caap.md"):
+                if (root / name).is_file():
+                    shutil.copyfile(root / name, dest / name)
+    if missing:
+        lines += ["", "Runs not found: " + ", ".join(missing)]
+    save_json(args.out / "claims.json", {"claims": result, "missing": missing})
+    atomic_write_bytes(args.out / "claims.md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Does a CAAP variant that the fast mode makes affordable separate CAAP from GAE on the real DeiT-Tiny?
+
+    python benchmarks/variants.py --out runs/variants [--exact runs/deit-top] [--every K] [--limit N]
+
+On the held-apart dev images exact CAAP and GAE come close on deletion and insertion (docs/RESULTS.md). This
+script scores, per image (target: its label), the fast-mode maps of single variants — the context (``mean``,
+``blur``, ``black`` at the default band ``4:8``) and the band (``6:8``, ``8:12`` with ``mean``) — and the averages
+the fast mode makes cheap: over the three contexts, over the three bands, over all five maps (each map divided
+by its standard deviation first, so that every variant weighs the same), plus GAE, with deletion and insertion
+AUC (patch grid, step 14, as `caap bench`).
+
+The images are split in two halves by position (even: *selection*, odd: *confirmation*). On the selection
+half the variant with the best mean is chosen for deletion, insertion and their difference (insertion −
+deletion); on the confirmation half only the chosen variants are compared with GAE: paired mean difference,
+95 % paired bootstrap interval and Wilcoxon p (``caap.bench.stats.paired``). ``--exact RUN`` adds exact CAAP's
+and GAE's scores from a `caap bench` run with the same metrics for reference. One JSON record per image is
+written atomically as soon as it exists, so a killed run resumes; ``summary.{json,md}`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from timm.data import create_transform, resolve_model_data_config
+from tqdm import tqdm
+
+from caap import CAAP, methods
+from caap.adapters import create_model
+from caap.bench.stats import cell, paired
+from caap.data.datasets import ImageFolder
+from caap.io import atomic_write_bytes, save_json
+from caap.metrics import build
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+SINGLE = {"mean@4:8": ("mean", "4:8"), "blur@4:8": ("blur", "4:8"), "black@4:8": ("black", "4:8"),
+          "mean@6:8": ("mean", "6:8"), "mean@8:12": ("mean", "8:12")}
+AVERAGES = {"avg_contexts": ("mean@4:8", "blur@4:8", "black@4:8"),
+            "avg_bands": ("mean@4:8", "mean@6:8", "mean@8:12"), "avg_all": tuple(SINGLE)}
+VARIANTS = (*SINGLE, *AVERAGES)
+METRICS = {"deletion": "deletion:step=14", "insertion": "insertion:step=14"}
+CRITERIA = {"deletion": -1, "insertion": 1, "insertion-deletion": 1}  # sign: larger is better after it
+
+
+def record(model, x: torch.Tensor, label: int, explainers: dict, metrics: dict) -> dict:
+    """Deletion and insertion of every variant and of GAE for one image ``x [1, 3, H, W]``."""
+    maps = {name: explainer.explain(x, target=[label], progress=False).scores for name, explainer in explainers.items()}
+    for name, parts in AVERAGES.items():
+        maps[name] = torch.stack([maps[p] / maps[p].std().clamp_min(1e-12) for p in parts]).mean(0)
+    target = torch.tensor([label])
+    return {name: {m: float(metric(model, x, target, maps[name])[0]) for m, metric in metrics.items()}
+            for name in (*VARIANTS, "gae")}
+
+
+def value(rec: dict, name: str, criterion: str) -> float:
+    scores = rec[name]
+    if criterion == "insertion-deletion":
+        return scores["insertion"] - scores["deletion"]
+    return scores[criterion]
+
+
+def summarize(records: dict[int, dict], positions: list[int], exact: dict[int, dict]) -> dict:
+    """Per-half means of every variant, the selection per criterion, and its confirmation against GAE."""
+    halves = {"selection": positions[0::2], "confirmation": positions[1::2]}
+    out: dict = {"halves": {h: len(v) for h, v in halves.items()}, "means": {}, "chosen": {}}
+    names = (*VARIANTS, "gae", *(("caap_exact",) if exact else ()))
+    merged = {i: {**records[i], **({"caap_exact": exact[i]} if i in exact else {})} for i in records}
+    for half, idx in halves.items():
+        out["means"][half] = {n: {c: cell({i: value(merged[i], n, c) for i in idx if n in merged[i]})
+                                  for c in CRITERIA} for n in names}
+    for criterion, sign in CRITERIA.items():
+        sel = out["means"]["selection"]
+        chosen = max(VARIANTS, key=lambda n: sign * sel[n][criterion]["mean"])
+        conf = halves["confirmation"]
+        vs_gae = {n: paired({i: value(merged[i], n, criterion) for i in conf if n in merged[i]},
+                            {i: value(merged[i], "gae", criterion) for i in conf})
+                  for n in {chosen, "mean@4:8", *(("caap_exact",) if exact else ())}}
+        out["chosen"][criterion] = {"variant": chosen, "vs_gae_on_confirmation": vs_gae}
+    return out
+
+
+def markdown(summary: dict, settings: dict) -> str:
+    halves = summary["halves"]
+    lines = [f"# CAAP variants vs GAE: {settings['model']}, selection {halves['selection']} images, "
+             f"confirmation {halves['confirmation']}", "",
+             "| map | selection: deletion ↓ | insertion ↑ | ins − del ↑ | confirmation: deletion ↓ | insertion ↑ "
+             "| ins − del ↑ |", "|---|---|---|---|---|---|---|"]
+    for name in summary["means"]["selection"]:
+        cells = [f"{summary['means'][h][name][c]['mean']:.4f}" for h in ("selection", "confirmation")
+                 for c in CRITERIA]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Chosen on the selection half, tested on the confirmation half (map − GAE, paired; 95 % bootstrap "
+              "interval; Wilcoxon p):", "", "| criterion | chosen | map | − GAE | 95 % interval | p | n |",
+              "|---|---|---|---|---|---|---|"]
+    for criterion, c in summary["chosen"].items():
+        for name, d in sorted(c["vs_gae_on_confirmation"].items()):
+            lines.append(f"| {criterion} | {c['variant']} | {name} | {d['mean']:+.4f} | "
+                         f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['p']:.3g} | {d['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def read_exact(run: Path, indices: list[int]) -> dict[int, dict]:
+    """Exact CAAP's deletion / insertion per image from a `caap bench` run with the same metric specs."""
+    out = {}
+    for i in indices:
+        path = run / "records" / f"{i:06d}_caap.json"
+        if path.is_file():
+            m = json.loads(path.read_text())["metrics"]
+            if all(spec in m for spec in METRICS.values()):
+                out[i] = {name: m[spec] for name, spec in METRICS.items()}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--exact", type=Path, default=None, help="a caap bench run folder with exact CAAP records")
+    parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = create_model("deit_tiny_patch16_224", DATA / "deit_tiny_patch16_224.safetensors")
+    data = ImageFolder(DATA / "imagenet-dev", create_transform(**resolve_model_data_config(model)))
+    indices = list(range(0, len(data), args.every))[: args.limit]
+    explainers = {name: CAAP(model, layers=band, context=context, mode="fast")
+                  for name, (context, band) in SINGLE.items()}
+    explainers["gae"] = methods.build("gae", model)
+    metrics = {name: build(spec) for name, spec in METRICS.items()}
+    records_dir = args.out / "records"
+    for i in tqdm(indices, desc="images"):
+        path = records_dir / f"{i:06d}.json"
+        if path.is_file():
+            continue
+        item = data[i]
+        save_json(path, {"index": i, "id": item.id,
+                         **record(model, item.image[None], item.label, explainers, metrics)})
+    records = {i: json.loads((records_dir / f"{i:06d}.json").read_text()) for i in indices}
+    exact = read_exact(args.exact, indices) if args.exact else {}
+    settings = {"model": "deit_tiny_patch16_224 (real)", "every": args.every, "limit": args.limit,
+                "metrics": METRICS, "exact": str(args.exact) if args.exact else None, "torch": torch.__version__}
+    summary = summarize(records, indices, exact)
+    save_json(args.out / "summary.json", {"settings": settings, **summary})
+    atomic_write_bytes(args.out / "summary.md", markdown(summary, settings).encode())
+    print((args.out / "summary.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
