@@ -5,9 +5,9 @@
 For every claim row (a run, a metric): CAAP's (exact ``caap``) rank among the run's methods by mean, the best
 *other* method (CAAP's own modes, ``caap_fast`` and ``caap_adaptive``, are not "other"), the paired difference
 CAAP − best other over the images both have, signed so that positive favours CAAP, with its 95 % paired
-bootstrap interval and the Wilcoxon p (``caap.bench.stats.paired``), and the verdict: **holds** when CAAP ranks
-first and the interval excludes 0, **does not hold** when the best other method is better and the interval
-excludes 0, **tie** otherwise. Rows are computed within one run, on the same images for every method; runs
+bootstrap interval and the Wilcoxon p (``caap.bench.stats.paired``), and the verdict: **holds** when the interval
+lies above 0 (CAAP beats every other method), **does not hold** when it lies below 0 (the best other method beats
+CAAP), **tie** otherwise. Rows are computed within one run, on the same images for every method; runs
 with fewer images (the slower methods) are separate rows. Missing runs are skipped and reported.
 Writes ``claims.md`` / ``claims.json`` and copies each run's ``table.md`` / ``table.json`` / ``config.json``
 (and ``compare_caap.md``) to ``OUT/<run>/``.
@@ -57,12 +57,7 @@ def claim_row(values: dict[str, dict[str, dict[int, float]]], metric: str) -> di
     order = sorted(means, key=lambda m: sign * means[m], reverse=True)
     other = next(m for m in order if m not in OURS)
     d = stats.paired({i: sign * x for i, x in scored["caap"].items()}, {i: sign * x for i, x in scored[other].items()})
-    if order[0] == "caap" and d["low"] > 0:
-        verdict = "holds"
-    elif sign * (means[other] - means["caap"]) > 0 and d["high"] < 0:
-        verdict = "does not hold"
-    else:
-        verdict = "tie"
+    verdict = "holds" if d["low"] > 0 else "does not hold" if d["high"] < 0 else "tie"
     return {"metric": metric, "higher_is_better": higher, "rank": order.index("caap") + 1, "methods": len(order),
             "caap": means["caap"], "best_other": other, "other": means[other], "diff": d["mean"], "low": d["low"],
             "high": d["high"], "p": d["p"], "n": d["n"], "verdict": verdict,
