@@ -55,7 +55,7 @@ elif [ "$STREAM" = 3 ]; then
             --methods caap,gae,rise:masks=1000,mda,extremal_perturbation --metrics $ZLOCAL --out "$OUT/demo-$v-slow"
     done
 elif [ "$STREAM" = 4 ]; then
-    python "$(dirname "$0")/variants.py" --out "$OUT/variants" --exact "$OUT/deit-top"
+    python "$(dirname "$0")/variants.py" --out "$OUT/variants" --reference "$OUT/deit-top"
 else
     bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods $TOP,gradcam --metrics road,road_morf,road_lerf \
         --every 4 --out "$OUT/deit-road"

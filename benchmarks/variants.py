@@ -1,20 +1,22 @@
-"""Does a CAAP variant that the fast mode makes affordable separate CAAP from GAE on the real DeiT-Tiny?
+"""Does a CAAP variant that the fast mode makes affordable separate CAAP from the best baselines on the real DeiT-Tiny?
 
-    python benchmarks/variants.py --out runs/variants [--exact runs/deit-top] [--every K] [--limit N]
+    python benchmarks/variants.py --out runs/variants [--reference runs/deit-top] [--every K] [--limit N]
 
-On the held-apart dev images exact CAAP and GAE come close on deletion and insertion (docs/RESULTS.md). This
-script scores, per image (target: its label), the fast-mode maps of single variants — the context (``mean``,
-``blur``, ``black`` at the default band ``4:8``) and the band (``6:8``, ``8:12`` with ``mean``) — and the averages
-the fast mode makes cheap: over the three contexts, over the three bands, over all five maps (each map divided
-by its standard deviation first, so that every variant weighs the same), plus GAE, with deletion and insertion
-AUC (patch grid, step 14, as `caap bench`).
+On the held-apart dev images exact CAAP and the best baselines come close on deletion and insertion
+(docs/RESULTS.md). This script scores, per image (target: its label), the fast-mode maps of single variants —
+the context (``mean``, ``blur``, ``black`` at the default band ``4:8``) and the band (``6:8``, ``8:12`` with
+``mean``) — and the averages the fast mode makes cheap: over the three contexts, over the three bands, over all
+five maps (each map divided by its standard deviation first, so that every variant weighs the same), plus GAE,
+with deletion and insertion AUC (patch grid, step 14, as `caap bench`).
 
 The images are split in two halves by position (even: *selection*, odd: *confirmation*). On the selection
 half the variant with the best mean is chosen for deletion, insertion and their difference (insertion −
-deletion); on the confirmation half only the chosen variants are compared with GAE: paired mean difference,
-95 % paired bootstrap interval and Wilcoxon p (``caap.bench.stats.paired``). ``--exact RUN`` adds exact CAAP's
-and GAE's scores from a `caap bench` run with the same metrics for reference. One JSON record per image is
-written atomically as soon as it exists, so a killed run resumes; ``summary.{json,md}`` at the end.
+deletion), and so is the best rival (GAE, and with ``--reference RUN`` every other method of that `caap bench`
+run with the same metrics, e.g. AttnLRP, Bi-Attn; its exact CAAP becomes ``caap_exact``); on the confirmation
+half only the chosen ones are compared: chosen variant, the default fast map and exact CAAP, each minus the
+chosen rival and minus GAE — paired mean difference, 95 % paired bootstrap interval and Wilcoxon p
+(``caap.bench.stats.paired``). One JSON record per image is written atomically as soon as it exists, so a
+killed run resumes; ``summary.{json,md}`` at the end.
 """
 
 from __future__ import annotations
@@ -63,29 +65,42 @@ def value(rec: dict, name: str, criterion: str) -> float:
     return scores[criterion]
 
 
-def summarize(records: dict[int, dict], positions: list[int], exact: dict[int, dict]) -> dict:
-    """Per-half means of every variant, the selection per criterion, and its confirmation against GAE."""
+def summarize(records: dict[int, dict], positions: list[int], reference: dict[int, dict]) -> dict:
+    """Per-half means of every map, the choice per criterion on the selection half (variant and rival), and
+    the confirmation half's paired differences. ``reference``: ``{image: {method: {metric: value}}}``."""
     halves = {"selection": positions[0::2], "confirmation": positions[1::2]}
+    merged = {i: {**reference.get(i, {}), **records[i]} for i in records}  # GAE: this script's own
+    extra = sorted({n for i in reference for n in reference[i]} - {"gae"})
+    names = (*VARIANTS, "gae", *extra)
+    rivals = ("gae", *(n for n in extra if n != "caap_exact"))
     out: dict = {"halves": {h: len(v) for h, v in halves.items()}, "means": {}, "chosen": {}}
-    names = (*VARIANTS, "gae", *(("caap_exact",) if exact else ()))
-    merged = {i: {**records[i], **({"caap_exact": exact[i]} if i in exact else {})} for i in records}
+    # the same GAE maps scored here and in the reference run: a check that both runs score alike
+    gae = [abs(records[i]["gae"][m] - reference[i]["gae"][m]) for i in records if "gae" in reference.get(i, {})
+           for m in METRICS]
+    out["gae_vs_reference_max_abs_diff"] = max(gae) if gae else None
     for half, idx in halves.items():
         out["means"][half] = {n: {c: cell({i: value(merged[i], n, c) for i in idx if n in merged[i]})
                                   for c in CRITERIA} for n in names}
     for criterion, sign in CRITERIA.items():
         sel = out["means"]["selection"]
         chosen = max(VARIANTS, key=lambda n: sign * sel[n][criterion]["mean"])
+        rival = max(rivals, key=lambda n: sign * sel[n][criterion]["mean"])
         conf = halves["confirmation"]
-        vs_gae = {n: paired({i: value(merged[i], n, criterion) for i in conf if n in merged[i]},
-                            {i: value(merged[i], "gae", criterion) for i in conf})
-                  for n in {chosen, "mean@4:8", *(("caap_exact",) if exact else ())}}
-        out["chosen"][criterion] = {"variant": chosen, "vs_gae_on_confirmation": vs_gae}
+
+        def per(name: str) -> dict[int, float]:
+            return {i: sign * value(merged[i], name, criterion) for i in conf if name in merged[i]}  # noqa: B023
+
+        maps = [chosen, "mean@4:8", *(("caap_exact",) if "caap_exact" in extra else ())]
+        out["chosen"][criterion] = {
+            "variant": chosen, "rival": rival,
+            "favouring_caap": {f"{m} vs {r}": paired(per(m), per(r)) for m in dict.fromkeys(maps)
+                               for r in dict.fromkeys((rival, "gae"))}}
     return out
 
 
 def markdown(summary: dict, settings: dict) -> str:
     halves = summary["halves"]
-    lines = [f"# CAAP variants vs GAE: {settings['model']}, selection {halves['selection']} images, "
+    lines = [f"# CAAP variants vs the best rivals: {settings['model']}, selection {halves['selection']} images, "
              f"confirmation {halves['confirmation']}", "",
              "| map | selection: deletion ↓ | insertion ↑ | ins − del ↑ | confirmation: deletion ↓ | insertion ↑ "
              "| ins − del ↑ |", "|---|---|---|---|---|---|---|"]
@@ -93,32 +108,39 @@ def markdown(summary: dict, settings: dict) -> str:
         cells = [f"{summary['means'][h][name][c]['mean']:.4f}" for h in ("selection", "confirmation")
                  for c in CRITERIA]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Chosen on the selection half, tested on the confirmation half (map − GAE, paired; 95 % bootstrap "
-              "interval; Wilcoxon p):", "", "| criterion | chosen | map | − GAE | 95 % interval | p | n |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "Variant and rival chosen on the selection half, compared on the confirmation half (paired; "
+              "positive favours the CAAP map; 95 % bootstrap interval; Wilcoxon p):", "",
+              "| criterion | chosen variant | chosen rival | comparison | difference | 95 % interval | p | n |",
+              "|---|---|---|---|---|---|---|---|"]
     for criterion, c in summary["chosen"].items():
-        for name, d in sorted(c["vs_gae_on_confirmation"].items()):
-            lines.append(f"| {criterion} | {c['variant']} | {name} | {d['mean']:+.4f} | "
+        for name, d in c["favouring_caap"].items():
+            lines.append(f"| {criterion} | {c['variant']} | {c['rival']} | {name} | {d['mean']:+.4f} | "
                          f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['p']:.3g} | {d['n']} |")
+    if summary.get("gae_vs_reference_max_abs_diff") is not None:
+        lines += ["", f"GAE scored here and in the reference run: largest difference "
+                  f"{summary['gae_vs_reference_max_abs_diff']:.2g}."]
     return "\n".join(lines) + "\n"
 
 
-def read_exact(run: Path, indices: list[int]) -> dict[int, dict]:
-    """Exact CAAP's deletion / insertion per image from a `caap bench` run with the same metric specs."""
-    out = {}
-    for i in indices:
-        path = run / "records" / f"{i:06d}_caap.json"
-        if path.is_file():
-            m = json.loads(path.read_text())["metrics"]
-            if all(spec in m for spec in METRICS.values()):
-                out[i] = {name: m[spec] for name, spec in METRICS.items()}
+def read_reference(run: Path, indices: list[int]) -> dict[int, dict]:
+    """Every method's deletion / insertion per image from a `caap bench` run with the same metric specs
+    (exact ``caap`` as ``caap_exact``; CAAP's other modes left out)."""
+    out: dict[int, dict] = {}
+    for path in sorted((run / "records").glob("*.json")):
+        rec = json.loads(path.read_text())
+        if rec["index"] not in indices or rec["method"] in ("caap_fast", "caap_adaptive"):
+            continue
+        if all(spec in rec["metrics"] for spec in METRICS.values()):
+            name = "caap_exact" if rec["method"] == "caap" else rec["method"]
+            out.setdefault(rec["index"], {})[name] = {k: rec["metrics"][spec] for k, spec in METRICS.items()}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--exact", type=Path, default=None, help="a caap bench run folder with exact CAAP records")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="a caap bench run folder (same metrics) whose methods join as rivals and exact CAAP")
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
@@ -140,10 +162,10 @@ def main() -> None:
         save_json(path, {"index": i, "id": item.id,
                          **record(model, item.image[None], item.label, explainers, metrics)})
     records = {i: json.loads((records_dir / f"{i:06d}.json").read_text()) for i in indices}
-    exact = read_exact(args.exact, indices) if args.exact else {}
-    settings = {"model": "deit_tiny_patch16_224 (real)", "every": args.every, "limit": args.limit,
-                "metrics": METRICS, "exact": str(args.exact) if args.exact else None, "torch": torch.__version__}
-    summary = summarize(records, indices, exact)
+    reference = read_reference(args.reference, indices) if args.reference else {}
+    settings = {"model": "deit_tiny_patch16_224 (real)", "every": args.every, "limit": args.limit, "metrics": METRICS,
+                "reference": str(args.reference) if args.reference else None, "torch": torch.__version__}
+    summary = summarize(records, indices, reference)
     save_json(args.out / "summary.json", {"settings": settings, **summary})
     atomic_write_bytes(args.out / "summary.md", markdown(summary, settings).encode())
     print((args.out / "summary.md").read_text())

@@ -61,11 +61,19 @@ def test_variants_are_chosen_on_one_half_and_confirmed_on_the_other():
         rec["blur@4:8"] = {"deletion": 0.1 if selection else 0.6, "insertion": 0.5}
         rec["mean@8:12"] = {"deletion": 0.2 if selection else 0.05, "insertion": 0.9}
         records[i] = rec
-    summary = variants.summarize(records, positions, {})
+    # a reference run: exact CAAP, and a rival that is best on the selection half only
+    reference = {i: {"caap_exact": {"deletion": 0.3, "insertion": 0.5},
+                     "attnlrp": {"deletion": 0.15 if i % 2 == 0 else 0.55, "insertion": 0.5},
+                     "gae": dict(records[i]["gae"])} for i in positions}
+    summary = variants.summarize(records, positions, reference)
     assert summary["halves"] == {"selection": 10, "confirmation": 10}
+    assert summary["gae_vs_reference_max_abs_diff"] == 0
     chosen = summary["chosen"]["deletion"]
-    assert chosen["variant"] == "blur@4:8"
-    vs_gae = chosen["vs_gae_on_confirmation"]["blur@4:8"]
-    assert vs_gae["n"] == 10 and vs_gae["mean"] == pytest.approx(0.1)  # 0.6 − 0.5 on the odd images
+    assert (chosen["variant"], chosen["rival"]) == ("blur@4:8", "attnlrp")
+    d = chosen["favouring_caap"]
+    # lower deletion is better, so positive favours the CAAP map: 0.55 − 0.6 and 0.5 − 0.6 on the odd images
+    assert d["blur@4:8 vs attnlrp"]["n"] == 10 and d["blur@4:8 vs attnlrp"]["mean"] == pytest.approx(-0.05)
+    assert d["blur@4:8 vs gae"]["mean"] == pytest.approx(-0.1)
+    assert d["caap_exact vs attnlrp"]["mean"] == pytest.approx(0.25)
     assert summary["chosen"]["insertion"]["variant"] == "mean@8:12"
     assert summary["chosen"]["insertion-deletion"]["variant"] == "mean@8:12"
