@@ -3,7 +3,8 @@
     python benchmarks/claims.py --runs runs --out benchmarks/results/evidence
 
 For every claim row (a run, a metric): CAAP's (exact ``caap``) rank among the run's methods by mean, the best
-*other* method (CAAP's own modes, ``caap_fast`` and ``caap_adaptive``, are not "other"), the paired difference
+*other* method (CAAP's own modes and settings, ``caap_fast``, ``caap_adaptive``, ``caap:layers=…``, are not
+"other"), the paired difference
 CAAP − best other over the images both have, signed so that positive favours CAAP, with its 95 % paired
 bootstrap interval and the Wilcoxon p (``caap.bench.stats.paired``), and the verdict: **holds** when the interval
 lies above 0 (CAAP beats every other method), **does not hold** when it lies below 0 (the best other method beats
@@ -55,7 +56,7 @@ def claim_row(values: dict[str, dict[str, dict[int, float]]], metric: str) -> di
         return None
     means = {m: float(np.mean(list(v.values()))) for m, v in scored.items()}
     order = sorted(means, key=lambda m: sign * means[m], reverse=True)
-    other = next(m for m in order if m not in OURS)
+    other = next(m for m in order if m.split(":")[0] not in OURS)
     d = stats.paired({i: sign * x for i, x in scored["caap"].items()}, {i: sign * x for i, x in scored[other].items()})
     verdict = "holds" if d["low"] > 0 else "does not hold" if d["high"] < 0 else "tie"
     return {"metric": metric, "higher_is_better": higher, "rank": order.index("caap") + 1, "methods": len(order),
