@@ -10,7 +10,8 @@ bootstrap interval and the Wilcoxon p (``caap.bench.stats.paired``), and the ver
 lies above 0 (CAAP beats every other method), **does not hold** when it lies below 0 (the best other method beats
 CAAP), **tie** otherwise. Rows are computed within one run, on the same images for every method; runs
 with fewer images (the slower methods) are separate rows. Missing runs are skipped and reported.
-Writes ``claims.md`` / ``claims.json`` and copies each run's ``table.md`` / ``table.json`` / ``config.json``
+Writes ``claims.md`` / ``claims.json`` (with each run's records, images, methods and wall time: first to last
+record written) and copies each run's ``table.md`` / ``table.json`` / ``config.json``
 (and ``compare_caap.md``) to ``OUT/<run>/``.
 """
 
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     result: dict = {}
+    runs: dict = {}
     missing = []
     lines = ["| claim | run | metric | CAAP's rank | CAAP | best other | its value | CAAP − other (favouring CAAP) "
              "[95 % CI] | p | n | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -91,6 +93,10 @@ def main() -> None:
                     f"| {claim} | {run} | {metric} {arrow} | {row['rank']} of {row['methods']} | {row['caap']:.3f} | "
                     f"{row['best_other']} | {row['other']:.3f} | {row['diff']:+.3f} [{row['low']:+.3f}, "
                     f"{row['high']:+.3f}] | {row['p']:.2g} | {row['n']} | {row['verdict']} |")
+            stamps = [p.stat().st_mtime for p in (root / "records").glob("*.json")]
+            runs[run] = {
+                "records": len(stamps), "images": len({i for v in values.values() for m in v.values() for i in m}),
+                "methods": sorted(values), "wall_minutes": (max(stamps) - min(stamps)) / 60 if stamps else None}
             dest = args.out / run
             dest.mkdir(parents=True, exist_ok=True)
             for name in ("table.md", "table.json", "config.json", "compare_caap.md"):
@@ -98,7 +104,7 @@ def main() -> None:
                     shutil.copyfile(root / name, dest / name)
     if missing:
         lines += ["", "Runs not found: " + ", ".join(missing)]
-    save_json(args.out / "claims.json", {"claims": result, "missing": missing})
+    save_json(args.out / "claims.json", {"claims": result, "runs": runs, "missing": missing})
     atomic_write_bytes(args.out / "claims.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 
