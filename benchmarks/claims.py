@@ -32,8 +32,9 @@ from caap.metrics import METRICS
 OURS = ("caap", "caap_fast", "caap_adaptive")
 FAITH = ("deletion:step=14", "insertion:step=14", "positive_perturbation", "negative_perturbation")
 ROAD = ("road", "road_morf", "road_lerf")
-GRID = ("pointing_game", "energy_pointing_game:resolution=patch", "relevance_mass:resolution=patch",
-        "energy_pointing_game", "relevance_mass")
+# on a grid the mask is the cell, a box on the patch grid: the four mass metrics (energy pointing game and
+# relevance mass, pixel and patch) are one number, so one of them stands for all
+GRID = ("pointing_game", "relevance_mass:resolution=patch")
 ZOO = ("pointing_game", "energy_pointing_game:resolution=patch", "relevance_mass:resolution=patch",
        "relevance_rank", "segmentation_miou", "segmentation_ap")
 # claim -> [(run folder, metrics)]
