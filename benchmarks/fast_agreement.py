@@ -17,25 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from devset import real_deit_tiny, resumable
 from scipy.stats import spearmanr
-from timm.data import create_transform, resolve_model_data_config
-from tqdm import tqdm
 
 from caap import CAAP
-from caap.adapters import create_model
 from caap.core.groups import superpatch_groups
-from caap.data.datasets import ImageFolder
 from caap.io import atomic_write_bytes, save_json
 from caap.metrics import build
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
 SIZES = (1, 2, 4)
 MAPS = ("exact", "fast", "coarse_to_fine", "fast_then_exact")
 
@@ -123,23 +117,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = create_model("deit_tiny_patch16_224", DATA / "deit_tiny_patch16_224.safetensors")
-    data = ImageFolder(DATA / "imagenet-dev", create_transform(**resolve_model_data_config(model)))
-    indices = list(range(0, len(data), args.every))[: args.limit]
+    model, data, indices = real_deit_tiny(args.every, args.limit)
     explainers = {"exact": CAAP(model, layers=args.layers), "fast": CAAP(model, layers=args.layers, mode="fast"),
                   "coarse_to_fine": CAAP(model, layers=args.layers, refine=0.08),
                   "fast_then_exact": CAAP(model, layers=args.layers, mode="fast", refine=0.08)}
     metrics = {"deletion": build("deletion:step=14"), "insertion": build("insertion:step=14")}
     settings = {"model": "deit_tiny_patch16_224 (real)", "layers": args.layers, "every": args.every,
                 "limit": args.limit, "torch": torch.__version__, "threads": args.threads}
-    records_dir = args.out / "records"
-    for i in tqdm(indices, desc="images"):
-        path = records_dir / f"{i:06d}.json"
-        if path.is_file():
-            continue
-        item = data[i]
-        save_json(path, {"index": i, "id": item.id, **record(item.image, item.label, explainers, metrics, (14, 14))})
-    records = [json.loads((records_dir / f"{i:06d}.json").read_text()) for i in indices]
+    records = list(resumable(data, indices, args.out / "records",
+                             lambda item: record(item.image, item.label, explainers, metrics, (14, 14))).values())
     summary = summarize(records, args.out, settings)
     print((args.out / "summary.md").read_text())
     print(json.dumps(summary["spearman"], indent=1))

@@ -23,22 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
-from timm.data import create_transform, resolve_model_data_config
-from tqdm import tqdm
+from devset import real_deit_tiny, resumable
 
 from caap import CAAP, methods
-from caap.adapters import create_model
 from caap.bench.stats import cell, paired
-from caap.data.datasets import ImageFolder
 from caap.io import atomic_write_bytes, save_json
 from caap.metrics import build
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
 SINGLE = {"mean@4:8": ("mean", "4:8"), "blur@4:8": ("blur", "4:8"), "black@4:8": ("black", "4:8"),
           "mean@6:8": ("mean", "6:8"), "mean@8:12": ("mean", "8:12")}
 AVERAGES = {"avg_contexts": ("mean@4:8", "blur@4:8", "black@4:8"),
@@ -146,22 +140,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = create_model("deit_tiny_patch16_224", DATA / "deit_tiny_patch16_224.safetensors")
-    data = ImageFolder(DATA / "imagenet-dev", create_transform(**resolve_model_data_config(model)))
-    indices = list(range(0, len(data), args.every))[: args.limit]
+    model, data, indices = real_deit_tiny(args.every, args.limit)
     explainers = {name: CAAP(model, layers=band, context=context, mode="fast")
                   for name, (context, band) in SINGLE.items()}
     explainers["gae"] = methods.build("gae", model)
     metrics = {name: build(spec) for name, spec in METRICS.items()}
-    records_dir = args.out / "records"
-    for i in tqdm(indices, desc="images"):
-        path = records_dir / f"{i:06d}.json"
-        if path.is_file():
-            continue
-        item = data[i]
-        save_json(path, {"index": i, "id": item.id,
-                         **record(model, item.image[None], item.label, explainers, metrics)})
-    records = {i: json.loads((records_dir / f"{i:06d}.json").read_text()) for i in indices}
+    records = resumable(data, indices, args.out / "records",
+                        lambda item: record(model, item.image[None], item.label, explainers, metrics))
     reference = read_reference(args.reference, indices) if args.reference else {}
     settings = {"model": "deit_tiny_patch16_224 (real)", "every": args.every, "limit": args.limit, "metrics": METRICS,
                 "reference": str(args.reference) if args.reference else None, "torch": torch.__version__}
