@@ -2,7 +2,8 @@
 
     python benchmarks/claims.py --runs runs --out benchmarks/results/evidence
 
-For every claim row (a run, a metric): CAAP's (exact ``caap``) rank among the run's methods by mean, the best
+For every claim row (a run, a metric): CAAP's (exact ``caap``) rank among the run's methods by mean (1 + the
+number of methods with a strictly better mean), the best
 *other* method (CAAP's own modes and settings, ``caap_fast``, ``caap_adaptive``, ``caap:layers=…``, are not
 "other"), the paired difference
 CAAP − best other over the images both have, signed so that positive favours CAAP, with its 95 % paired
@@ -18,6 +19,7 @@ record written) and copies each run's ``table.md`` / ``table.json`` / ``config.j
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -57,14 +59,18 @@ def claim_row(values: dict[str, dict[str, dict[int, float]]], metric: str) -> di
     if "caap" not in scored or len(scored) < 2:
         return None
     means = {m: float(np.mean(list(v.values()))) for m, v in scored.items()}
-    order = sorted(means, key=lambda m: sign * means[m], reverse=True)
+    order = sorted(means, key=lambda m: (-sign * means[m], m))  # best first; ties by name
+
+    def rank(method: str) -> int:  # competition ranking: 1 + the methods strictly better
+        return 1 + sum(sign * means[m] > sign * means[method] for m in means)
+
     other = next(m for m in order if m.split(":")[0] not in OURS)
     d = stats.paired({i: sign * x for i, x in scored["caap"].items()}, {i: sign * x for i, x in scored[other].items()})
     verdict = "holds" if d["low"] > 0 else "does not hold" if d["high"] < 0 else "tie"
-    return {"metric": metric, "higher_is_better": higher, "rank": order.index("caap") + 1, "methods": len(order),
+    return {"metric": metric, "higher_is_better": higher, "rank": rank("caap"), "methods": len(order),
             "caap": means["caap"], "best_other": other, "other": means[other], "diff": d["mean"], "low": d["low"],
             "high": d["high"], "p": d["p"], "n": d["n"], "verdict": verdict,
-            "caap_fast_rank": order.index("caap_fast") + 1 if "caap_fast" in order else None}
+            "caap_fast_rank": rank("caap_fast") if "caap_fast" in means else None}
 
 
 def main() -> None:
@@ -83,7 +89,7 @@ def main() -> None:
             if not (root / "config.json").is_file():
                 missing.append(run)
                 continue
-            values = per_image(RunStore(root), sorted({r["method"] for r in RunStore(root).records()}))
+            values = per_image(RunStore(root), json.loads((root / "config.json").read_text())["methods"])
             for metric in metrics:
                 row = claim_row(values, metric)
                 if row is None:
