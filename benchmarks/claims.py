@@ -3,24 +3,22 @@
     python benchmarks/claims.py --runs runs --out benchmarks/results/evidence
 
 For every claim row (a run, a metric): CAAP's (exact ``caap``) rank among the run's methods by mean (1 + the
-number of methods with a strictly better mean), the best
-*other* method (CAAP's own modes and settings, ``caap_fast``, ``caap_adaptive``, ``caap:layers=…``, are not
-"other"), the paired difference
-CAAP − best other over the images both have, signed so that positive favours CAAP, with its 95 % paired
-bootstrap interval and the Wilcoxon p (``caap.bench.stats.paired``), and the verdict: **holds** when the interval
-lies above 0 (CAAP beats every other method), **does not hold** when it lies below 0 (the best other method beats
-CAAP), **tie** otherwise. Rows are computed within one run, on the same images for every method; runs
-with fewer images (the slower methods) are separate rows. Missing runs are skipped and reported.
-Writes ``claims.md`` / ``claims.json`` (with each run's records, images, methods and wall time: first to last
-record written) and copies each run's ``table.md`` / ``table.json`` / ``config.json``
-(and ``compare_caap.md``) to ``OUT/<run>/``.
+number of methods with a strictly better mean); the best *other* method (CAAP's own modes and settings,
+``caap_fast``, ``caap_adaptive``, ``caap:layers=…``, are not "other"); the paired difference CAAP − best other over
+the images both have, signed so that positive favours CAAP, with its 95 % paired bootstrap interval and the
+Wilcoxon p (``caap.bench.stats.paired``); and the verdict: **holds** when the interval lies above 0 (CAAP beats
+every other method), **does not hold** when it lies below 0 (the best other method beats CAAP), **tie**
+otherwise. Rows are computed within one run, on the same images for every method; runs with fewer images (the
+slower methods) are separate rows. Missing runs are skipped and reported. Writes ``claims.md`` /
+``claims.json`` (with each run's records, images, methods and wall time: first to last record written) and
+copies each run's ``table.md`` / ``table.json`` / ``config.json`` (and ``compare_caap.md``) to ``OUT/<run>/``,
+every file atomically.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +103,9 @@ def main() -> None:
                 "records": len(stamps), "images": len({i for v in values.values() for m in v.values() for i in m}),
                 "methods": sorted(values), "wall_minutes": (max(stamps) - min(stamps)) / 60 if stamps else None}
             dest = args.out / run
-            dest.mkdir(parents=True, exist_ok=True)
             for name in ("table.md", "table.json", "config.json", "compare_caap.md"):
                 if (root / name).is_file():
-                    shutil.copyfile(root / name, dest / name)
+                    atomic_write_bytes(dest / name, (root / name).read_bytes())
     if missing:
         lines += ["", "Runs not found: " + ", ".join(missing)]
     save_json(args.out / "claims.json", {"claims": result, "runs": runs, "missing": missing})
