@@ -1,48 +1,62 @@
 #!/usr/bin/env bash
-# The runs behind docs/RESULTS.md §4–§7 (issue 16) on the real DeiT-Tiny and the 200 dev images, sized for two
-# CPU cores: two streams of resumable `caap bench` runs, one thread each. Re-running resumes every run.
+# The runs behind docs/RESULTS.md (issues 22 and 23), on the real DeiT-Tiny and the 200 dev images, sized for two
+# CPU cores: two streams of resumable `caap bench` runs, one thread each, side by side. Re-running resumes every
+# run (a run refuses to resume with other code: config.json records the commit and a hash of the source).
 #
-#     benchmarks/evidence.sh STREAM      # STREAM: 1, 2, 3 or 4 (side by side), OUT=runs by default
+#     benchmarks/evidence.sh STREAM      # STREAM: 1, 2 or 3 (side by side); OUT=runs by default
+#     python benchmarks/claims.py --import-runs runs      # per-image scores into benchmarks/results/evidence
 #
-# Stream 3 is the controlled-evidence benchmark on the demo models and the backbone zoo (ZOO: the folder of
-# `python -m caap.data.train --arch NAME --variant simple` weights, NAME_simple.safetensors).
+# Stream 3 is the controlled-evidence benchmark on the demo models and the backbone zoo (ZOO: the folder
+# of `python -m caap.data.train --arch NAME --variant simple --max-steps STEPS --minutes 10000` weights,
+# NAME_simple.safetensors; STEPS from benchmarks/results/zoo/NAME_simple.json).
 #
-# Subsets (stated in RESULTS.md): the top contenders on all 200 images; the weaker fast methods on every 4th;
-# ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks) and MDA /
-# extremal perturbations on every 50th; on the grids the fast methods on all cells, four slower ones on every
-# 4th cell. Stream 4 is the variants study (benchmarks/variants.py).
+# Every faithfulness metric is scored on two canvases, one of them never CAAP's context (CAAP's default is
+# `mean`): deletion and insertion on the mean, blurred and black canvases, ± perturbation on the mean and blurred
+# ones; CAAP also runs with the blurred and black contexts, for the context × canvas table.
+# Subsets (stated in RESULTS.md): the strongest fast methods and TIS on all 200 images; the weaker fast methods
+# and ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks); MDA and
+# extremal perturbations on every 10th; on the grids the fast methods on all cells, slower ones on every 4th.
 set -euo pipefail
-STREAM=${1:?usage: benchmarks/evidence.sh 1|2}
+STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3}
 DATA=${CAAP_DATA_DIR:-../shared/data}
 OUT=${OUT:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 DEIT=(--model deit_tiny_patch16_224 --weights "$DATA/deit_tiny_patch16_224.safetensors" --target label)
-FAITH=deletion:step=14,insertion:step=14,positive_perturbation,negative_perturbation,sparseness
-LOCAL=pointing_game,relevance_mass,relevance_mass:resolution=patch,energy_pointing_game,\
+FAITH=deletion:step=14,deletion:step=14:canvas=blur,insertion:step=14,insertion:step=14:canvas=mean,\
+positive_perturbation,positive_perturbation:canvas=blur,negative_perturbation,negative_perturbation:canvas=blur
+CROSS=deletion:step=14:canvas=black,insertion:step=14:canvas=black
+LOCAL=pointing_game,pointing_game:resolution=pixel,relevance_mass:resolution=patch,relevance_mass,\
 energy_pointing_game:resolution=patch
-TOP=caap,caap_fast,gae,transformer_attribution,attnlrp,bidirectional
+TOP=caap,caap_fast,gae,transformer_attribution,attnlrp,bidirectional,tis
 REST=raw_attention,rollout,gradcam,lrp,saliency,input_x_gradient
-MID=caap_adaptive,integrated_gradients,smoothgrad,occlusion,input_insertion,token_occlusion,tis
+MID=caap_adaptive,integrated_gradients,smoothgrad,occlusion,input_insertion,token_occlusion,token_rise
 ZOO=${ZOO:-zoo}
-ZLOCAL=$LOCAL,relevance_rank,segmentation_pixel_accuracy,segmentation_miou,segmentation_ap
+ZLOCAL=$LOCAL,relevance_rank,segmentation_miou,segmentation_ap
 ALL_FAST=caap,caap_fast,caap_adaptive,gae,transformer_attribution,attnlrp,bidirectional,$REST,\
 integrated_gradients,smoothgrad,occlusion,input_insertion,token_occlusion,tis
-# the Eva family refuses the linear-rule methods, token insertion/occlusion and the fast and adaptive modes
-# (docs/BASELINES.md)
+# the Eva family refuses the linear-rule methods, token subsets (so TIS) and the fast and adaptive modes
 EVA_FAST=caap,gae,bidirectional,$REST,integrated_gradients,smoothgrad,occlusion,input_insertion
 bench() { caap bench "$@" --compare caap; }
 
 if [ "$STREAM" = 1 ]; then
-    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods $TOP --metrics $FAITH --out "$OUT/deit-top"
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods $TOP,caap:context=blur,caap:context=black \
+        --metrics $FAITH,$CROSS --out "$OUT/deit-top"
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods caap,gae,mda,extremal_perturbation --metrics $FAITH \
+        --every 10 --out "$OUT/deit-slowest"
+elif [ "$STREAM" = 2 ]; then
+    bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods $TOP,$REST --metrics $LOCAL --out "$OUT/grid-fast"
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods caap,caap_fast,gae,transformer_attribution,attnlrp,\
+bidirectional,gradcam --metrics road,road_morf,road_lerf --every 4 --out "$OUT/deit-road"
     bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods caap,gae,$REST --metrics $FAITH --every 4 \
         --out "$OUT/deit-rest"
     bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods caap,gae,$MID,rise:masks=1000 --metrics $FAITH \
         --every 10 --out "$OUT/deit-slow"
-    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods caap,gae,mda,extremal_perturbation --metrics $FAITH \
-        --every 50 --out "$OUT/deit-slowest"
-elif [ "$STREAM" = 3 ]; then
+    bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" \
+        --methods caap,gae,caap_adaptive,integrated_gradients,smoothgrad,input_insertion --metrics $LOCAL --every 4 \
+        --out "$OUT/grid-slow"
+else
     for v in simple conjunction; do
-        # the demo cards' band is 0:4 (docs/RESULTS.md §1); 2:4 is the middle third, the default elsewhere
+        # the demo cards' band is 0:4; 2:4 is the middle third, the default elsewhere
         bench --model caap-demo-$v --data synthetic:$v --limit 50 --methods $ALL_FAST,caap:layers=2:4 \
             --metrics $ZLOCAL --out "$OUT/demo-$v"
     done
@@ -57,13 +71,4 @@ elif [ "$STREAM" = 3 ]; then
         bench --model caap-demo-$v --data synthetic:$v --limit 10 \
             --methods caap,gae,rise:masks=1000,mda,extremal_perturbation --metrics $ZLOCAL --out "$OUT/demo-$v-slow"
     done
-elif [ "$STREAM" = 4 ]; then
-    python "$(dirname "$0")/variants.py" --out "$OUT/variants" --reference "$OUT/deit-top"
-else
-    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods $TOP,gradcam --metrics road,road_morf,road_lerf \
-        --every 4 --out "$OUT/deit-road"
-    bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods $TOP,$REST --metrics $LOCAL --out "$OUT/grid-fast"
-    bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" \
-        --methods caap,gae,caap_adaptive,integrated_gradients,smoothgrad,input_insertion --metrics $LOCAL --every 4 \
-        --out "$OUT/grid-slow"
 fi

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 # Slow defaults shortened so that the check runs in minutes; the code paths are the same.
-FAST = {"rise": "rise:masks=64", "tis": "tis:masks=64", "integrated_gradients": "integrated_gradients:steps=8",
-        "smoothgrad": "smoothgrad:samples=4"}
+FAST = {"rise": "rise:masks=64", "tis": "tis:masks=64", "token_rise": "token_rise:masks=64",
+        "integrated_gradients": "integrated_gradients:steps=8", "smoothgrad": "smoothgrad:samples=4"}
 EXTRA = ["caap:context=blur:score=prob", "caap:layers=1:3:context=noise", "caap:context=black:score=logprob"]
 
 

@@ -23,7 +23,8 @@ needs_real_data = pytest.mark.skipif(
 
 # Settings that keep the slow methods quick on the tiny test models (every parametrised method test uses them).
 FAST = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "rise": {"masks": 16},
-        "tis": {"masks": 16}, "extremal_perturbation": {"steps": 3, "smoothing": 5.0, "step": 4},
+        "tis": {"masks": 16}, "token_rise": {"masks": 16},
+        "extremal_perturbation": {"steps": 3, "smoothing": 5.0, "step": 4},
         "bidirectional": {"steps": 3}, "mda": {"segments": "grid", "candidates": 3, "blur_start": 3}}
 
 

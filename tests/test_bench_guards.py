@@ -145,8 +145,6 @@ def test_target_labels_file_device_dtype_batch_size_and_versions(tmp_path):
 
 
 def test_the_table_marks_only_significant_bests_and_compares_pairs(tmp_path, capsys):
-    from scipy.stats import wilcoxon
-
     from caap.bench import stats
 
     store = RunStore(tmp_path)
@@ -165,7 +163,8 @@ def test_the_table_marks_only_significant_bests_and_compares_pairs(tmp_path, cap
     table = summarize(store, list(per), ["deletion", "insertion"], num_classes=10)
     assert table["best"]["deletion"] == "a" and table["tests"]["deletion"]["p"] < 0.05  # lower is better
     assert "insertion" not in table["best"] and set(table["ties"]["insertion"]) == {"b", "c"}
-    assert table["tests"]["insertion"]["p"] == pytest.approx(wilcoxon(per["c"] - per["b"]).pvalue)
+    assert table["tests"]["insertion"]["p"] > 0.05  # the largest Holm-adjusted p of the best against the others
+    assert (tmp_path / "scores.csv").read_text().count("\n") == 1 + 3 * 40 * 5  # 2 metrics, seconds, label, prediction
     row = table["rows"]["a"]["deletion"]
     assert row["low"] < row["mean"] < row["high"] and row["n"] == 40
     md = (tmp_path / "table.md").read_text()

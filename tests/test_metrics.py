@@ -29,8 +29,9 @@ def test_hand_computed_cases():
     mask[0, :2, :2] = True
     peak_on = torch.tensor([[[5.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]])
     t = torch.zeros(1, dtype=torch.long)
-    assert metrics.get("pointing_game")()(None, images, t, peak_on, mask).item() == 1.0
-    assert metrics.get("pointing_game")()(None, images, t, peak_on.flip(-1), mask).item() == 0.0
+    pixel_rule = metrics.get("pointing_game")(resolution="pixel")
+    assert pixel_rule(None, images, t, peak_on, mask).item() == 1.0
+    assert pixel_rule(None, images, t, peak_on.flip(-1), mask).item() == 0.0
     assert metrics.get("relevance_mass")()(None, images, t, peak_on, mask).item() == pytest.approx(6 / 8)
     assert metrics.get("energy_pointing_game")()(None, images, t, peak_on - 0.5, mask).item() == pytest.approx(
         (4.5 + 0.5) / (4.5 + 0.5 * 3))
@@ -65,7 +66,33 @@ def test_patch_maps_point_at_patches_touching_the_mask():
         assert hits[b] == on[b].flatten()[maps[b].flatten().argmax()]
 
 
-@pytest.mark.parametrize(("ours", "theirs"), [("pointing_game", "PointingGame"),
+def test_one_pointing_game_rule_for_patch_and_pixel_maps():
+    """The default pools a pixel map to the model's patch grid before taking the maximum, as a patch map is
+    judged: a single hot pixel in a cold patch loses to a warm patch. ``resolution=pixel`` takes both at pixel
+    level, where a patch map's top patch must lie wholly on the mask."""
+    from archs import IMG, build
+
+    model = build("timm_vit")  # 4x4 patches of 8 px on a 32 px input
+    images, t = torch.zeros(1, 3, IMG, IMG), torch.zeros(1, dtype=torch.long)
+    mask = torch.zeros(1, IMG, IMG, dtype=torch.bool)
+    mask[0, :8, :8] = True  # patch (0, 0)
+    pixels = torch.zeros(1, IMG, IMG)
+    pixels[0, :8, :8] = 0.5  # a warm patch on the object
+    pixels[0, 20, 20] = 1.0  # one hot pixel off it
+    game = metrics.get("pointing_game")
+    assert game()(model, images, t, pixels, mask).item() == 1.0
+    assert game(resolution="pixel")(model, images, t, pixels, mask).item() == 0.0
+    patch_map = torch.zeros(1, 4, 4)
+    patch_map[0, 0, 0] = 1.0
+    half = mask.clone()
+    half[0, :, 4:] = False  # the mask covers half of the top patch: touching it is a hit at patch level only
+    assert game()(model, images, t, patch_map, half).item() == 1.0
+    assert game(resolution="pixel")(model, images, t, patch_map, half).item() == 0.0
+    with pytest.raises(CaapError, match="resolution"):
+        game(resolution="cell")
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [("pointing_game:resolution=pixel", "PointingGame"),
                                                ("relevance_mass", "RelevanceMassAccuracy"),
                                                ("relevance_rank", "RelevanceRankAccuracy")])
 def test_localisation_agrees_with_quantus(ours, theirs):
@@ -73,7 +100,7 @@ def test_localisation_agrees_with_quantus(ours, theirs):
     images, t, maps, masks = _case(seed=3, size=16)
     pixels = torch.nn.functional.interpolate(maps[:, None], size=(16, 16), mode="nearest")[:, 0]
     pixels = pixels + 1e-3 * torch.rand(pixels.shape, generator=torch.Generator().manual_seed(1))  # no ties
-    got = metrics.get(ours)()(None, images, t, pixels, masks)
+    got = metrics.build(ours)(None, images, t, pixels, masks)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         peer = getattr(quantus, theirs)(disable_warnings=True)(

@@ -72,7 +72,7 @@ def test_real_deit_cli_on_two_images(tmp_path, capsys):
 
 
 FAST = {"integrated_gradients": {"steps": 8}, "smoothgrad": {"samples": 4}, "rise": {"masks": 64},
-        "tis": {"masks": 64}, "extremal_perturbation": {"steps": 20},
+        "tis": {"masks": 64}, "token_rise": {"masks": 64}, "extremal_perturbation": {"steps": 20},
         "bidirectional": {"steps": 4}, "mda": {"segments": "grid", "candidates": 2},
         "caap": {"groups": torch.arange(196).view(14, 14) // 14}}  # one group per row keeps CI fast
 

@@ -9,7 +9,7 @@ from archs import IMG, build
 
 from caap import metrics
 from caap.errors import CaapError
-from caap.metrics.road import linear_impute, removal_keep
+from caap.metrics.road import exact_keep, linear_impute, removal_keep, removal_order, tie_keys
 
 road = pytest.importorskip("pytorch_grad_cam.metrics.road")
 
@@ -50,7 +50,7 @@ def test_road_scores_equal_grad_cams_combined():
             x, cams, targets, model, return_diff=False) for s in shares], axis=0)
 
     morf, lerf = theirs(road.RemoveMostRelevantFirst), theirs(road.RemoveLeastRelevantFirst)
-    options = {"percentiles": "20,60", "noise": 0.0}
+    options = {"percentiles": "20,60", "noise": 0.0, "ties": "percentile"}  # grad-cam's removal rule
     np.testing.assert_allclose(metrics.build("road_morf", **options)(model, x, t, m).numpy(), morf, rtol=1e-4)
     np.testing.assert_allclose(metrics.build("road_lerf", **options)(model, x, t, m).numpy(), lerf, rtol=1e-4)
     np.testing.assert_allclose(metrics.build("road", **options)(model, x, t, m).numpy(), (lerf - morf) / 2,
@@ -89,3 +89,30 @@ def test_road_metrics_on_one_batch_share_their_solves(monkeypatch):
     metrics.build("road_morf:percentiles=30,70")(model, x, t, other)  # another map
     metrics.build("road_morf:percentiles=30,70:seed=1")(model, x, t, other)  # another setting
     assert len(calls) == 20
+
+
+@pytest.mark.parametrize("morf", [True, False])
+def test_exactly_the_share_goes_and_ties_go_patch_by_patch_in_a_seeded_order(morf):
+    """A Grad-CAM-like map, 80 % zeros: grad-cam's percentile rule removes the whole zero plateau at once; the
+    default removes exactly the share, tied pixels whole patch by whole patch in a seeded random order of the
+    patches. Without ties both rules remove the same pixels, up to the percentile's boundary pixel."""
+    size, grid = (32, 32), (4, 4)
+    cam = np.zeros(size)
+    cam[:8, :16] = np.linspace(1, 2, 8 * 16).reshape(8, 16)  # 2 of 16 patches carry all the mass
+    keys = tie_keys(size, grid, seed=0)
+    order = removal_order(cam, keys, morf)
+    for share in (10, 30, 50, 90):
+        keep = exact_keep(order, size, share)
+        assert (~keep).sum() == round(share * 1024 / 100)
+    plateau = removal_keep(cam, 30, True)
+    assert (~plateau).mean() > 0.8  # grad-cam's "30 %" removes the zeros too
+    # within the plateau whole patches go one after the other: at most one patch is partly removed
+    keep = exact_keep(removal_order(cam, keys, True), size, 50)
+    removed_per_patch = (~keep).reshape(4, 8, 4, 8).sum((1, 3))
+    assert ((removed_per_patch > 0) & (removed_per_patch < 64)).sum() <= 1
+    assert not np.array_equal(keys, tie_keys(size, grid, seed=1))  # the seed orders the ties
+    smooth = np.random.default_rng(0).random(size)
+    for share in (10, 50, 90):
+        ours = exact_keep(removal_order(smooth, keys, morf), size, share)
+        theirs = removal_keep(smooth, share, morf)
+        assert (ours != theirs).sum() <= 1

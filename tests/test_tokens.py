@@ -1,4 +1,5 @@
-"""Token-level baselines (issue 14): token occlusion and TIS against naive loops over the model's own modules."""
+"""Token-level baselines (issue 14): token occlusion and RISE on tokens against naive loops over the model's own
+modules (TIS as its authors compute it: tests/test_tis.py)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ def test_token_occlusion_equals_a_naive_loop():
             torch.testing.assert_close(att.scores[b].flatten(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_tis_equals_a_naive_loop_on_the_same_subsets():
+def test_token_rise_equals_a_naive_loop_on_the_same_subsets():
     model = build("timm_avg_fc_norm")  # average pooling reads the kept tokens only
     x = images()
-    explainer = methods.get("tis")(model, masks=12, keep=0.25, seed=3, batch_size=5)
+    explainer = methods.get("token_rise")(model, masks=12, keep=0.25, seed=3, batch_size=5)
     att = explainer.explain(x, target=[1, 4])
     subsets = explainer.subsets(GRID[0] * GRID[1])
     assert subsets.shape == (12, 4)
@@ -50,5 +51,5 @@ def test_tis_equals_a_naive_loop_on_the_same_subsets():
                 total[kept] += score
                 count[kept] += 1
             torch.testing.assert_close(att.scores[b].flatten(), total / count.clamp(min=1), rtol=1e-4, atol=1e-6)
-    again = methods.get("tis")(model, masks=12, keep=0.25, seed=3).explain(x[1:], target=[4])
+    again = methods.get("token_rise")(model, masks=12, keep=0.25, seed=3).explain(x[1:], target=[4])
     torch.testing.assert_close(again.scores[0], att.scores[1])  # seeded, independent of the batch

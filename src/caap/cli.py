@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (re-running the same command resumes)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute the metrics of finished records from their saved maps")
+    p.add_argument("--allow-code-change", action="store_true",
+                   help="resume a run that other code started (refused by default; recorded in config.json)")
     p.add_argument("--compare", metavar="METHOD",
                    help="also print (and write compare_METHOD.md) each method's paired difference to METHOD")
     p.set_defaults(func=cmd_bench)
@@ -335,7 +337,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(**_run_options(args), methods=_specs(args.methods), metrics=_specs(args.metrics, "metric"))
     if args.compare is not None and args.compare not in config.methods:
         raise CaapError(f"--compare {args.compare!r} is not one of --methods {config.methods}")
-    table = run(config, args.out, rescore=args.rescore)
+    table = run(config, args.out, rescore=args.rescore, allow_code_change=args.allow_code_change)
     if table is not None:
         print((Path(args.out) / "table.md").read_text(), end="")
         if args.compare is not None:

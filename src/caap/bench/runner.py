@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from caap.adapters import adapt, create_model, model_transform
+from caap.bench import provenance
 from caap.bench.report import curve_plots, example_grid, write_html
 from caap.bench.store import RunStore
 from caap.bench.table import summarize
@@ -79,13 +79,14 @@ def _dist() -> tuple[int, int]:
 
 
 def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bool = False,
-        report: bool = True, loaded: tuple | None = None) -> dict | None:
+        report: bool = True, loaded: tuple | None = None, allow_code_change: bool = False) -> dict | None:
     """Run (or resume) the benchmark into ``out``; returns the table on rank 0 (None on other ranks).
 
     ``rescore``: recompute every metric of the finished records from their saved maps (after a metric's
     definition changed), keeping the maps, targets and timings; the explanations are not recomputed.
     ``report``: write the plots and ``report.html`` besides the table. ``loaded``: the ``(model, dataset)``
-    of :func:`load`, when the caller already has them."""
+    of :func:`load`, when the caller already has them. ``allow_code_change``: resume a run that other code
+    started (refused by default; :func:`caap.bench.provenance.check_resume`)."""
     store = RunStore(out)
     if config.target not in ("auto", "label", "pred"):
         raise CaapError(f"--target {config.target!r}: expected auto, label or pred")
@@ -105,9 +106,12 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     explainers = {spec: METHODS.build(spec, model, **config.method_options(spec)) for spec in config.methods}
     rank, world = _dist()
     settings = config.to_dict()
+    device = next(iter(explainers.values())).device
+    now = provenance.record(device)
+    history = provenance.check_resume((store.stored() or {}).get("info"), now, allow_code_change)
     if rank == 0:
         store.open(settings, growing=("methods",), info={
-            "versions": versions(), "device": str(next(iter(explainers.values())).device),
+            **now, "code_history": history, "device": str(device),
             "method_settings": {spec: e.settings() for spec, e in explainers.items()}})
     mine = [i for i in range(len(dataset)) if i % world == rank]
     todo = [(i, m) for i in mine for m in config.methods if not store.done(i, m)]
@@ -224,13 +228,3 @@ def grid_dataset(config: BenchConfig, model) -> GridPointing:
 
     with eval_mode(adapter.model):
         return GridPointing(folder, classify, **spec.options)
-
-
-def versions() -> dict:
-    """The versions a run's numbers come from."""
-    import timm
-
-    from caap.version import __version__
-
-    return {"caap": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "python": platform.python_version()}

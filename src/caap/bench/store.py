@@ -38,6 +38,11 @@ class RunStore:
     def map_path(self, index: int, spec: str) -> Path:
         return self.root / "maps" / f"{index:06d}_{file_stem(spec)}.npy"
 
+    def stored(self) -> dict | None:
+        """The stored settings of a started run (``config.json``), or None."""
+        found = _read(self.config_path) if self.config_path.is_file() else None
+        return found if isinstance(found, dict) else None
+
     def done(self, index: int, spec: str) -> bool:
         """Both files exist and read (a corrupt record or map is recomputed)."""
         path, map_path = self.record_path(index, spec), self.map_path(index, spec)

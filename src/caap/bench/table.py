@@ -1,8 +1,15 @@
-"""The results table of a run: mean ± standard error per method × metric, as Markdown, CSV and JSON."""
+"""The results table of a run: mean ± standard error per method × metric, as Markdown, CSV and JSON; and the
+run's per-image scores as one compact CSV (``scores.csv``: image, id, method, metric, value; no maps), from which
+every table can be recomputed without the run folder."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+from pathlib import Path
+
+import numpy as np
 
 from caap.bench import stats
 from caap.bench.store import RunStore
@@ -12,30 +19,102 @@ from caap.metrics import METRICS
 
 
 def summarize(store: RunStore, methods: list[str], metrics: list[str], num_classes: int | None = None) -> dict:
-    """Per method × metric: mean, standard error, 95 % bootstrap interval and n (and seconds per image); per
-    column the best method and whether a paired test separates it from the runner-up (else a tie); the
-    model's accuracy on the run's images. Written as Markdown, CSV and JSON."""
+    """:func:`build` from the run's records, written as ``table.{md,csv,json}`` and ``scores.csv``."""
     outcomes: dict[int, tuple[int, int]] = {}  # image index -> (prediction, label)
-    values = per_image(store, methods, outcomes)
+    table = build(per_image(store, methods, outcomes), metrics, outcomes, num_classes)
+    save_json(store.root / "table.json", table)
+    atomic_write_bytes(store.root / "table.md", markdown(table).encode())
+    atomic_write_bytes(store.root / "table.csv", _csv(table).encode())
+    atomic_write_bytes(store.root / "scores.csv", scores_csv(store, methods).encode())
+    return table
+
+
+OUTCOMES = ("target", "label", "prediction")
+
+
+def build(values: dict[str, dict[str, dict[int, float]]], metrics: list[str],
+          outcomes: dict[int, tuple[int, int]] | None = None, num_classes: int | None = None) -> dict:
+    """The table of ``{method: {metric: {image: value}}}``: per method × metric the mean, standard error, 95 %
+    bootstrap interval and n; seconds per map as median and quartiles; per column the best method, bold only
+    when it is better than every other method (:func:`caap.bench.stats.best`: paired bootstrap or exact McNemar
+    test, Holm-corrected), else the methods it ties; the model's accuracy on the images."""
     columns = [m for m in metrics if any(m in values[k] for k in values)] + ["seconds"]
     table = {"columns": columns, "rows": {}, "best": {}, "ties": {}, "tests": {}}
     for method, per_metric in values.items():
-        table["rows"][method] = {c: stats.cell(per_metric.get(c, {})) for c in columns}
+        table["rows"][method] = {c: stats.cell(per_metric.get(c, {})) for c in columns[:-1]}
+        table["rows"][method]["seconds"] = spread(per_metric.get("seconds", {}))
     for c in columns[:-1]:
-        result = stats.best({m: values[m].get(c, {}) for m in values}, METRICS.get(c).higher_is_better)
+        metric = METRICS.get(c)
+        result = stats.best({m: values[m].get(c, {}) for m in values}, metric.higher_is_better, metric.binary)
         if result is None:
             continue
         table["tests"][c] = result
         if result["significant"]:
             table["best"][c] = result["method"]
         else:
-            table["ties"][c] = [result["method"], result["runner_up"]]
-    table["images"] = len({i for per_metric in values.values() for v in per_metric.values() for i in v})
-    table["accuracy"], table["warning"] = accuracy(outcomes, num_classes)
-    save_json(store.root / "table.json", table)
-    atomic_write_bytes(store.root / "table.md", markdown(table).encode())
-    atomic_write_bytes(store.root / "table.csv", _csv(table).encode())
+            table["ties"][c] = [result["method"], *result["tied"]]
+    table["images"] = len({i for m in values for c, v in values[m].items() if c in columns for i in v})
+    table["accuracy"], table["warning"] = accuracy(outcomes or {}, num_classes)
     return table
+
+
+def spread(seconds: dict[int, float]) -> dict:
+    """Seconds per map as a distribution: median, quartiles, min, max, n (a mean hides the slow calls)."""
+    v = np.asarray(list(seconds.values()), dtype=np.float64)
+    if not len(v):
+        return {"mean": float("nan"), "median": float("nan"), "p25": float("nan"), "p75": float("nan"), "n": 0}
+    p25, median, p75 = np.percentile(v, [25, 50, 75])
+    return {"mean": float(v.mean()), "median": float(median), "p25": float(p25), "p75": float(p75),
+            "min": float(v.min()), "max": float(v.max()), "n": len(v)}
+
+
+def split_outcomes(values: dict[str, dict[str, dict[int, float]]]) -> tuple[dict, dict[int, tuple[int, int]]]:
+    """Scores read back by :func:`read_scores` without the target / label / prediction rows, and
+    ``{image: (prediction, label)}`` from them."""
+    outcomes: dict[int, tuple[int, int]] = {}
+    scores = {}
+    for method, per_metric in values.items():
+        scores[method] = {c: v for c, v in per_metric.items() if c not in OUTCOMES}
+        for i, p in per_metric.get("prediction", {}).items():
+            outcomes[i] = (int(p), int(per_metric.get("label", {}).get(i, -1)))
+    return scores, outcomes
+
+
+SCORE_COLUMNS = ("image", "id", "method", "metric", "value")
+
+
+def scores_csv(store: RunStore, methods: list[str]) -> str:
+    """Every per-image score of ``methods`` in the run (seconds per map as the metric ``seconds``; also the
+    target, label and prediction as ``target`` / ``label`` / ``prediction``), one row each, sorted."""
+    rows = []
+    for record in store.records():
+        if record["method"] not in methods:
+            continue
+        values = {**record["metrics"], "seconds": record["seconds"]}
+        for key in OUTCOMES:
+            if key in record:
+                values[key] = record[key]
+        for metric, value in values.items():
+            rows.append((record["index"], record.get("id", ""), record["method"], metric, repr(float(value))))
+    rows.sort(key=lambda r: (r[2], r[3], r[0]))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SCORE_COLUMNS)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def read_scores(path: str | Path) -> dict[str, dict[str, dict[int, float]]]:
+    """``{method: {metric: {image: value}}}`` from a ``scores.csv`` (:func:`scores_csv`)."""
+    values: dict[str, dict[str, dict[int, float]]] = {}
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = tuple(next(reader, ()))
+        if header != SCORE_COLUMNS:
+            raise CaapError(f"{str(path)!r} is not a scores file: header {header}, expected {SCORE_COLUMNS}")
+        for image, _, method, metric, value in reader:
+            values.setdefault(method, {}).setdefault(metric, {})[int(image)] = float(value)
+    return values
 
 
 def per_image(store: RunStore, methods: list[str],
@@ -57,21 +136,21 @@ def per_image(store: RunStore, methods: list[str],
 
 def compare(store: RunStore, methods: list[str], metrics: list[str], reference: str) -> str:
     """Markdown: each method's paired difference to ``reference`` per metric (mean, 95 % paired bootstrap
-    interval, Wilcoxon p-value, n)."""
+    interval and its p, or the exact McNemar p for a binary metric, uncorrected; n)."""
     values = per_image(store, methods)
     if reference not in values:
         raise CaapError(f"--compare {reference!r} is not one of the run's methods {methods}")
     columns = [m for m in metrics if any(m in values[k] for k in values)]
-    lines = [f"Paired difference to {reference} (method − {reference}; 95 % paired bootstrap interval; "
-             "Wilcoxon signed-rank p)", "", "| method | " + " | ".join(
-                 f"{c} {'↑' if METRICS.get(c).higher_is_better else '↓'}" for c in columns) + " |",
-             "|" + "---|" * (len(columns) + 1)]
+    arrows = " | ".join(f"{c} {'↑' if METRICS.get(c).higher_is_better else '↓'}" for c in columns)
+    lines = [f"Paired difference to {reference} (method − {reference}; 95 % paired bootstrap interval and its p, "
+             "exact McNemar p for binary metrics; uncorrected for the number of methods)", "",
+             f"| method | {arrows} |", "|" + "---|" * (len(columns) + 1)]
     for method in values:
         if method == reference:
             continue
         cells = []
         for c in columns:
-            d = stats.paired(values[method].get(c, {}), values[reference].get(c, {}))
+            d = stats.paired(values[method].get(c, {}), values[reference].get(c, {}), binary=METRICS.get(c).binary)
             cells.append(f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] p={d['p']:.3g} (n={d['n']})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -98,17 +177,17 @@ def accuracy(outcomes: dict[int, tuple[int, int]], num_classes: int | None) -> t
 
 def cell_text(table: dict, method: str, column: str) -> str:
     """``mean [95 % interval]`` of one cell, ``(tie)`` where the best does not beat it significantly
-    (seconds: the mean alone)."""
+    (seconds: the median and the quartiles)."""
     v = table["rows"][method][column]
     if column == "seconds":
-        return f"{v['mean']:.2f}"
+        return f"{v['median']:.2f} ({v['p25']:.2f}–{v['p75']:.2f})" if "median" in v else f"{v['mean']:.2f}"
     text = f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
     return text + (" (tie)" if method in table.get("ties", {}).get(column, []) else "")
 
 
 def markdown(table: dict) -> str:
     arrows = {c: ("↑" if METRICS.get(c).higher_is_better else "↓") for c in table["columns"][:-1]}
-    head = ["method", *[f"{c} {arrows.get(c, '')}".strip() for c in table["columns"][:-1]], "s/img"]
+    head = ["method", *[f"{c} {arrows.get(c, '')}".strip() for c in table["columns"][:-1]], "s/map (quartiles)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in table["rows"]:
         cells = []
@@ -123,9 +202,10 @@ def markdown(table: dict) -> str:
 def footer(table: dict) -> str:
     """n, the model's accuracy and any warning, in one paragraph."""
     acc = table.get("accuracy")
-    text = (f"n = {table.get('images', 0)} images; mean [95 % bootstrap interval]; bold: best, beating the "
-            f"runner-up in a paired Wilcoxon signed-rank test (p < {stats.ALPHA}); (tie): best and runner-up not "
-            "separated")
+    text = (f"n = {table.get('images', 0)} images; mean [95 % bootstrap interval]; bold: the best mean, better "
+            "than every other method (paired bootstrap of the mean, exact McNemar test for binary metrics, Holm-"
+            f"corrected over the other methods at {stats.ALPHA}); (tie): the best mean and the methods it is not "
+            "separated from")
     if acc:
         text += f"; model accuracy on them {acc['value']:.1%} (chance {acc['chance']:.1%})"
     if table.get("warning"):
@@ -134,8 +214,11 @@ def footer(table: dict) -> str:
 
 
 def _csv(table: dict) -> str:
-    rows = ["method,metric,mean,se,ci_low,ci_high,n"]
+    rows = ["method,metric,mean,se,ci_low,ci_high,n"]  # seconds: mean, -, quartiles
     for method, row in table["rows"].items():
         for c, v in row.items():
-            rows.append(f"{method},{c},{v['mean']:.6g},{v['se']:.6g},{v['low']:.6g},{v['high']:.6g},{v['n']}")
+            if c == "seconds":
+                rows.append(f"{method},{c},{v['mean']:.6g},,{v['p25']:.6g},{v['p75']:.6g},{v['n']}")
+            else:
+                rows.append(f"{method},{c},{v['mean']:.6g},{v['se']:.6g},{v['low']:.6g},{v['high']:.6g},{v['n']}")
     return "\n".join(rows) + "\n"

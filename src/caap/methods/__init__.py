@@ -14,6 +14,7 @@ from caap.methods import (  # noqa: F401  (they register themselves)
     lrp,
     mda,
     perturbation,
+    tis,
     tokens,
 )
 from caap.methods.base import METHODS, Explainer, Forward, Maps, register

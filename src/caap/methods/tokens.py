@@ -2,9 +2,12 @@
 no pixel changes). Prefix tokens (class, distillation, registers) are always kept.
 
 - ``token_occlusion``: ``A[p] = s(all tokens)[c] − s(all tokens but p)[c]``, every patch batched.
-- ``tis``: Transformer Input Sampling (Englebert et al., ICCV 2023 workshops) as RISE on tokens: ``masks``
-  random subsets of ``keep · P`` patch tokens (seeded, a fixed size so that subsets batch), and each token's
-  score is the mean target score of the subsets that kept it.
+- ``tis`` (:mod:`caap.methods.tis`): Transformer Input Sampling (Englebert et al., ICCV 2023 workshops) as its
+  authors compute it: the token subsets come from the model's own activations.
+- ``token_rise``: RISE on tokens — ``masks`` random subsets of ``keep · P`` patch tokens (seeded), each token's
+  score the mean target score of the subsets that kept it. TIS's sampling scheme with random instead of
+  activation-clustered subsets (what caap called ``tis`` until the authors' version replaced it): an ablation of
+  TIS's masks, and a cheap token-level RISE.
 """
 
 from __future__ import annotations
@@ -84,8 +87,8 @@ class TokenOcclusion(TokenSubsets):
 
 
 @register
-class TIS(TokenSubsets):
-    """Transformer Input Sampling, as RISE on tokens (see the module docstring).
+class TokenRISE(TokenSubsets):
+    """RISE on tokens: random token subsets (see the module docstring).
 
     Args:
         masks: number of random token subsets per image.
@@ -94,7 +97,7 @@ class TIS(TokenSubsets):
         score: ``"prob"`` (as RISE), ``"logit"``, ``"logprob"`` or a callable.
     """
 
-    name = "tis"
+    name = "token_rise"
     signed = False
 
     def __init__(self, model, masks: int = 1000, keep: float = 0.5, seed: int = 0, score: str | ScoreFn = "prob",
@@ -127,5 +130,6 @@ class TIS(TokenSubsets):
         mean = (scores @ hit) / hit.sum(0).clamp(min=1)  # [B, P] mean score of the subsets that kept each patch
         return Maps(mean.view(b, *grid), meta={"forward_passes": b * self.n_masks,
                                                "tokens_per_subset": int(kept.shape[1])})
+
 
 

@@ -32,6 +32,21 @@ def to_pixels(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None].float(), size=tuple(size), mode="nearest")[:, 0]
 
 
+def tie_break(n: int, seed: int) -> torch.Tensor:
+    """int64 ``[n]``: a seeded random rank of ``n`` items (a permutation), the order in which tied items are
+    taken. The same for every image of every batch, so a score never depends on the batch."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def ranked(values: torch.Tensor, keys: torch.Tensor, descending: bool) -> torch.Tensor:
+    """``values`` ``[B, n]`` sorted best first (highest first when ``descending``), ties in the order of the
+    secondary ``keys`` ``[n]`` (ascending): the indices ``[B, n]``. Every method's ties are broken the same way,
+    so a map with plateaus (a Grad-CAM map that is 80 % zeros) is not ordered in raster order."""
+    by_key = torch.argsort(keys)  # [n]: items in tie-break order
+    order = torch.argsort(values[:, by_key], dim=1, descending=descending, stable=True)
+    return by_key[order]
+
+
 class Metric(ABC):
     """Base class. :meth:`__call__` owns the checks; subclasses implement :meth:`evaluate` on a batch and
     declare their metadata.
@@ -41,12 +56,15 @@ class Metric(ABC):
         higher_is_better: the direction of a better explanation.
         needs_model: calls the model (faithfulness) or not (localisation, complexity).
         needs_masks: needs ground-truth masks ``[B, H, W]``.
+        binary: one outcome per image, 0 or 1 (the pointing game): tables test it with the exact McNemar test
+            instead of the bootstrap of the mean (:mod:`caap.bench.stats`).
     """
 
     name: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
     needs_model: ClassVar[bool] = False
     needs_masks: ClassVar[bool] = False
+    binary: ClassVar[bool] = False
 
     @final
     def __call__(self, model, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,

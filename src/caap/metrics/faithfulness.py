@@ -9,31 +9,40 @@ from caap.core.contexts import make_context
 from caap.core.scores import apply_score, make_score
 from caap.core.state import eval_mode
 from caap.errors import CaapError
-from caap.metrics.base import CurveMetric, register, to_grid
+from caap.metrics.base import CurveMetric, ranked, register, tie_break, to_grid
 
 
 class _PatchCurve(CurveMetric):
     """Base: patches ranked by the map (highest first) are removed from the image (deletion) or revealed
     on a canvas (insertion) ``step`` at a time; the target score is read after every step.
 
+    Exactly ``min(k · step, P)`` patches are changed after step ``k``, whatever the map's ties: tied patches are
+    taken in a seeded random order (:func:`caap.metrics.base.tie_break`, the same for every method and image),
+    not in raster order. Pixel maps are averaged per patch first.
+
     Args:
         step: patches changed per step (1 = every patch, as fine as the model sees).
         canvas: what removed / not yet inserted patches show: a CAAP context name (``"mean"``: zeros in
-            normalised space, ``"black"``, ``"blur[:SIGMA]"``…) or a tensor.
+            normalised space, ``"black"``, ``"blur[:SIGMA]"``, ``"noise[:STD[:SEED]]"``) or a tensor. Score a
+            method on at least two canvases, one of them not the context it was built from (CAAP's default is
+            ``mean``): docs/EVALUATION.md.
         score: ``"prob"`` (as the paper), ``"logit"``, ``"logprob"`` or a callable.
         batch_size: composite images per forward.
+        seed: the order in which tied patches are taken.
     """
 
     needs_model = True
     insert: bool = False
     most_relevant_first: bool = True
 
-    def __init__(self, step: int = 1, canvas=None, score="prob", batch_size: int = 32) -> None:
-        if not isinstance(step, int) or step < 1:
+    def __init__(self, step: int = 1, canvas=None, score="prob", batch_size: int = 32, seed: int = 0) -> None:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise CaapError(f"step must be a positive int (patches per step), got {step!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise CaapError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.step, self.batch_size = step, batch_size
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise CaapError(f"seed must be an int (the order of tied patches), got {seed!r}")
+        self.step, self.batch_size, self.seed = step, batch_size, seed
         self.canvas = make_context(canvas if canvas is not None else ("blur" if self.insert else "mean"))
         self.score_name, self.score_fn = make_score(score)
 
@@ -49,8 +58,8 @@ class _PatchCurve(CurveMetric):
         device = next(adapter.model.parameters()).device
         images = images.to(device)
         canvas = self.canvas(images, adapter.normalization)
-        order = torch.argsort(to_grid(maps, grid).flatten(1), dim=1, descending=self.most_relevant_first,
-                              stable=True)  # [B, P]
+        order = ranked(to_grid(maps, grid).flatten(1), tie_break(n_patch, self.seed),
+                       self.most_relevant_first)  # [B, P]: patch indices, first changed first
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(n_patch).expand_as(order))  # rank of every patch, 0 = top
         ph, pw = images.shape[-2] // gh, images.shape[-1] // gw
@@ -118,9 +127,9 @@ class _Perturbation(_PatchCurve):
     needs_model = True
     FRACTIONS = tuple(k / 10 for k in range(10))
 
-    def __init__(self, canvas=None, batch_size: int = 32) -> None:
+    def __init__(self, canvas=None, batch_size: int = 32, seed: int = 0) -> None:
         super().__init__(step=1, canvas=canvas if canvas is not None else "mean", score="logit",
-                         batch_size=batch_size)
+                         batch_size=batch_size, seed=seed)
 
     def _counts(self, n_patch: int) -> list[int]:
         return [round(f * n_patch) for f in self.FRACTIONS]

@@ -66,12 +66,30 @@ def pointing_game_hits(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 @register
 class PointingGame(Metric):
-    """1 when the map's maximum lies on the object (Zhang et al. 2018), else 0."""
+    """1 when the map's maximum lies on the object (Zhang et al. 2018), else 0 (no tolerance margin).
+
+    One rule for patch and pixel maps, ``resolution``:
+
+    - ``"patch"`` (default): pixel maps are averaged over each patch of the model's grid first; the maximum
+      patch hits when it touches the mask. A patch method and a pixel method are judged on the same grid, the
+      resolution the model sees.
+    - ``"pixel"``: patch maps are repeated to pixels first; the maximum pixel must lie on the mask.
+
+    Either way, tied maxima hit only if every one of them does.
+    """
 
     name = "pointing_game"
     needs_masks = True
+    binary = True
+
+    def __init__(self, resolution: str = "patch") -> None:
+        self.resolution = _resolution(resolution)
 
     def evaluate(self, model, images, targets, maps, masks):
+        if self.resolution == "patch":
+            maps, _ = patch_view(model, maps, masks)
+        else:
+            maps = to_pixels(maps, masks.shape[-2:])
         return pointing_game_hits(maps, masks).float()
 
 
