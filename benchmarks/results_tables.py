@@ -87,6 +87,6 @@ def speed_table(runs: dict[str, dict]) -> str:
 
 def extra_blocks(runs: dict[str, dict], decide: Callable[[dict, str, str], dict | None]) -> dict[str, str]:
     out = {"pointing-rule": pointing_rule_table(runs, decide), "speed": speed_table(runs)}
-    if "deit-top" in runs:
-        out["cross"] = cross_table(runs["deit-top"])
+    if "deit-cross" in runs:
+        out["cross"] = cross_table(runs["deit-cross"])
     return out
