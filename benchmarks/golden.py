@@ -20,7 +20,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 # Slow defaults shortened so that the check runs in minutes; the code paths are the same.
 FAST = {"rise": "rise:masks=64", "tis": "tis:masks=64", "token_rise": "token_rise:masks=64",
         "integrated_gradients": "integrated_gradients:steps=8", "smoothgrad": "smoothgrad:samples=4"}
-EXTRA = ["caap:context=blur:score=prob", "caap:layers=1:3:context=noise", "caap:context=black:score=logprob"]
+EXTRA = ["caap:context=blur:score=prob", "caap:layers=1:3:context=noise", "caap:context=black:score=logprob",
+         "caap:refine=0.25", "caap:refine=0.5:coarse=3", "caap_fast:context=blur:score=prob",
+         "caap_adaptive:refine=0.2", "caap_fast:layers=1:3"]
+ALL_CLASSES = ("caap", "caap_fast", "caap_adaptive", "caap:refine=0.25")  # also explained with all_classes=True
+GROUPED = ("caap", "caap_fast")  # also explained with a 2x2 superpatch group map
 
 
 def specs() -> list[str]:
@@ -41,9 +45,15 @@ def run_all(model, images: torch.Tensor, prefix: str, out: dict) -> None:
             out[key] = f"{type(exc).__name__}"
             continue
         out[key] = {"scores": att.scores.clone(), "target": att.target.clone()}
-        if spec == "caap":
+        if spec in ALL_CLASSES:
             full = methods.build(spec, model).explain(images, all_classes=True)
             out[key + "/all_classes"] = {"scores": full.class_scores.clone(), "target": full.target.clone()}
+        if spec in GROUPED:
+            from caap.core.groups import superpatch_groups
+
+            groups = superpatch_groups(tuple(att.scores.shape[-2:]), 2)
+            grouped = methods.build(spec, model).explain(images, groups=groups)
+            out[key + "/groups"] = {"scores": grouped.scores.clone(), "target": grouped.target.clone()}
 
 
 def collect() -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -131,6 +132,13 @@ def _bad_cases(weights, pictures, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir(exist_ok=True)
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "n01440764_x.png")
+    text_pth = tmp_path / "text.pth"
+    text_pth.write_text("these are not weights\n" * 20)
+    three = tmp_path / "three"
+    three.mkdir(exist_ok=True)
+    for wnid in ("n01440764", "n01443537", "n01484850"):
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(three / f"{wnid}_x.png")
+    truncated_hf, pickled_hf, marker = hf_folders(tmp_path)
     return {
         "missing image": (["explain", tmp_path / "nope.png", *ok], "nope.png' does not exist"),
         "text file": (["explain", pictures["text"], *ok], "not an image file"),
@@ -174,16 +182,57 @@ def _bad_cases(weights, pictures, tmp_path):
                                "--compare", "gae", "--out", tmp_path / "b"], "--compare 'gae'"),
         "sweep bad device": (["sweep", "--model", "caap-demo", "--data", "synthetic", "--device", "mps", "--out",
                               tmp_path / "s"], "'mps' is not supported"),
+        # issue 28
+        "text file as .pth": (["explain", pictures["rgb"], "--model", MODEL, "--weights", text_pth, "--out", tmp_path],
+                              "not a torch checkpoint"),
+        "unicode digit target": (["explain", pictures["rgb"], *ok, "--target", "\u00b2"], "no class is named '\u00b2'"),
+        "grid of one class": (["bench", "--model", MODEL, "--weights", weights, "--data", f"grid:{folder}", "--metrics",
+                               "pointing_game", "--out", tmp_path / "g1"], "at least 4 classes (one per cell); "),
+        "grid of three classes": (["bench", "--model", MODEL, "--weights", weights, "--data", f"grid:{three}",
+                                   "--metrics", "pointing_game", "--out", tmp_path / "g3"], "of 3 class(es)"),
+        "truncated HF safetensors": (["explain", pictures["rgb"], "--model", truncated_hf, "--out", tmp_path],
+                                     "cannot load its weights"),
+        "pickled HF weights": (["explain", pictures["rgb"], "--model", pickled_hf, "--out", tmp_path],
+                               "pickle that needs code to load"),
     }
 
 
+class Planted:
+    """A pickle that would create ``marker`` if it were ever unpickled with code execution."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def hf_folders(tmp_path):
+    """Two Hugging Face model folders of a tiny ViT: one with ``model.safetensors`` cut in half, one whose only
+    weights are a ``pytorch_model.bin`` pickle that runs code (and the marker it would create)."""
+    from archs import ARCHS
+
+    truncated, pickled, marker = tmp_path / "hf_truncated", tmp_path / "hf_pickled", tmp_path / "PWNED"
+    ARCHS["hf_vit"]().save_pretrained(truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    ARCHS["hf_vit"]().save_pretrained(pickled)
+    (pickled / "model.safetensors").unlink()
+    with open(pickled / "pytorch_model.bin", "wb") as handle:
+        pickle.dump({"vit.embeddings.cls_token": Planted(marker)}, handle)
+    return truncated, pickled, marker
+
+
 def test_bad_input_gives_one_line_and_exit_2(weights, pictures, tmp_path, capsys):
-    for label, (args, message) in _bad_cases(weights, pictures, tmp_path).items():
+    cases = _bad_cases(weights, pictures, tmp_path)
+    capsys.readouterr()  # what building the cases printed (save_pretrained's progress)
+    for label, (args, message) in cases.items():
         code, _, err = run(args, capsys)
         assert code == 2, label
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("caap: error:"), (label, err)
         assert message in lines[0], (label, lines[0])
+    assert not (tmp_path / "PWNED").exists()  # the planted pickle never ran
 
 
 def test_hub_loading_offline_is_a_clear_error(pictures, tmp_path):
@@ -270,7 +319,7 @@ def test_oversized_images_and_bad_context_bounds_are_one_line_errors(weights, tm
     Image.new("L", (9000, 8000)).save(big)  # 72 MP of zeros: a small file that would take GBs to decode
     base = ["--model", MODEL, "--weights", weights, "--out", tmp_path / "o"]
     code, _, err = run(["explain", big, *base], capsys)
-    assert code == 2 and err.count("\n") == 1 and "more than the 64 megapixels" in err
+    assert code == 2 and err.count("\n") == 1 and "too large (72 megapixels; limit 64 megapixels" in err
     bomb = tmp_path / "bomb.png"
     Image.new("L", (14000, 13000)).save(bomb)  # over twice Pillow's limit: it refuses to open it
     assert image_module.MAX_PIXELS < 14000 * 13000

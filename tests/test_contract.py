@@ -12,6 +12,7 @@ import pytest
 import torch
 from archs import GRID, IMG, build, explainable
 from conftest import FAST
+from tolerance import assert_rounding_close
 
 from caap import Attribution, methods, metrics
 from caap.adapters import adapt
@@ -228,7 +229,7 @@ def test_seeded_methods_give_each_image_the_same_map_in_any_batch(model, name):
     together = explainer.explain(x, target=[1, 2, 3]).scores
     for i in range(3):
         alone = explainer.explain(x[i : i + 1], target=[[1, 2, 3][i]]).scores[0]
-        torch.testing.assert_close(alone, together[i], rtol=1e-5, atol=1e-6)
+        assert_rounding_close(alone, together[i])
 
 
 @pytest.mark.parametrize("device", ["meta", "mps", "xpu", "not-a-device", "cuda"])

@@ -100,3 +100,45 @@ def test_explain_writes_the_page_with_html(run, tmp_path, capsys):
                  "--top-k", "2", "--html", "--out", str(tmp_path)]) == 0
     html = (tmp_path / "explore.html").read_text()
     assert '"gae"' in html and html.count('"index"') == 2
+
+
+HOSTILE = "x<!--<script>y&z\u2028w\u2029.png"  # no "/": a file name
+
+
+def shown_names(page_path: Path) -> dict:
+    """The page in headless Chromium: whether its script ran, and the image and class names it lists."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(page_path.as_uri())
+            ran = page.evaluate("typeof window.caapShown === 'function'")
+            images = page.evaluate("Array.from(document.querySelectorAll('#image option')).map(o => o.textContent)")
+            classes = page.evaluate("Array.from(document.querySelectorAll('#cls option')).map(o => o.textContent)")
+            return {"ran": ran, "images": images, "classes": classes}
+        finally:
+            browser.close()
+
+
+@needs_browser
+def test_hostile_file_and_class_names_neither_blank_nor_break_the_page(run, tmp_path):
+    """issue 28: a file or class name with ``<!--<script`` used to leave the page blank (the data block escaped
+    ``</`` only, so the browser never ran the page's script). Names now travel as \\uXXXX escapes."""
+    from caap.viz.explorer import PageImage, PageMethod, explorer_html
+
+    png = (run[2] / "a.png").read_bytes()
+    page = tmp_path / "unit.html"
+    page.write_text(explorer_html([PageImage(HOSTILE, png, [(0, "cat<!--<script>", 0.6), (1, "</script>dog", 0.4)],
+                                             {"m": PageMethod(np.ones((2, 2, 2)), True)})]))
+    assert "<!--" not in page.read_text().split('id="caap-data">', 1)[1].split("</script>", 1)[0]
+    seen = shown_names(page)
+    assert seen["ran"] and any(HOSTILE in name for name in seen["images"])
+    assert any("cat<!--<script>" in c for c in seen["classes"]) and any("</script>dog" in c for c in seen["classes"])
+    _, weights, root, _ = run
+    hostile = tmp_path / HOSTILE
+    hostile.write_bytes((root / "a.png").read_bytes())
+    assert main(["explain", str(hostile), "--model", "test_vit", "--weights", str(weights), "--method", "gae",
+                 "--html", "--out", str(tmp_path / "out")]) == 0
+    seen = shown_names(tmp_path / "out" / "explore.html")
+    assert seen["ran"] and any(HOSTILE.rsplit(".", 1)[0] in name for name in seen["images"])

@@ -12,6 +12,7 @@ import torch
 from archs import GRID, IMG, build
 from conftest import DEIT_TINY
 from test_reference_maps import REFERENCE
+from tolerance import assert_rounding_close
 
 from caap import methods
 from caap.errors import CaapError
@@ -206,7 +207,7 @@ def test_mda_is_independent_of_batch_composition_and_options_are_checked():
     explainer = methods.get("mda")(model, segments="grid", candidates=3, blur_start=3, batch_size=7)
     together = explainer.explain(x, target=[1, 2, 3]).scores
     alone = torch.cat([explainer.explain(x[i : i + 1], target=[i + 1]).scores for i in range(3)])
-    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+    assert_rounding_close(together, alone)
     for bad in ({"segments": "quick"}, {"gamma": 2}, {"order": "mda"}, {"order": "nope"}, {"candidates": 0}):
         with pytest.raises(CaapError, match=next(iter(bad))):
             methods.get("mda")(model, **bad)

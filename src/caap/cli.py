@@ -169,14 +169,12 @@ def _target(text: str, loaded=None) -> int | None:
     """``--target``: None for ``auto``, else a class index, given as one or by name (with the model's names)."""
     if text == "auto":
         return None
-    if text.strip().isdigit() or loaded is None:
-        try:
-            return int(text)
-        except ValueError:
-            if loaded is None:
-                return None  # a name: resolved once the model (and its class names) is loaded
-            raise
-    from caap.core.targets import class_index
+    from caap.core.targets import class_index, is_index
+
+    if is_index(text):
+        return int(text)
+    if loaded is None:
+        return None  # a name: resolved once the model (and its class names) is loaded
 
     try:
         index = class_index(text, loaded.class_names)
@@ -188,13 +186,13 @@ def _target(text: str, loaded=None) -> int | None:
 
 def _image_paths(items: list[str]) -> list[Path]:
     """Image files, with every image under a folder (sorted) in place of the folder."""
-    from caap.data.datasets import IMAGE_SUFFIXES
+    from caap.data.datasets import IMAGE_SUFFIXES, image_files
 
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = [p for p in image_files(path) if p.is_file()]
             if not found:
                 raise CaapError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under the folder {item!r}")
             paths.extend(found)
@@ -218,6 +216,7 @@ def _specs(text: str, kind: str = "method") -> list[str]:
 
 def explain_options(method: str, args: argparse.Namespace, loaded) -> dict:
     """The method's options from its spec and the shorthand flags; a flag the method does not take is an error."""
+    from caap.core.contexts import CONTEXTS
     from caap.core.state import check_device
     from caap.data.images import load_image
     from caap.methods import METHODS
@@ -232,8 +231,8 @@ def explain_options(method: str, args: argparse.Namespace, loaded) -> dict:
         target = "baseline" if key == "context" and "baseline" in accepted else key
         if target not in accepted:
             raise CaapError(f"method {name!r} takes no --{key.replace('_', '-')}")
-        if key == "context" and Path(value).suffix and Path(value).exists():
-            value = loaded.transform(load_image(value))  # [3, H, W]: an image file as the context
+        if key == "context" and value.split(":")[0] not in CONTEXTS and Path(value).is_file():
+            value = loaded.transform(load_image(value))  # [3, H, W]: an image file (any name) as the context
         options[target] = value
     if args.device is not None:
         options["device"] = check_device(args.device, "--device")

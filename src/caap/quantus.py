@@ -30,7 +30,11 @@ def explain_func(method: str | None = None, *, upsample: str = "bilinear",
     torch; ``targets`` ``[B]``) and returns float32 numpy ``[B, 1, H, W]``: the maps at input resolution, patch
     maps upsampled with ``upsample`` (``"bilinear"`` or ``"nearest"``: patch-exact). ``method=None`` takes the
     method from the ``method`` keyword that ``quantus.evaluate`` passes (the key of ``xai_methods``). Other
-    keywords Quantus passes (``device``…) are accepted; the model runs where it is."""
+    keywords Quantus passes (``device``…) are accepted; the model runs where it is.
+
+    Inputs must be floating point (normalised as the model expects): integer images (uint8 pixels) are refused,
+    not silently taken as normalised values. Targets must be integer class indices (integral floats such as
+    ``3.0`` are accepted; ``1.7`` or strings are refused)."""
     if upsample not in ("bilinear", "nearest"):
         raise CaapError(f"upsample must be 'bilinear' or 'nearest', got {upsample!r}")
     if method is not None:
@@ -42,9 +46,24 @@ def explain_func(method: str | None = None, *, upsample: str = "bilinear",
             raise CaapError("caap.quantus.explain_func() without a method needs Quantus's method= keyword")
         explainer = METHODS.build(spec, model, **config)
         x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
+        if not x.is_floating_point():
+            raise CaapError(f"inputs have dtype {x.dtype}; expected float images normalised as the model expects "
+                            "(apply the model's transform to uint8 pixels first)")
         x = x.to(explainer.device, torch.float32)
-        target = torch.as_tensor(np.asarray(targets)).long().reshape(-1)
-        return explainer.explain(x, target=target).to_pixels(mode=upsample).numpy().astype(np.float32)
+        return explainer.explain(x, target=class_indices(targets)).to_pixels(mode=upsample).numpy().astype(np.float32)
 
     explain.__name__ = f"caap_{method or 'method'}"
     return explain
+
+
+def class_indices(targets) -> torch.Tensor:
+    """Quantus's ``y_batch`` as int64 ``[B]``: integers, or floats that are whole numbers; anything else is refused
+    naming the first bad value."""
+    values = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets).reshape(-1)
+    if values.dtype.kind in "iu":
+        return torch.from_numpy(values.astype(np.int64))
+    if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return torch.from_numpy(values.astype(np.int64))
+    bad = next((v for v in values.tolist() if isinstance(v, bool) or not (
+        isinstance(v, (int, float)) and float(v).is_integer())), values.tolist()[:1])
+    raise CaapError(f"targets must be integer class indices, got {bad!r} (dtype {values.dtype})")

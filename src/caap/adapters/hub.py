@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import socket
 import textwrap
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 
 from torch import nn
 
+from caap.adapters.weights import quiet_load
 from caap.errors import CaapError
 
 HUB_PREFIX = "hf-hub:"
@@ -97,19 +99,36 @@ def load_hub_model(name: str) -> nn.Module:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise CaapError(f"{name}: cannot read its config.json ({exc})") from None
+    if not isinstance(config, dict):
+        raise CaapError(f"{name}: its config.json is not a JSON object")
     if "architecture" in config:  # a timm model in Hugging Face format
         import timm
 
-        return timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+        try:
+            with quiet_load():
+                return timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+        except Exception as exc:  # weights files fail in many ways: truncated, pickled code, wrong keys
+            raise CaapError(f"{name}: cannot load the timm model in its folder ({weights_problem(exc)})") from None
     if "model_type" not in config:
         raise CaapError(f"{name}: config.json names neither a transformers model_type nor a timm architecture")
     from transformers import AutoModelForImageClassification
 
     try:
-        model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True)
+        with quiet_load():
+            model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CaapError(f"{name}: not a transformers image classifier ({first_line(exc)})") from None
+    except Exception as exc:
+        raise CaapError(f"{name}: cannot load its weights ({weights_problem(exc)})") from None
     return model.eval()
+
+
+def weights_problem(exc: BaseException) -> str:
+    """One line on why a folder's weights did not load: a pickle that needs code is named as such."""
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return ("its weights are a pickle that needs code to load; only tensor checkpoints are accepted (use "
+                "model.safetensors)")
+    return first_line(exc)
 
 
 def processor_config(model: nn.Module) -> dict[str, Any] | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -35,17 +37,30 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CaapError(f"cannot read weights {str(path)!r}: not a valid safetensors file ({exc})") from None
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            with quiet_load():
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             raise CaapError(
                 f"weights {str(path)!r} are a pickle that needs code to load; only tensor checkpoints are accepted "
                 "(re-save the state_dict, or use .safetensors)"
             ) from None
-        except (RuntimeError, OSError, EOFError, ValueError) as exc:
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise CaapError(f"cannot read weights {str(path)!r} ({first})") from None
+        except Exception as exc:  # torch's unpickler raises many types on a file that is no checkpoint
+            first = (str(exc).splitlines() or [""])[0]
+            raise CaapError(f"cannot read weights {str(path)!r}: not a torch checkpoint "
+                            f"({type(exc).__name__}: {first})") from None
         return _unwrap(obj, path)
     raise CaapError(f"weights {str(path)!r}: expected a .safetensors or .pth/.pt file")
+
+
+@contextlib.contextmanager
+def quiet_load() -> Iterator[None]:
+    """Loading weights: the loader's warnings (torch's unpickler warns about pickle protocols) are held back and
+    shown only if the load succeeds, so a refused file gives one line, not a warning and then the error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:

@@ -5,8 +5,8 @@ the images are sharded across ranks (``torch.distributed``, gloo on CPU / nccl o
 all ranks and writes the table.
 
 Layout of ``RUN_DIR`` (:class:`caap.bench.store.RunStore`): ``config.json`` (the settings; a resume with
-other data, model or metrics is refused, one with other methods adds them: the table lists the methods of
-the last call), ``records/<index>_<method>.json`` (target, label, seconds, metric scores, the method's
+other data, model or metrics is refused, one with other methods adds them: the table lists
+every method the folder holds), ``records/<index>_<method>.json`` (target, label, seconds, metric scores, the method's
 scalar metadata such as CAAP's patched runs), ``maps/<index>_<method>.npy``, ``table.{md,csv,json}``,
 ``plots/`` (curves, example maps) and ``report.html``.
 """
@@ -109,8 +109,9 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     device = next(iter(explainers.values())).device
     now = provenance.record(device)
     history = provenance.check_resume((store.stored() or {}).get("info"), now, allow_code_change)
+    stored = settings
     if rank == 0:
-        store.open(settings, growing=("methods",), info={
+        stored = store.open(settings, growing=("methods",), info={
             **now, "code_history": history, "device": str(device),
             "method_settings": {spec: e.settings() for spec, e in explainers.items()}})
     mine = [i for i in range(len(dataset)) if i % world == rank]
@@ -150,12 +151,14 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
         torch.distributed.barrier()
     if rank != 0:
         return None
-    table = summarize(store, config.methods, config.metrics, num_classes=adapt(model).num_classes)
+    # the table lists every method the folder holds, also those of earlier calls of this run
+    methods = [m for m in stored.get("methods", config.methods) if any(store.done(i, m) for i in range(len(dataset)))]
+    table = summarize(store, methods, config.metrics, num_classes=adapt(model).num_classes)
     if table.get("warning"):
         print(f"caap: warning: {table['warning']}", file=sys.stderr)
     if report:
-        plots = curve_plots(store, config.methods)
-        grid = example_grid(store, dataset, config.methods)
+        plots = curve_plots(store, methods)
+        grid = example_grid(store, dataset, methods)
         write_html(store.root, table, settings, plots + ([grid] if grid else []))
     return table
 

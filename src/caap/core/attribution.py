@@ -41,12 +41,32 @@ class Attribution:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.scores.dim() != 3:
-            raise CaapError(f"Attribution.scores must be [B, h, w], got shape {tuple(self.scores.shape)}")
-        if self.target.shape != (self.scores.shape[0],):
-            raise CaapError(
-                f"Attribution.target must be [B]={self.scores.shape[0]}, got shape {tuple(self.target.shape)}"
-            )
+        if not isinstance(self.scores, torch.Tensor) or self.scores.dim() != 3:
+            raise CaapError(f"Attribution.scores must be [B, h, w], got {_shape(self.scores)}")
+        if not self.scores.is_floating_point():
+            raise CaapError(f"Attribution.scores must be floating point, got dtype {self.scores.dtype}")
+        if not isinstance(self.target, torch.Tensor) or self.target.shape != (self.scores.shape[0],):
+            raise CaapError(f"Attribution.target must be [B]={self.scores.shape[0]}, got {_shape(self.target)}")
+        if self.target.is_floating_point() or self.target.dtype == torch.bool:
+            raise CaapError(f"Attribution.target must hold integer class indices, got dtype {self.target.dtype}")
+        size = self.input_size
+        if (not isinstance(size, (tuple, list)) or len(size) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise CaapError(f"Attribution.input_size must be (H, W) positive ints, got {size!r}")
+        if self.scores.shape[1] > size[0] or self.scores.shape[2] > size[1]:
+            raise CaapError(f"Attribution maps of {tuple(self.scores.shape[1:])} cells cannot come from an input of "
+                            f"{tuple(size)} pixels")
+        if self.class_scores is not None and (
+                not isinstance(self.class_scores, torch.Tensor) or self.class_scores.dim() != 4
+                or self.class_scores.shape[0] != self.scores.shape[0]
+                or self.class_scores.shape[2:] != self.scores.shape[1:]
+                or not self.class_scores.is_floating_point()):
+            raise CaapError(f"Attribution.class_scores must be float [B, C, h, w] with the maps' B, h, w "
+                            f"{(self.scores.shape[0], *self.scores.shape[1:])}, got {_shape(self.class_scores)}")
+        if not isinstance(self.method, str) or not isinstance(self.meta, dict):
+            raise CaapError(f"Attribution.method must be a str and meta a dict, got {type(self.method).__name__} "
+                            f"and {type(self.meta).__name__}")
+        self.input_size = (int(size[0]), int(size[1]))
 
     def __len__(self) -> int:
         return self.scores.shape[0]
@@ -153,9 +173,24 @@ class Attribution:
             raise CaapError(f"cannot read attribution file {str(path)!r} ({exc})") from None
         if not isinstance(header, dict) or header.get("format") != _FORMAT:
             raise CaapError(f"{str(path)!r} is not a caap attribution file (no '{_FORMAT}' metadata)")
+        for key, kind, what in (("meta", dict, "an object"), ("method", str, "a string"),
+                                ("input_size", list, "[H, W]")):
+            if not isinstance(header.get(key), kind):
+                raise CaapError(f"{str(path)!r}: its header's {key!r} is {header.get(key)!r}, expected {what}")
+        for key, dtype in (("scores", torch.float32), ("target", torch.int64)):
+            if key not in tensors or tensors[key].dtype != dtype:
+                got = tensors[key].dtype if key in tensors else "missing"
+                raise CaapError(f"{str(path)!r}: tensor {key!r} is {got}, expected {dtype}")
         meta = {**header["meta"], **{k[5:]: v for k, v in tensors.items() if k.startswith("meta.")}}
-        return cls(tensors["scores"], tensors["target"], tuple(header["input_size"]), header["method"],
-                   tensors.get("class_scores"), meta)
+        try:
+            return cls(tensors["scores"], tensors["target"], tuple(header["input_size"]), header["method"],
+                       tensors.get("class_scores"), meta)
+        except CaapError as exc:
+            raise CaapError(f"{str(path)!r} does not hold valid maps: {exc}") from None
 
 
 _FORMAT = "caap.attribution/1"
+
+
+def _shape(value) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__

@@ -40,12 +40,18 @@ def resolve_target(target: TargetLike, logits: torch.Tensor) -> torch.Tensor:
     return t.clone()
 
 
+def is_index(text: str) -> bool:
+    """Whether ``text`` is a class index: ASCII digits only (``"²"`` and other Unicode digits are names)."""
+    text = text.strip()
+    return bool(text) and text.isascii() and text.isdigit()
+
+
 def class_index(text: str, names: Sequence[str]) -> int:
     """A class by index or by name: digits are an index; otherwise a name matches a class whose name or one of
     its comma-separated synonyms (``"robin, American robin, Turdus migratorius"``) equals it, case-insensitive,
     else starts with it. Exactly one class must match."""
     text = text.strip()
-    if text.isdigit():
+    if is_index(text):
         index = int(text)
         if not 0 <= index < len(names):
             raise CaapError(f"class {index} is out of range; expected a class index in 0..{len(names) - 1}")

@@ -3,6 +3,7 @@ controlled-evidence generator. Items are ``(id, image [3, H, W] normalised, labe
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,24 @@ from caap.data.synthetic import SyntheticConfig, generate_batch
 from caap.errors import CaapError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+OUTPUT_MARK = ".caap"  # caap explain writes <stem>.caap.png: its own outputs, never read back as inputs
+
+
+def image_files(root: Path) -> list[Path]:
+    """Every image under the folder ``root`` (sorted), except caap's own outputs (``<stem>.caap.<ext>``, so that
+    ``caap explain DIR --out DIR`` run twice does not explain its first run's figures). A subfolder that cannot be
+    read is an error naming it, not silently skipped."""
+    def refuse(error: OSError) -> None:
+        raise CaapError(f"cannot read the folder {str(error.filename)!r} under {str(root)!r} "
+                        f"({error.strerror or error}); fix its permissions or leave it out")
+
+    found = []
+    for folder, _, names in os.walk(root, onerror=refuse):
+        for name in names:
+            path = Path(folder) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(OUTPUT_MARK):
+                found.append(path)
+    return sorted(found)
 _WNID = re.compile(r"n\d{8}")
 
 
@@ -46,7 +65,7 @@ class ImageFolder:
         self.root = Path(root)
         if not self.root.is_dir():
             raise CaapError(f"dataset folder {str(root)!r} does not exist")
-        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(self.root)
         if not files:
             raise CaapError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(root)!r}")
         self.files = files

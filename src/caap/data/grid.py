@@ -67,10 +67,19 @@ class GridPointing:
             raise CaapError(f"grid seed must be an int, got {seed!r}")
         self.folder, self.threshold, self.seed = folder, float(threshold), seed
         labels = [folder.label(p) for p in folder.files]
+        classes = len(set(labels))
+        if classes < len(CELLS):
+            raise CaapError(f"the grid pointing game needs images of at least {len(CELLS)} classes (one per cell); "
+                            f"{str(folder.root)!r} has {len(labels)} image(s) of {classes} class(es)")
         self.eligible = self._confident(classify, labels, batch_size)  # indices into folder.files
         order = torch.randperm(len(self.eligible), generator=torch.Generator().manual_seed(seed)).tolist()
         self.grids = self._deal([self.eligible[i] for i in order], labels)
         self.labels = labels
+        if not self.grids:
+            kept = len({labels[i] for i in self.eligible})
+            raise CaapError(f"no grid of {len(CELLS)} classes can be built: {len(self.eligible)} of {len(labels)} "
+                            f"images are classified right with probability >= {self.threshold} at the cell's scale, "
+                            f"of {kept} class(es); lower the threshold (grid:DIR:threshold=P) or add images")
 
     def _confident(self, classify, labels: list[int], batch_size: int) -> list[int]:
         kept = []

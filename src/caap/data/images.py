@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +28,30 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     if path.is_dir():
         raise CaapError(f"image {str(path)!r} is a folder, expected an image file")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            img = Image.open(path)
+        with img:
             width, height = img.size
             if width * height > MAX_PIXELS:
-                raise CaapError(f"image {str(path)!r} has {width}x{height} pixels, more than the "
-                                f"{MAX_PIXELS // 10**6} megapixels caap decodes; downscale it first")
+                raise CaapError(too_large(path, width * height))
             img.load()
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
+    except CaapError:
+        raise
     except Image.DecompressionBombError:
-        raise CaapError(f"image {str(path)!r} is larger than Pillow decodes safely (a decompression bomb?)") from None
+        raise CaapError(too_large(path, None)) from None
     except UnidentifiedImageError:
         raise CaapError(f"{str(path)!r} is not an image file that Pillow can read (expected PNG, JPEG, …)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise CaapError(f"image {str(path)!r} is corrupt or truncated ({exc})") from None
+
+
+def too_large(path: Path, pixels: int | None) -> str:
+    size = f"{pixels / 10**6:.0f} megapixels" if pixels else f"over {2 * Image.MAX_IMAGE_PIXELS / 10**6:.0f} megapixels"
+    return (f"image {str(path)!r} is too large ({size}; limit {MAX_PIXELS // 10**6} megapixels: decoding it takes "
+            "gigabytes and a ViT sees a few hundred pixels); downscale it first")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -32,6 +32,27 @@ def to_pixels(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None].float(), size=tuple(size), mode="nearest")[:, 0]
 
 
+def check_maps(maps: torch.Tensor, size: tuple[int, int], model=None) -> None:
+    """The same check of maps ``[B, h, w]`` for every metric: finite values, and a resolution the images have —
+    the input size ``size``, or the ViT's patch grid when the model is a ViT (any other classifier, or no model:
+    a grid of cells that divides the input evenly)."""
+    finite = torch.isfinite(maps.flatten(1)).all(1)
+    if not bool(finite.all()):
+        raise CaapError(f"the map of image {int((~finite).nonzero()[0, 0])} has NaN or infinite values; a metric "
+                        "needs finite maps")
+    h, w = maps.shape[-2:]
+    if (h, w) == tuple(size):
+        return
+    adapter = adapt(model) if model is not None else None
+    if adapter is not None and adapter.tokens:
+        grid = adapter.grid(size)
+        if (h, w) != tuple(grid):
+            raise CaapError(f"maps of {h}x{w} cells do not fit the model: expected its patch grid {grid[0]}x{grid[1]} "
+                            f"or the input size {size[0]}x{size[1]}")
+    elif size[0] % h or size[1] % w:
+        raise CaapError(f"maps of {h}x{w} cells do not divide the input of {size[0]}x{size[1]} pixels evenly")
+
+
 def tie_break(n: int, seed: int) -> torch.Tensor:
     """int64 ``[n]``: a seeded random rank of ``n`` items (a permutation), the order in which tied items are
     taken. The same for every image of every batch, so a score never depends on the batch."""
@@ -78,6 +99,7 @@ class Metric(ABC):
         if maps.dim() != 3 or maps.shape[0] != images.shape[0]:
             raise CaapError(f"maps must be [B={images.shape[0]}, h, w], [B, 1, H, W] or [B, 3, H, W], "
                             f"got {tuple(maps.shape)}")
+        check_maps(maps, tuple(images.shape[-2:]), model)
         if self.needs_masks:
             if masks is None:
                 raise CaapError(f"metric {self.name!r} needs ground-truth masks")

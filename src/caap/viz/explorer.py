@@ -46,6 +46,16 @@ class PageImage:
     methods: dict[str, PageMethod] = field(default_factory=dict)
 
 
+def script_json(value) -> str:
+    """JSON safe inside an HTML ``<script>`` element: ``<``, ``>``, ``&`` and U+2028/U+2029 written as ``\\uXXXX``
+    escapes (still the same JSON), so no file or class name (``</script>``, ``<!--<script``) can end or change the
+    script's parsing state."""
+    text = json.dumps(value, ensure_ascii=False)
+    for char in ("<", ">", "&", "\u2028", "\u2029"):
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
 def _lut(name: str) -> list[str]:
     """256 ``rrggbb`` colours of a matplotlib colour map."""
     rgb = (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(int)
@@ -80,7 +90,7 @@ def page_data(images: Sequence[PageImage], clip: float = CLIP) -> dict:
 
 def explorer_html(images: Sequence[PageImage], title: str = "caap explorer", clip: float = CLIP) -> str:
     """The page: ``images`` with their methods' maps (see the module docstring)."""
-    data = json.dumps(page_data(images, clip)).replace("</", "<\\/")
+    data = script_json(page_data(images, clip))
     return _TEMPLATE.replace("{{TITLE}}", html.escape(title)).replace("{{DATA}}", data)
 
 
