@@ -14,7 +14,7 @@ when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range
 - the naive one-forward-per-patch loop (fp32) and Captum's ``Occlusion`` on the patch grid (a window and
   stride of one patch: the same number of forward passes), and their ratio to CAAP;
 - the Spearman rank correlation of every fast mode's maps with the fp32 maps;
-- with ``--modes …,fast``: CAAP's fast mode (``mode="fast"``, fp32 and, with bf16, bf16 autocast) and
+- with ``--modes …,fast``: CAAP's fast mode (``FastCAAP``, fp32 and, with bf16, bf16 autocast) and
   GAE, their seconds per image, the ratio of exact fp32 to each mode and of each mode to GAE, and the fast
   mode's multiply-adds counted on a real call (forward and backward passes, ``count_macs``);
 - every timing as the best of ``--rounds`` interleaved rounds (the GEMM peak too), so that each ratio
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from caap import CAAP
+from caap import CAAP, FastCAAP
 from caap.methods import get
 from caap.methods.caap import caap_macs, count_macs, naive_caap
 
@@ -204,7 +204,7 @@ def measure(name: str, args, device: torch.device) -> dict | None:
     counted = {}  # the fast mode's multiply-adds, counted on a real call
     for dtype in ([torch.float32] + (fast if "bf16" in args.modes else [])) if "fast" in args.modes.split(",") else []:
         key = "fast" if dtype == torch.float32 else f"fast+{names[dtype]}"
-        explainers[key] = CAAP(model, layers=LAYERS, dtype=None if dtype == torch.float32 else dtype, mode="fast")
+        explainers[key] = FastCAAP(model, layers=LAYERS, dtype=None if dtype == torch.float32 else dtype)
         with count_macs() as c:
             explainers[key].explain(images)
         counted[key] = c["macs"]

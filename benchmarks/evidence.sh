@@ -3,9 +3,12 @@
 # CPU cores: two streams of resumable `caap bench` runs, one thread each, side by side. Re-running resumes every
 # run (a run refuses to resume with other code: config.json records the commit and a hash of the source).
 #
-#     benchmarks/evidence.sh STREAM      # STREAM: 1, 2 or 3 (side by side); OUT=runs by default
+#     benchmarks/evidence.sh STREAM      # STREAM: 1, 2, 3 or 4 (side by side); OUT=runs by default
 #     python benchmarks/claims.py --import-runs runs      # per-image scores into benchmarks/results/evidence
 #
+# Stream 4 is issue 25's study of CAAP's directions (benchmarks/directions.py): fast-mode variants of every direction,
+# band and context on the even positions, the chosen ones then exact and fast on every image (judged on the odd
+# positions), with ROAD and the grid pointing game.
 # Stream 3 is the controlled-evidence benchmark on the demo models and the backbone zoo (ZOO: the folder
 # of `python -m caap.data.train --arch NAME --variant simple --max-steps STEPS --minutes 10000` weights,
 # NAME_simple.safetensors; STEPS from benchmarks/results/zoo/NAME_simple.json).
@@ -17,7 +20,7 @@
 # and ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks); MDA and
 # extremal perturbations on every 10th; on the grids the fast methods on all cells, slower ones on every 4th.
 set -euo pipefail
-STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3}
+STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4}
 DATA=${CAAP_DATA_DIR:-../shared/data}
 OUT=${OUT:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -56,6 +59,17 @@ bidirectional,gradcam --metrics road,road_morf,road_lerf --every 4 --out "$OUT/d
     bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" \
         --methods caap,gae,caap_adaptive,integrated_gradients,smoothgrad,input_insertion --metrics $LOCAL --every 4 \
         --out "$OUT/grid-slow"
+elif [ "$STREAM" = 4 ]; then
+    here=$(dirname "$0")
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \
+        --metrics "$(python "$here/directions.py" metrics)" --out "$OUT/directions-select"
+    python "$here/directions.py" choose "$OUT/directions-select"
+    CONFIRM=$(python "$here/directions.py" confirm "$OUT/directions-select")
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$CONFIRM" --metrics $FAITH --out "$OUT/deit-directions"
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$CONFIRM" --metrics road,road_morf,road_lerf --every 4 \
+        --out "$OUT/deit-road-directions"
+    bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods "$CONFIRM" --metrics $LOCAL \
+        --out "$OUT/grid-directions"
 else
     for v in simple conjunction; do
         # the demo cards' band is 0:4; 2:4 is the middle third, the default elsewhere

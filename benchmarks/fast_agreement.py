@@ -1,37 +1,43 @@
 """How closely CAAP's fast mode reproduces exact CAAP on the real DeiT-Tiny and the ImageNet dev images.
 
-    python benchmarks/fast_agreement.py --out runs/fast_agreement [--every K] [--limit N] [--layers 4:8]
+    python benchmarks/fast_agreement.py --out runs/fast_agreement [--direction denoise|noise|both] [--every K]
+        [--limit N] [--layers 4:8] [--sizes 1,2,4] [--refiners]
 
-Per image (target: its label, as in ``caap bench``), for patch groups of 1, 2x2 and 4x4 patches: the
-Spearman rank correlation of the fast map with the exact one (over groups, one value each), the overlap of
-their top 10 % patches (groups of 1), and the deletion and insertion AUC (patch grid, step 14, as in
-docs/RESULTS.md) of both maps. Also the two refinements that ``caap_adaptive`` could be: coarse-to-fine
-(exact 2x2 superpatches, then exact single patches in the top 8 %) and fast-then-exact (the fast map, then
-exact single patches for its top 8 %): their Spearman with exact, deletion, insertion and seconds. One JSON
-record per image is written atomically as soon as it exists, so a
-killed run resumes where it stopped; ``summary.json`` / ``summary.md`` are rewritten at the end.
+A run folder of :class:`caap.bench.store.RunStore`: per image (target: its label, as in ``caap bench``) and per
+map — exact and fast CAAP for patch groups of each size in ``--sizes`` (``exact_1``, ``fast_1``, ``exact_2``…),
+with ``--refiners`` also coarse-to-fine (exact 2x2 superpatches, then the top 8 %) and fast-then-exact
+(``caap_adaptive``) — the map, its seconds (one image per call) and its deletion and insertion AUC (patch grid,
+step 14); the fast maps' records add the Spearman rank correlation with the exact map of the same groups (one
+value per group) and, for single patches, the overlap of their top 10 % patches. A killed run resumes; a resume
+with other settings or other code is refused. ``summary.json`` / ``summary.md`` are computed from the records
+(:mod:`caap.bench.stats`: means with 95 % bootstrap intervals, minima, seconds as quartiles).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from devset import real_deit_tiny, resumable
 from scipy.stats import spearmanr
+from tqdm import tqdm
 
-from caap import CAAP
+from caap import CAAP, CoarseToFine, Exact, Fast, FastThenExact
+from caap.bench import provenance, stats
+from caap.bench.options import RunOptions
+from caap.bench.runner import load
+from caap.bench.store import RunStore
 from caap.core.groups import superpatch_groups
-from caap.io import atomic_write_bytes, save_json
+from caap.io import atomic_write_bytes, save_json, save_npy
 from caap.metrics import build
 
-SIZES = (1, 2, 4)
-MAPS = ("exact", "fast", "coarse_to_fine", "fast_then_exact")
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+METRICS = {"deletion": "deletion:step=14", "insertion": "insertion:step=14"}
 
 
 def group_values(scores: torch.Tensor, groups: torch.Tensor) -> np.ndarray:
@@ -41,94 +47,113 @@ def group_values(scores: torch.Tensor, groups: torch.Tensor) -> np.ndarray:
     return flat[first].numpy()
 
 
-def record(image: torch.Tensor, label: int, explainers: dict, metrics: dict, grid: tuple[int, int]) -> dict:
-    x = image[None]
-    out: dict = {"label": label, "spearman": {}, "seconds": {}}
-    maps = {}
-    for size in SIZES:
-        groups = superpatch_groups(grid, size)
-        for mode in ("exact", "fast"):
-            start = time.perf_counter()
-            att = explainers[mode].explain(x, target=[label], groups=None if size == 1 else groups)
-            out["seconds"][f"{mode}_{size}"] = time.perf_counter() - start
-            maps[mode, size] = att.scores[0]
-        a, b = (group_values(maps[m, size], groups) for m in ("exact", "fast"))
-        out["spearman"][str(size)] = float(spearmanr(a, b)[0])
-    for name in ("coarse_to_fine", "fast_then_exact"):
-        start = time.perf_counter()
-        maps[name, 1] = explainers[name].explain(x, target=[label]).scores[0]
-        out["seconds"][name] = time.perf_counter() - start
-        out["spearman"][name] = float(spearmanr(maps["exact", 1].flatten(), maps[name, 1].flatten())[0])
-    exact, fast = maps["exact", 1].flatten(), maps["fast", 1].flatten()
-    k = math.ceil(0.1 * exact.numel())
-    out["top10_overlap"] = len(set(exact.topk(k).indices.tolist()) & set(fast.topk(k).indices.tolist())) / k
-    target = torch.tensor([label])
-    for name, metric in metrics.items():
-        for mode in MAPS:
-            out[f"{name}_{mode}"] = float(metric(explainers[mode].model, x, target, maps[mode, 1][None])[0])
+def explainers(model, layers: str, direction: str, refiners: bool) -> dict[str, CAAP]:
+    out = {"exact": CAAP(model, layers=layers, strategy=Exact(direction)),
+           "fast": CAAP(model, layers=layers, strategy=Fast(direction))}
+    if refiners:
+        out["coarse_to_fine"] = CAAP(model, layers=layers, strategy=CoarseToFine(Exact(direction), 0.08))
+        out["fast_then_exact"] = CAAP(model, layers=layers, strategy=FastThenExact(Fast(direction), Exact(direction)))
     return out
 
 
-def summarize(records: list[dict], out: Path, settings: dict) -> dict:
-    def stats(values) -> dict:
-        v = np.asarray(values, dtype=np.float64)
-        se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-        return {"mean": float(v.mean()), "se": se, "min": float(v.min()), "n": len(v)}
+def image_records(store: RunStore, i: int, item, explaining: dict[str, CAAP], sizes: list[int], model) -> None:
+    """Every map of image ``i`` not yet in the store, each written as soon as it exists (map, then record)."""
+    x, target, grid = item.image[None], torch.tensor([item.label]), None
+    maps = {}
+    names = [f"{m}_{s}" for s in sizes for m in ("exact", "fast")] + [n for n in explaining if n not in
+                                                                       ("exact", "fast")]
+    for name in names:
+        if store.done(i, name):
+            maps[name] = torch.from_numpy(store.load_map(i, name))
+            continue
+        kind, _, size = name.rpartition("_") if name[-1].isdigit() else (name, "", "")
+        explainer = explaining[kind]
+        grid = grid or explainer.adapter.grid(tuple(x.shape[-2:]))
+        groups = superpatch_groups(grid, int(size)) if size and int(size) > 1 else None
+        start = time.perf_counter()
+        att = explainer.explain(x, target=target, groups=groups, progress=False)
+        seconds = time.perf_counter() - start
+        maps[name] = att.scores[0]
+        values = {k: float(build(spec)(model, x, target, att.scores)[0]) for k, spec in METRICS.items()}
+        if kind == "fast":
+            exact = maps[f"exact_{size}"]
+            g = groups if groups is not None else torch.arange(grid[0] * grid[1]).view(grid)
+            values["spearman"] = float(spearmanr(group_values(exact, g), group_values(att.scores[0], g))[0])
+            if int(size) == 1:
+                k = math.ceil(0.1 * exact.numel())
+                ours = att.scores[0].flatten().topk(k).indices.tolist()
+                values["top10_overlap"] = len(set(exact.flatten().topk(k).indices.tolist()) & set(ours)) / k
+        elif kind in ("coarse_to_fine", "fast_then_exact"):
+            values["spearman"] = float(spearmanr(maps["exact_1"].flatten(), att.scores[0].flatten())[0])
+        save_npy(store.map_path(i, name), att.scores[0].numpy())
+        save_json(store.record_path(i, name), {"index": i, "id": item.id, "method": name, "label": item.label,
+                                               "seconds": seconds, "metrics": values})
 
-    summary = {"settings": settings, "images": len(records),
-               "spearman": {str(s): stats([r["spearman"][str(s)] for r in records])
-                            for s in (*SIZES, "coarse_to_fine", "fast_then_exact")},
-               "top10_overlap": stats([r["top10_overlap"] for r in records]),
-               "seconds": {k: stats([r["seconds"][k] for r in records]) for k in records[0]["seconds"]}}
-    for name in ("deletion", "insertion"):
-        summary[name] = {mode: stats([r[f"{name}_{mode}"] for r in records]) for mode in MAPS}
-        for mode in MAPS[1:]:
-            summary[name][f"{mode}_minus_exact"] = stats([r[f"{name}_{mode}"] - r[f"{name}_exact"] for r in records])
-    save_json(out / "summary.json", summary)
-    lines = [f"# Fast vs exact CAAP: {len(records)} images, {settings['model']}, layers {settings['layers']}", "",
-             "| map (Spearman with exact) | mean ± SE | min |", "|---|---|---|"]
-    for s in (*SIZES, "coarse_to_fine", "fast_then_exact"):
-        v = summary["spearman"][str(s)]
-        label = f"fast, {s}x{s}" if isinstance(s, int) else s
-        lines.append(f"| {label} | {v['mean']:.4f} ± {v['se']:.4f} | {v['min']:.4f} |")
-    v = summary["top10_overlap"]
-    lines += ["", f"Top-10 % patch overlap (fast, 1x1): {v['mean']:.3f} ± {v['se']:.3f} (min {v['min']:.2f})", "",
-              "| map | deletion ↓ | − exact (paired) | insertion ↑ | − exact (paired) |", "|---|---|---|---|---|"]
-    for mode in MAPS:
-        cells = []
-        for name in ("deletion", "insertion"):
-            v = summary[name][mode]
-            d = summary[name].get(f"{mode}_minus_exact")
-            cells += [f"{v['mean']:.4f} ± {v['se']:.4f}", f"{d['mean']:+.4f} ± {d['se']:.4f}" if d else "—"]
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
-    sec = summary["seconds"]
-    lines += ["", "Seconds per image (one image per call): " + ", ".join(
-        f"{k} {sec[k]['mean']:.3f}" for k in sorted(sec))]
-    atomic_write_bytes(out / "summary.md", ("\n".join(lines) + "\n").encode())
+
+def summarize(store: RunStore, names: list[str], settings: dict) -> dict:
+    records = store.by_method(names)
+    summary: dict = {"settings": settings, "maps": {}}
+    for name in names:
+        rows = records[name]
+        if not rows:
+            continue
+        keys = sorted({k for r in rows.values() for k in r["metrics"]})
+        summary["maps"][name] = {"images": len(rows), "seconds": _spread([r["seconds"] for r in rows.values()])}
+        for key in keys:
+            v = {i: r["metrics"][key] for i, r in rows.items() if key in r["metrics"]}
+            summary["maps"][name][key] = {**stats.cell(v), "min": float(min(v.values()))}
+    save_json(store.root / "summary.json", summary)
+    lines = [f"# Fast vs exact CAAP ({settings['direction']}): {settings['model']}, layers {settings['layers']}", "",
+             "| map | images | Spearman with exact [95 % CI] (min) | top-10 % overlap | deletion ↓ | insertion ↑ | "
+             "s/image median (quartiles) |", "|---|---|---|---|---|---|---|"]
+    for name, row in summary["maps"].items():
+        def show(key: str, row=row) -> str:
+            v = row.get(key)
+            return "—" if v is None else f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}] (min {v['min']:.3f})"
+        sec = row["seconds"]
+        lines.append(f"| {name} | {row['images']} | {show('spearman')} | {show('top10_overlap')} | "
+                     f"{row['deletion']['mean']:.4f} | {row['insertion']['mean']:.4f} | "
+                     f"{sec['median']:.3f} ({sec['p25']:.3f}–{sec['p75']:.3f}) |")
+    atomic_write_bytes(store.root / "summary.md", ("\n".join(lines) + "\n").encode())
     return summary
+
+
+def _spread(values: list[float]) -> dict:
+    p25, median, p75 = np.percentile(values, [25, 50, 75])
+    return {"median": float(median), "p25": float(p25), "p75": float(p75), "n": len(values)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--direction", default="denoise", choices=["denoise", "noise", "both"])
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--layers", default="4:8")
+    parser.add_argument("--sizes", default="1,2,4")
+    parser.add_argument("--refiners", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allow-code-change", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, data, indices = real_deit_tiny(args.every, args.limit)
-    explainers = {"exact": CAAP(model, layers=args.layers), "fast": CAAP(model, layers=args.layers, mode="fast"),
-                  "coarse_to_fine": CAAP(model, layers=args.layers, refine=0.08),
-                  "fast_then_exact": CAAP(model, layers=args.layers, mode="fast", refine=0.08)}
-    metrics = {"deletion": build("deletion:step=14"), "insertion": build("insertion:step=14")}
-    settings = {"model": "deit_tiny_patch16_224 (real)", "layers": args.layers, "every": args.every,
-                "limit": args.limit, "torch": torch.__version__, "threads": args.threads}
-    records = list(resumable(data, indices, args.out / "records",
-                             lambda item: record(item.image, item.label, explainers, metrics, (14, 14))).values())
-    summary = summarize(records, args.out, settings)
+    options = RunOptions(model="deit_tiny_patch16_224", weights=str(DATA / "deit_tiny_patch16_224.safetensors"),
+                         data=str(DATA / "imagenet-dev"), every=args.every, limit=args.limit, target="label")
+    model, data = load(options, ["caap"])
+    sizes = [int(s) for s in args.sizes.split(",")]
+    explaining = explainers(model, args.layers, args.direction, args.refiners)
+    settings = {"model": "deit_tiny_patch16_224 (real)", "layers": args.layers, "direction": args.direction,
+                "every": args.every, "limit": args.limit, "sizes": sizes, "refiners": args.refiners,
+                "threads": args.threads}
+    store = RunStore(args.out)
+    now = provenance.record("cpu")
+    history = provenance.check_resume((store.stored() or {}).get("info"), now, args.allow_code_change)
+    store.open(settings, info={**now, "code_history": history})
+    for i in tqdm(range(len(data)), desc="images"):
+        image_records(store, i, data[i], explaining, sizes, model)
+    names = [f"{m}_{s}" for s in sizes for m in ("exact", "fast")] + [n for n in explaining if n not in
+                                                                       ("exact", "fast")]
+    summarize(store, names, settings)
     print((args.out / "summary.md").read_text())
-    print(json.dumps(summary["spearman"], indent=1))
 
 
 if __name__ == "__main__":

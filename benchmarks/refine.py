@@ -14,12 +14,12 @@ relative change.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from caap.bench.store import RunStore
 from caap.core.groups import superpatch_groups
 
 
@@ -44,21 +44,17 @@ def main() -> None:
     parser.add_argument("--exact", default="caap")
     parser.add_argument("--fast", default="caap_adaptive")
     args = parser.parse_args()
-    records: dict[str, dict[int, dict]] = {args.exact: {}, args.fast: {}}
-    for path in sorted((args.run / "records").glob("*.json")):
-        r = json.loads(path.read_text())
-        if r["method"] in records:
-            records[r["method"]][r["index"]] = r
+    store = RunStore(args.run)
+    records = store.by_method([args.exact, args.fast])
     common = sorted(set(records[args.exact]) & set(records[args.fast]))
     if not common:
         raise SystemExit(f"no image has both {args.exact} and {args.fast} in {args.run}")
-    grid = np.load(args.run / "maps" / f"{common[0]:06d}_{args.exact}.npy").shape
+    grid = store.load_map(common[0], args.exact).shape
     meta = records[args.fast][common[0]].get("meta", {})
     coarse = superpatch_groups(grid, int(meta.get("coarse", 2))).ravel().numpy()
     rho, ceiling = [], []
     for i in common:
-        a = np.load(args.run / "maps" / f"{i:06d}_{args.exact}.npy").ravel()
-        b = np.load(args.run / "maps" / f"{i:06d}_{args.fast}.npy").ravel()
+        a, b = store.load_map(i, args.exact).ravel(), store.load_map(i, args.fast).ravel()
         rho.append(spearmanr(a, b)[0])
         ceiling.append(spearmanr(a, oracle(a, coarse, records[args.fast][i]["meta"].get("refined_patches", 0)))[0])
     exact_runs, fast_runs = (np.mean([records[m][i]["meta"]["patched_runs"] for i in common])

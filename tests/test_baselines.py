@@ -234,7 +234,7 @@ def test_attention_capture_restores_flags_and_fails_loudly():
     assert [blk.attn.fused_attn for blk in model.blocks] == flags
     hf = build("hf_vit")
     impl = hf.config._attn_implementation
-    with adapt(hf).capture_attention() as maps:
+    with adapt(hf).capture_attention() as maps:  # HFViTAdapter declares AttentionCapture
         with pytest.raises(UnsupportedModelError, match="saw 0 of 4 blocks"):
             maps.get()  # no forward yet
     assert hf.config._attn_implementation == impl

@@ -15,7 +15,7 @@ from conftest import FAST
 from tolerance import assert_rounding_close
 
 from caap import Attribution, methods, metrics
-from caap.adapters import adapt
+from caap.adapters import GenericAdapter, adapt
 from caap.errors import CaapError, UnsupportedModelError
 from caap.methods import Explainer, Maps
 from caap.specs import parse, parse_layers, parse_spec
@@ -194,7 +194,7 @@ def test_the_model_card_lives_with_the_adapter(tmp_path):
 
     demo = load_demo_model()
     adapter = adapt(demo)
-    assert adapter.defaults == {"layers": [0, 1, 2, 3]} and adapter.class_names[:2] == ["disk", "square"]
+    assert adapter.card.defaults == {"layers": [0, 1, 2, 3]} and adapter.card.class_names[:2] == ("disk", "square")
     assert not [k for k in vars(demo) if k.startswith("caap")]  # nothing patched onto the model
     assert methods.get("caap")(demo).layers == [0, 1, 2, 3]
     import transformers as tf
@@ -206,16 +206,39 @@ def test_the_model_card_lives_with_the_adapter(tmp_path):
                                                                    "image_std": [0.4, 0.5, 0.6]}))
     loaded = adapt(tf.ViTForImageClassification.from_pretrained(tmp_path))
     assert loaded.normalization.mean == (0.1, 0.2, 0.3) and loaded.normalization.std == (0.4, 0.5, 0.6)
-    assert loaded.class_names[3] == "thing 3" and loaded.num_classes == 10
+    assert loaded.card.class_names[3] == "thing 3" and loaded.card.num_classes == 10
 
 
 def test_a_generic_adapter_names_the_capability_it_lacks():
+    from caap.adapters import AttentionCapture, BlockViews, LinearRules, require
+
     torch_vit = build("generic_torch")
     adapter = explainable("generic_torch", torch_vit)
-    with pytest.raises(UnsupportedModelError, match="no conservative"):
+    with pytest.raises(UnsupportedModelError, match="no linear_block"):
         methods.get("lrp")(adapter)
     with pytest.raises(UnsupportedModelError, match="no head_modules"):
         adapter.head_modules()
+    for capability, name in ((AttentionCapture, "capture_attention"), (BlockViews, "block_view"),
+                             (LinearRules, "linear_block")):
+        with pytest.raises(UnsupportedModelError, match=f"GenericAdapter for TorchViT has no {name}"):
+            require(adapter, capability)
+    timm_adapter = adapt(build("timm_vit"))
+    assert require(timm_adapter, BlockViews) is timm_adapter
+    no_patch = GenericAdapter(torch_vit, torch_vit.embed, torch_vit.layers, torch_vit.head, num_prefix=1, grid=GRID)
+    with pytest.raises(UnsupportedModelError, match="patch_size"):
+        _ = no_patch.patch_size
+
+
+def test_adapt_never_changes_the_callers_adapter():
+    from caap.core.contexts import Normalization
+
+    adapter = adapt(build("timm_vit"))
+    before = adapter.normalization
+    other = adapt(adapter, Normalization((0.5,) * 3, (0.5,) * 3))
+    assert adapter.normalization == before and other.normalization.mean == (0.5, 0.5, 0.5)
+    assert other is not adapter and other.model is adapter.model and adapt(adapter) is adapter
+    explainer = methods.get("saliency")(adapter, normalization=Normalization((0.2,) * 3, (0.3,) * 3))
+    assert adapter.normalization == before and explainer.adapter.normalization.mean == (0.2, 0.2, 0.2)
 
 
 SEEDED = {"smoothgrad": {"samples": 3}, "rise": {"masks": 16}, "caap": {"context": "noise:1:3"},

@@ -14,6 +14,7 @@ from caap.adapters import adapt
 from caap.core.groups import Variants, check_groups, superpatch_groups
 from caap.errors import UnsupportedModelError
 from caap.methods import get
+from caap.methods.caap import AdaptiveCAAP, Fast, FastCAAP
 from caap.methods.caap.fast import context_pass, first_order, layouts, token_paths
 
 VIEWED = [name for name in ARCHS if name != "generic_torch"]
@@ -41,7 +42,7 @@ def assert_second_order(coarse: float, fine: float) -> None:
 def relative_error(model, x, layers, eps, **options) -> float:
     ctx = near(x, eps)
     exact = CAAP(model, layers=layers, context=ctx, **options).explain(x)
-    fast = CAAP(model, layers=layers, context=ctx, mode="fast", **options).explain(x, target=exact.target)
+    fast = FastCAAP(model, layers=layers, context=ctx, **options).explain(x, target=exact.target)
     return float((exact.scores - fast.scores).abs().max() / exact.scores.abs().max())
 
 
@@ -138,7 +139,7 @@ def test_step_two_equals_an_explicit_softmax_per_token():
 def test_all_classes_batches_and_layouts_are_consistent():
     model = build("timm_map_pool")
     x = images(3)
-    fast = CAAP(model, layers=[1, 2], mode="fast")
+    fast = FastCAAP(model, layers=[1, 2])
     full = fast.explain(x, all_classes=True)
     torch.testing.assert_close(full.class_scores[torch.arange(3), full.target], full.scores)
     other = fast.explain(x, target=[3, 3, 3])
@@ -156,7 +157,7 @@ def test_registered_options_dtype_and_model_state():
     model.train()
     before = snapshot(model)
     explainer = get("caap_fast")(model, layers="1:3", context="blur:2")
-    assert explainer.mode == "fast" and explainer.settings()["mode"] == "fast"
+    assert isinstance(explainer.strategy, Fast) and explainer.settings()["strategy"] == "fast"
     att = explainer.explain(images())
     assert att.scores.shape == (2, *GRID) and att.meta["variants"] == 2 * GRID[0] * GRID[1]
     low = get("caap_fast")(model, layers="1:3", context="blur:2", dtype=torch.bfloat16).explain(images(),
@@ -164,17 +165,17 @@ def test_registered_options_dtype_and_model_state():
     assert torch.corrcoef(torch.stack([low.scores.flatten(), att.scores.flatten()]))[0, 1] > 0.95
     assert_untouched(model, before)
     with pytest.raises(UnsupportedModelError, match="block_view"):
-        CAAP(explainable("generic_torch", build("generic_torch")), mode="fast")
-    with pytest.raises(ValueError, match="mode must be one of"):
-        CAAP(model, mode="quick")
+        FastCAAP(explainable("generic_torch", build("generic_torch")))
+    with pytest.raises(UnsupportedModelError, match="block_view"):
+        CAAP(explainable("generic_torch", build("generic_torch")), strategy=Fast())
 
 
 def test_fast_then_exact_refines_the_top_of_the_fast_map():
     model = build("timm_deit_distilled")
     x = images(2)
     exact = CAAP(model, layers=[1, 2]).explain(x)
-    fast = CAAP(model, layers=[1, 2], mode="fast").explain(x, target=exact.target)
-    both = CAAP(model, layers=[1, 2], mode="fast", refine=0.25).explain(x, target=exact.target, all_classes=True)
+    fast = FastCAAP(model, layers=[1, 2]).explain(x, target=exact.target)
+    both = AdaptiveCAAP(model, layers=[1, 2], refine=0.25).explain(x, target=exact.target, all_classes=True)
     k = 4  # ceil(0.25 * 16) patches per image
     assert both.meta["refined_patches"] == 2 * k and both.meta["patched_runs"] == 2 * k
     for b in range(2):

@@ -12,6 +12,7 @@ from test_engine import close, images, naive
 from caap import CAAP
 from caap.core.groups import superpatch_groups
 from caap.errors import CaapError
+from caap.methods.caap import exact
 
 N_PATCHES = GRID[0] * GRID[1]
 
@@ -49,7 +50,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(monkeypatch):
     att = explainer.explain(x)
     assert att.meta["batch_size"] == 2 and att.meta["halvings"] == 3  # 16 -> 8 -> 4 -> 2
     close(att.scores, expected.scores)
-    assert explainer.batch_size == 16  # the halving is per call
+    assert explainer.strategy.batch_size == 16  # the halving is per call
 
 
 
@@ -57,11 +58,11 @@ def test_out_of_memory_with_one_variant_is_raised(monkeypatch):
     explainer = CAAP(build("timm_vit"), layers=[1], batch_size=4)
     calls = []
 
-    def never_fits(*args):
-        calls.append(args[0].shape[0])
+    def never_fits(setting, zc, *args):
+        calls.append(zc.shape[0])
         raise torch.OutOfMemoryError("simulated: out of memory")
 
-    monkeypatch.setattr(explainer, "_patched_chunk", never_fits)
+    monkeypatch.setattr(exact, "patched_chunk", never_fits)
     with pytest.raises(torch.OutOfMemoryError):
         explainer.explain(images(1))
     assert calls == [4, 2, 1]
@@ -112,7 +113,7 @@ def test_refine_options_are_checked(kwargs, message):
 
 def test_refine_and_groups_are_exclusive():
     explainer = CAAP(build("timm_vit"), refine=0.5)
-    with pytest.raises(CaapError, match="either groups or refine"):
+    with pytest.raises(CaapError, match="groups and refine"):
         explainer.explain(torch.zeros(1, 3, IMG, IMG), groups=torch.zeros(GRID, dtype=torch.long))
 
 

@@ -106,7 +106,7 @@ def test_a_missing_hub_model_fails_at_once_with_one_line(hub_cache, monkeypatch,
     with pytest.raises(CaapError, match="not in the local Hugging Face cache") as err:
         create_model("hf-hub:caap-test/missing-model")
     assert time.perf_counter() - start < 5 and "\n" not in str(err.value)
-    with pytest.raises(CaapError, match="--weights does not apply"):
+    with pytest.raises(CaapError, match="weights does not apply"):
         create_model("hf-hub:caap-test/tiny-vit", weights="w.safetensors")
     with pytest.raises(CaapError, match="ORG/NAME"):
         create_model("hf-hub:no-slash")

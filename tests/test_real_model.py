@@ -11,7 +11,7 @@ from conftest import DEIT_TINY, DEV_IMAGES, needs_real_data, shared_data
 
 from caap import CAAP
 from caap.cli import main
-from caap.methods.caap import naive_caap
+from caap.methods.caap import FastCAAP, naive_caap
 
 pytestmark = needs_real_data
 
@@ -130,7 +130,7 @@ def test_real_deit_fast_mode_ranks_patches_as_exact(deit):
     files = sorted(DEV_IMAGES.glob("*.JPEG"))[3::50]  # 4 images spread over the classes
     x = torch.stack([transform(load_image(f)) for f in files])
     exact = CAAP(deit).explain(x)
-    fast = CAAP(deit, mode="fast").explain(x)
+    fast = FastCAAP(deit).explain(x)
     assert torch.equal(fast.target, exact.target)
     for e, f in zip(exact.scores, fast.scores, strict=True):
         assert spearmanr(e.flatten().numpy(), f.flatten().numpy())[0] >= 0.99

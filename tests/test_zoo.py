@@ -41,7 +41,7 @@ def test_the_recipe_trains_and_the_weights_load_by_name(arch, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
-    with pytest.raises(CaapError, match="needs --weights"):
+    with pytest.raises(CaapError, match="weights is needed"):
         create_model(f"caap-zoo-{arch}")
     with pytest.raises(CaapError, match="unknown zoo backbone"):
         build_backbone("resnet")

@@ -20,6 +20,7 @@ from caap.core.attribution import Attribution
 from caap.core.contexts import Black, Blur, Context, Mean, Noise, Normalization
 from caap.errors import CaapError, UnsupportedModelError
 from caap.methods import CAAP, Explainer
+from caap.methods.caap import AdaptiveCAAP, CoarseToFine, Exact, Fast, FastCAAP, FastThenExact
 from caap.version import __version__
 
 _SUBPACKAGES = ("adapters", "bench", "core", "data", "methods", "metrics", "viz")
@@ -33,6 +34,12 @@ def __getattr__(name: str):
 
 __all__ = [
     "CAAP",
+    "AdaptiveCAAP",
+    "CoarseToFine",
+    "Exact",
+    "Fast",
+    "FastCAAP",
+    "FastThenExact",
     "Adapter",
     "Attribution",
     "Black",

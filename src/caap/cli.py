@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from caap.errors import CaapError
+from caap.errors import CaapError, OptionError
 from caap.version import __version__
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CaapError as exc:
-        print(f"caap: error: {exc}", file=sys.stderr)
+        print(f"caap: error: {exc.as_flag() if isinstance(exc, OptionError) else exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("caap: interrupted", file=sys.stderr)
@@ -204,14 +204,13 @@ def _image_paths(items: list[str]) -> list[Path]:
 def _specs(text: str, kind: str = "method") -> list[str]:
     """The specs of ``--methods`` / ``--metrics``; ``all`` is every registered one with its default settings
     (families that need a name, as ``quantus:NAME``, are not in it)."""
+    from caap import methods, metrics
     from caap.specs import split_list
 
+    registry = methods if kind == "method" else metrics
     if text.strip() == "all":
-        from caap import methods, metrics
-
-        registry = methods if kind == "method" else metrics
         return [n for n in registry.available() if not hasattr(registry.get(n), "specialise")]
-    return split_list(text)
+    return split_list(text, registry.available())
 
 
 def explain_options(method: str, args: argparse.Namespace, loaded) -> dict:
@@ -266,10 +265,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "method": name, "spec": args.method, **({"context": args.context} if args.context else {}),
                 "target": args.target, "top_k": args.top_k,
                 "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in loaded.data_config.items()}}
-    unit = f"Δ {args.score or 'logit'}" if name == "caap" else "attribution"
     results = explain_files(images, loaded, explainer, args.out, target=target, top_k=args.top_k,
-                            settings=settings, unit=unit, fmt=args.format, display=args.display,
-                            html=args.html)
+                            settings=settings, fmt=args.format, display=args.display, html=args.html)
     print(f"explained {len(results['images'])} image(s) in {results['total_seconds']:.1f} s -> {args.out}")
     return 0
 
@@ -310,20 +307,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_subset(args: argparse.Namespace) -> None:
-    if args.limit is not None and args.limit < 1:
-        raise CaapError(f"--limit {args.limit}: expected a positive number of images")
-    if args.every < 1:
-        raise CaapError(f"--every {args.every}: expected a positive step")
-
-
 def _run_options(args: argparse.Namespace) -> dict:
     """The run-wide options of bench and sweep, checked."""
     from caap.core.state import check_device
 
-    _check_subset(args)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CaapError(f"--batch-size {args.batch_size}: expected a positive number")
     device = str(check_device(args.device, "--device")) if args.device is not None else None
     return {"model": args.model, "weights": args.weights, "data": args.data, "masks": args.masks,
             "limit": args.limit, "every": args.every, "labels": args.labels, "target": args.target,
@@ -363,10 +350,11 @@ def _ints(text: str, flag: str) -> list[int]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from caap.bench.sweep import SweepConfig, sweep
-    from caap.core.contexts import make_context
+    from caap.core.contexts import CONTEXTS, make_context
     from caap.core.scores import make_score
+    from caap.specs import split_list
 
-    contexts = [c for c in args.contexts.split(",") if c]
+    contexts = split_list(args.contexts, CONTEXTS)
     scores = [c for c in args.scores.split(",") if c]
     for c in contexts:
         make_context(c)

@@ -12,7 +12,7 @@ A segment without ``=`` continues the previous value (``layers=4:8``, ``canvas=b
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from caap.errors import CaapError
@@ -108,15 +108,17 @@ def format_layers(layers: Sequence[int]) -> str:
     return ",".join(str(v) for v in values)
 
 
-def split_list(text: str) -> list[str]:
-    """A comma-separated list of specs (``"caap:layers=4,5,rise"`` keeps ``layers=4,5`` whole: a piece that
-    does not start a new spec name continues the previous one when it follows a ``KEY=VALUE``)."""
-    pieces = [p.strip() for p in text.split(",")]
+def split_list(text: str, names: Collection[str]) -> list[str]:
+    """A comma-separated list of specs of one registry whose ``names`` are known: a piece starts a new spec when
+    it begins with one of ``names`` (``rise``, ``rise:masks=8``); any other piece continues the value before it
+    (``caap:layers=4,5,rise`` -> ``["caap:layers=4,5", "rise"]``). A first piece, or one after a spec without a
+    ``KEY=VALUE``, that names nothing known is kept as its own spec (and then refused by name)."""
     out: list[str] = []
-    for piece in pieces:
+    for piece in (p.strip() for p in text.split(",")):
         if not piece:
             continue
-        if out and re.fullmatch(r"[0-9.\-]+(:.*)?", piece) and "=" in out[-1].rsplit(":", 1)[-1]:
+        known = piece.split(":", 1)[0] in names
+        if out and not known and "=" in out[-1].rsplit(":", 1)[-1]:
             out[-1] += "," + piece
         else:
             out.append(piece)

@@ -1,9 +1,13 @@
-"""Adapters: the only code that knows model internals. ``adapt(model)`` picks one automatically;
-``create_model(name)`` builds a timm model, a Hugging Face model (folder or ``hf-hub:``) or an embedded demo model
-by name; ``model_data_config`` / ``model_transform`` give its own preprocessing."""
+"""Adapters: the only code that knows model internals. ``adapt(model)`` picks one automatically; an adapter is
+the core contract (:class:`Adapter`) plus the capabilities it declares (:mod:`caap.adapters.capabilities`) and
+the model's card (:class:`ModelCard`); ``create_model(name)`` builds a timm model, a Hugging Face model (folder
+or ``hf-hub:``) or an embedded demo model by name; ``model_data_config`` / ``model_transform`` give its own
+preprocessing."""
 
 from caap.adapters.auto import adapt
 from caap.adapters.base import Adapter, GenericAdapter
+from caap.adapters.capabilities import AttentionCapture, BlockViews, FastPaths, LinearRules, require
+from caap.adapters.card import ModelCard
 from caap.adapters.classifier import ClassifierAdapter
 from caap.adapters.eva import TimmEvaAdapter
 from caap.adapters.hf import HFViTAdapter
@@ -11,6 +15,6 @@ from caap.adapters.timm import TimmViTAdapter
 from caap.adapters.weights import load_state_dict
 from caap.adapters.zoo import create_model, model_data_config, model_transform
 
-__all__ = ["Adapter", "ClassifierAdapter", "GenericAdapter", "HFViTAdapter", "TimmEvaAdapter",
-           "TimmViTAdapter", "adapt", "create_model",
-           "load_state_dict", "model_data_config", "model_transform"]
+__all__ = ["Adapter", "AttentionCapture", "BlockViews", "ClassifierAdapter", "FastPaths", "GenericAdapter",
+           "HFViTAdapter", "LinearRules", "ModelCard", "TimmEvaAdapter", "TimmViTAdapter", "adapt", "create_model",
+           "load_state_dict", "model_data_config", "model_transform", "require"]

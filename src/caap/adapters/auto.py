@@ -14,13 +14,12 @@ from caap.errors import UnsupportedModelError
 
 
 def adapt(model: nn.Module | Adapter, normalization: Normalization | None = None) -> Adapter:
-    """Return an adapter for ``model``: an :class:`Adapter` as is, a timm ViT, a Hugging Face ViT, or for any
-    other classifier a :class:`ClassifierAdapter` (the model-agnostic methods only; the others raise one line
-    naming the ViT capability it lacks)."""
+    """Return an adapter for ``model``: an :class:`Adapter` as is (a copy with ``normalization`` when one is given:
+    the caller's adapter is never changed), a timm ViT, a Hugging Face ViT, or for any other classifier a
+    :class:`ClassifierAdapter` (the model-agnostic methods only; the others raise one line naming the ViT
+    capability it lacks)."""
     if isinstance(model, Adapter):
-        if normalization is not None:
-            model.normalization = normalization
-        return model
+        return model if normalization is None else model.with_normalization(normalization)
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch nn.Module or a caap Adapter, got {type(model).__name__}")
     if is_timm_vit(model):

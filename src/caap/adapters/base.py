@@ -8,7 +8,8 @@ An adapter splits a ViT into ``embed`` (pixels -> input residual stream of block
 
 from __future__ import annotations
 
-import contextlib
+import copy
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -16,24 +17,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from caap.adapters.attention import AttentionMaps
-from caap.adapters.views import BlockView, LinearBlock, LinearHead
+from caap.adapters.card import ModelCard
 from caap.core.contexts import Normalization
-from caap.core.workspace import Workspace
 from caap.errors import CaapError, UnsupportedModelError
 
 
 class Adapter(ABC):
-    """A view of a ViT classifier as ``embed -> blocks -> head``.
+    """A view of a ViT classifier as ``embed -> blocks -> head``: the core contract every method may use.
 
-    Every fact about a model that a method, a metric or a command needs comes from here: the three parts,
-    the geometry, the head and its modules, attention capture, the input normalisation, the model card
-    (class names, per-model defaults). A capability an adapter lacks raises
-    :class:`~caap.errors.UnsupportedModelError` naming it.
+    Every fact about a model comes from an adapter: the three parts, the geometry, the head's modules, the
+    input normalisation and the model's card (:class:`~caap.adapters.card.ModelCard`). What not every model can
+    do — attention capture, block views, linear rules, speed paths — are capabilities an adapter declares by
+    inheriting them (:mod:`caap.adapters.capabilities`); methods ask with ``require(adapter, Capability)``,
+    which names what is missing in one line (:class:`~caap.errors.UnsupportedModelError`).
 
     Attributes:
-        model: the wrapped module (adapters register hooks or change flags only inside the context managers
-            below, which undo them on exit).
+        model: the wrapped module (adapters register hooks or change flags only inside context managers, which
+            undo them on exit).
         num_prefix: number of prefix tokens (CLS, distillation, registers) before the patch tokens.
         normalization: the preprocessing mean/std the model expects (used by pixel-defined contexts).
         head_rows: token rows the head reads (e.g. ``(0,)`` for class-token pooling), or ``None`` when it
@@ -51,55 +51,22 @@ class Adapter(ABC):
     normalization: Normalization
     head_rows: tuple[int, ...] | None = None
 
-    # --- the model card -------------------------------------------------------------------------------
-    @property
-    def class_names(self) -> list[str] | None:
-        """One name per class (index order), when the model's card carries them."""
-        return None
+    @functools.cached_property
+    def card(self) -> ModelCard:
+        """The model's card (classes, input size, per-method defaults), read once."""
+        return self._read_card()
 
-    @property
-    def defaults(self) -> dict[str, Any]:
-        """Per-model defaults for methods (e.g. ``{"layers": [0, 1, 2, 3]}`` for CAAP), from the model's card."""
-        return {}
+    def _read_card(self) -> ModelCard:
+        return ModelCard()
 
     @property
     def num_classes(self) -> int | None:
-        """Number of classes of the head, when the model says."""
-        return None
+        """The head's number of classes (the card's), for checking targets."""
+        return self.card.num_classes
 
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        """The input size ``(H, W)`` in pixels the model was built for, when fixed."""
-        return None
-
-    # --- capabilities that not every model has ---------------------------------------------------------
     def head_modules(self) -> list[nn.Module]:
         """The classifier's own modules (what a model-randomisation check re-draws first)."""
         raise self.unsupported("head_modules (the classifier's modules)")
-
-    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionMaps]:
-        """Context manager: after a forward inside it, ``maps.get()`` gives every block's attention
-        probabilities ``[B, heads, N, N]``; every switch it flips is restored on exit."""
-        raise self.unsupported("capture_attention (attention probabilities)")
-
-    def block_view(self, index: int) -> BlockView:
-        """Block ``index`` as token-wise pieces around its attention (:mod:`caap.adapters.views`), for CAAP's
-        fast mode; only for blocks whose view reproduces the module exactly."""
-        raise self.unsupported("block_view (a pre-norm block as token-wise pieces, for CAAP's fast mode)")
-
-    def linear_block(self, index: int) -> LinearBlock:
-        """Block ``index`` with its linear layers named (:class:`~caap.adapters.views.LinearBlock`), for
-        relevance-propagation rules (transformer attribution, AttnLRP)."""
-        raise self.unsupported("linear_block (a pre-norm block's linear layers, for relevance propagation)")
-
-    def linear_head(self) -> LinearHead:
-        """The head as norm, pooling, fc norm and one linear classifier (:class:`~caap.adapters.views.LinearHead`)."""
-        raise self.unsupported("linear_head (a head of one linear classifier, for relevance propagation)")
-
-    def conservative(self) -> contextlib.AbstractContextManager[None]:
-        """Context manager: attention probabilities and every LayerNorm's ``1/std`` are constants for
-        autograd (Ali et al. 2022, conservative propagation); undone on exit."""
-        raise self.unsupported("conservative (detached attention for LRP)")
 
     def _modules_named(self, names: Sequence[str]) -> list[nn.Module]:
         """The model's submodules among ``names`` (in that order), or an error naming them."""
@@ -110,6 +77,12 @@ class Adapter(ABC):
 
     def unsupported(self, capability: str) -> UnsupportedModelError:
         return UnsupportedModelError(f"{type(self).__name__} for {type(self.model).__name__} has no {capability}")
+
+    def with_normalization(self, normalization: Normalization) -> Adapter:
+        """A copy of this adapter with another input normalisation (this one is left as it is)."""
+        other = copy.copy(self)
+        other.normalization = normalization
+        return other
 
     @property
     @abstractmethod
@@ -129,19 +102,6 @@ class Adapter(ABC):
         out = self.blocks[index](z)
         return out[0] if isinstance(out, tuple) else out
 
-    def run_block_rows(self, index: int, z: torch.Tensor, rows: int) -> torch.Tensor | None:
-        """Rows ``0 .. rows-1`` of ``B_l(z)``, ``[B, N, D] -> [B, rows, D]``, computing attention queries and
-        the MLP for those rows only; ``None`` when this adapter cannot do it for this block (then the engine
-        runs the whole block). Used for the last block when the head reads only prefix rows."""
-        return None
-
-    def run_block_inplace(self, index: int, z: torch.Tensor, workspace: Workspace) -> torch.Tensor | None:
-        """``B_l(z)`` computed in place: ``z`` ``[B, N, D]`` (contiguous, owned by the caller) becomes the
-        output and is returned; large intermediates go to ``workspace``. ``None`` when this adapter has no
-        such path for this block or this state (grad, autocast, hooks): the engine then calls ``run_block``.
-        The result must equal ``run_block``'s up to float rounding (the residual is added in another order)."""
-        return None
-
     @abstractmethod
     def head(self, z: torch.Tensor) -> torch.Tensor:
         """Output of the last block ``[B, N, D]`` -> logits ``[B, C]``.
@@ -155,7 +115,7 @@ class Adapter(ABC):
     @property
     def patch_size(self) -> tuple[int, int]:
         """Patch size ``(ph, pw)`` in pixels."""
-        raise NotImplementedError
+        raise self.unsupported("patch_size (the patch size in pixels)")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The model's logits ``[B, C]``, computed through ``embed``, every block and ``head``."""
@@ -197,8 +157,8 @@ class GenericAdapter(Adapter):
         class_names: optional names of the classes; defaults: optional per-method defaults (model card).
         head_modules: optional classifier modules (for model randomisation).
 
-    Attention capture and conservative propagation are not available: methods that need them raise
-    :class:`~caap.errors.UnsupportedModelError` naming the capability.
+    It has no capabilities beyond the core contract: methods that need attention capture, block views or linear
+    rules raise :class:`~caap.errors.UnsupportedModelError` naming the capability.
     """
 
     def __init__(
@@ -239,19 +199,11 @@ class GenericAdapter(Adapter):
     def blocks(self) -> Sequence[nn.Module]:
         return self._blocks
 
-    @property
-    def class_names(self) -> list[str] | None:
-        return self._class_names
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return dict(self._defaults)
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        if callable(self._grid) or self._patch is None:
-            return None
-        return (self._grid[0] * self._patch[0], self._grid[1] * self._patch[1])
+    def _read_card(self) -> ModelCard:
+        size = None if callable(self._grid) or self._patch is None else (
+            self._grid[0] * self._patch[0], self._grid[1] * self._patch[1])
+        names = tuple(self._class_names) if self._class_names is not None else None
+        return ModelCard(names, len(names) if names else None, size, dict(self._defaults))
 
     def head_modules(self) -> list[nn.Module]:
         if self._head_modules is None:
@@ -270,5 +222,5 @@ class GenericAdapter(Adapter):
     @property
     def patch_size(self) -> tuple[int, int]:
         if self._patch is None:
-            raise CaapError("this GenericAdapter was built without patch_size")
+            raise self.unsupported("patch_size (pass patch_size= to GenericAdapter)")
         return self._patch

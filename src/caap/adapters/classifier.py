@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from caap.adapters.base import Adapter
+from caap.adapters.card import ModelCard
+from caap.adapters.normalization import model_normalization
 from caap.core.contexts import Normalization
 from caap.errors import CaapError
 
@@ -42,23 +44,17 @@ class ClassifierAdapter(Adapter):
             raise CaapError(f"cell must be a positive int or (h, w) of pixels, got {cell!r}")
         self.model = model
         self._cell = cells
-        self.normalization = normalization or _own_normalization(model)
+        self.normalization = normalization or model_normalization(model)
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
         raise self.unsupported("transformer blocks (a ViT's token embeddings, blocks and head)")
 
-    @property
-    def num_classes(self) -> int | None:
+    def _read_card(self) -> ModelCard:
         n = getattr(self.model, "num_classes", None) or getattr(getattr(self.model, "config", None), "num_labels", None)
-        return int(n) if isinstance(n, int) else None
-
-    @property
-    def class_names(self) -> list[str] | None:
         labels = getattr(getattr(self.model, "config", None), "id2label", None)
-        if isinstance(labels, dict) and labels:
-            return [str(labels[i]) for i in sorted(labels)]
-        return None
+        names = tuple(str(labels[i]) for i in sorted(labels)) if isinstance(labels, dict) and labels else None
+        return ModelCard(names, int(n) if isinstance(n, int) else None)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         raise self.unsupported("embed (a ViT's token embeddings)")
@@ -83,11 +79,3 @@ class ClassifierAdapter(Adapter):
 
     def head_modules(self) -> list[nn.Module]:
         return self._modules_named(("head", "fc", "classifier"))
-
-
-def _own_normalization(model: nn.Module) -> Normalization:
-    """timm's card for a timm model, else the Hugging Face image-processor config (else ImageNet's)."""
-    from caap.adapters.hf import _hf_normalization
-    from caap.adapters.timm import _timm_normalization
-
-    return _timm_normalization(model) if getattr(model, "pretrained_cfg", None) else _hf_normalization(model)

@@ -16,9 +16,11 @@ from torch import nn
 
 from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
-from caap.adapters.hub import processor_config
+from caap.adapters.capabilities import AttentionCapture, BlockViews, LinearRules
+from caap.adapters.card import ModelCard
+from caap.adapters.normalization import hf_normalization
 from caap.adapters.views import BlockView, LinearBlock, LinearHead, split_heads
-from caap.core.contexts import IMAGENET_MEAN, IMAGENET_STD, Normalization
+from caap.core.contexts import Normalization
 from caap.errors import UnsupportedModelError
 
 # class name -> (backbone attribute, head kind: class token, class + distillation tokens, class + patch mean)
@@ -35,7 +37,7 @@ def is_hf_classifier(model: nn.Module) -> bool:
     return type(model).__name__ in HF_MODELS and type(model).__module__.startswith("transformers.")
 
 
-class HFViTAdapter(Adapter):
+class HFViTAdapter(Adapter, AttentionCapture, BlockViews, LinearRules):
     """A Hugging Face ``*ForImageClassification`` ViT, DeiT or DINOv2 model."""
 
     def __init__(self, model: nn.Module, normalization: Normalization | None = None) -> None:
@@ -52,7 +54,7 @@ class HFViTAdapter(Adapter):
         self.num_registers = int(getattr(self.config, "num_register_tokens", 0) or 0)
         distilled = name.startswith("DeiT")
         self.num_prefix = 1 + int(distilled) + self.num_registers
-        self.normalization = normalization or _hf_normalization(model)
+        self.normalization = normalization or hf_normalization(model)
         self.head_rows = {"cls": (0,), "cls_dist": (0, 1), "cls_mean": None}[self._head_kind]
 
     @property
@@ -90,22 +92,14 @@ class HFViTAdapter(Adapter):
     def patch_size(self) -> tuple[int, int]:
         return _pair(self.config.patch_size)
 
-    # --- the model card -------------------------------------------------------------------------------
-    @property
-    def class_names(self) -> list[str] | None:
+    # --- the model card: the config's labels and image size ----------------------------------------------
+    def _read_card(self) -> ModelCard:
+        classes = int(self.config.num_labels)
         labels = getattr(self.config, "id2label", None) or {}
-        names = [labels.get(i, labels.get(str(i))) for i in range(self.num_classes or 0)]
+        names = [labels.get(i, labels.get(str(i))) for i in range(classes)]
         if not names or any(n is None for n in names) or all(str(n) == f"LABEL_{i}" for i, n in enumerate(names)):
-            return None
-        return [str(n) for n in names]
-
-    @property
-    def num_classes(self) -> int | None:
-        return int(self.config.num_labels)
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return _pair(self.config.image_size)
+            names = None
+        return ModelCard(tuple(str(n) for n in names) if names else None, classes, _pair(self.config.image_size))
 
     def head_modules(self) -> list[nn.Module]:
         return self._modules_named(("classifier", "cls_classifier", "distillation_classifier"))
@@ -219,18 +213,3 @@ def _find_layers(backbone: nn.Module, name: str) -> Sequence[nn.Module]:
         if isinstance(obj, nn.ModuleList):
             return obj
     raise UnsupportedModelError(f"{name}: found no transformer layers at .layers or .encoder.layer")
-
-
-def _hf_normalization(model: nn.Module) -> Normalization:
-    """Mean and std from the model's image-processor config (``preprocessor_config.json`` in the folder it was
-    loaded from, or in the local hub cache of its repository); ImageNet's when it has none. Never guessed from
-    the model's class: a google/vit-* checkpoint without its processor config is the user's to describe
-    (``normalization=Normalization((0.5,) * 3, (0.5,) * 3)``)."""
-    cfg = processor_config(model)
-    if cfg is None:
-        return Normalization(IMAGENET_MEAN, IMAGENET_STD)
-    try:
-        return Normalization(tuple(float(v) for v in cfg["image_mean"]), tuple(float(v) for v in cfg["image_std"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedModelError(f"cannot read image_mean/image_std from the model's image-processor config "
-                                    f"({type(exc).__name__}: {exc})") from None

@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from caap.adapters.weights import quiet_load
-from caap.errors import CaapError
+from caap.errors import CaapError, OptionError
 
 HUB_PREFIX = "hf-hub:"
 HUB_HOST = ("huggingface.co", 443)
@@ -78,7 +78,7 @@ def _snapshot(repo: str) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     if repo.count("/") != 1 or not all(repo.split("/")):
-        raise CaapError(f"--model {HUB_PREFIX}{repo}: expected {HUB_PREFIX}ORG/NAME")
+        raise OptionError("model", f"{HUB_PREFIX}{repo}: expected {HUB_PREFIX}ORG/NAME")
     try:
         return Path(snapshot_download(repo, local_files_only=True))
     except LocalEntryNotFoundError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -18,6 +17,9 @@ from torch import nn
 
 from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
 from caap.adapters.base import Adapter
+from caap.adapters.capabilities import AttentionCapture, BlockViews, FastPaths, LinearRules
+from caap.adapters.card import ModelCard
+from caap.adapters.normalization import timm_normalization
 from caap.adapters.timm_blocks import autocast_dtype, block_inplace, block_rows, inplace_gelu, plain_block
 from caap.adapters.views import BlockView, LinearBlock, LinearHead
 from caap.core.contexts import Normalization
@@ -29,7 +31,7 @@ def is_timm_vit(model: nn.Module) -> bool:
     return isinstance(model, VisionTransformer)
 
 
-class TimmViTAdapter(Adapter):
+class TimmViTAdapter(Adapter, AttentionCapture, BlockViews, LinearRules, FastPaths):
     """A timm ``VisionTransformer`` (any subclass that keeps its ``forward_features`` structure)."""
 
     accepts = staticmethod(is_timm_vit)  # the model family this adapter opens (a subclass names its own)
@@ -40,7 +42,7 @@ class TimmViTAdapter(Adapter):
             raise UnsupportedModelError(f"{type(self).__name__} needs {self.family}, got {type(model).__name__}")
         self.model = model
         self.num_prefix = int(model.num_prefix_tokens)
-        self.normalization = normalization or _timm_normalization(model)
+        self.normalization = normalization or timm_normalization(model)
         self.head_rows = self._head_rows(model)
 
     @staticmethod
@@ -101,34 +103,20 @@ class TimmViTAdapter(Adapter):
     def patch_size(self) -> tuple[int, int]:
         return tuple(self.model.patch_embed.patch_size)
 
-    # --- the model card -------------------------------------------------------------------------------
-    @property
-    def _card(self) -> dict:
-        return getattr(self.model, "pretrained_cfg", None) or {}
+    # --- the model card: timm's pretrained_cfg ---------------------------------------------------------
+    def _read_card(self) -> ModelCard:
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        classes = int(self.model.num_classes)
+        names = cfg.get("label_names")
+        if not (names and len(names) == classes):
+            names = None
+            if classes == 1000:  # a 1000-way timm classifier: ImageNet-1k, timm's own class names
+                from timm.data import ImageNetInfo
 
-    @property
-    def class_names(self) -> list[str] | None:
-        names = self._card.get("label_names")
-        if names and len(names) == self.num_classes:
-            return list(names)
-        if self.num_classes == 1000:  # a 1000-way timm classifier: ImageNet-1k, timm's own class names
-            from timm.data import ImageNetInfo
-
-            info = ImageNetInfo()
-            return [info.index_to_description(i).split(",")[0] for i in range(1000)]
-        return None
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return dict(self._card.get("caap") or {})
-
-    @property
-    def num_classes(self) -> int | None:
-        return int(self.model.num_classes)
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return tuple(self.model.patch_embed.img_size)
+                info = ImageNetInfo()
+                names = [info.index_to_description(i).split(",")[0] for i in range(1000)]
+        return ModelCard(tuple(names) if names else None, classes, tuple(self.model.patch_embed.img_size),
+                         dict(cfg.get("caap") or {}))
 
     def head_modules(self) -> list[nn.Module]:
         return self._modules_named(("head", "head_dist", "fc_norm"))
@@ -202,11 +190,3 @@ class TimmViTAdapter(Adapter):
 def _gamma(module: nn.Module) -> torch.Tensor | None:
     """A timm ``LayerScale``'s vector, ``None`` for an identity."""
     return None if isinstance(module, nn.Identity) else module.gamma
-
-
-def _timm_normalization(model: nn.Module) -> Normalization:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    mean, std = cfg.get("mean"), cfg.get("std")
-    if mean and std:
-        return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-    return Normalization()

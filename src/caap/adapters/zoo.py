@@ -22,7 +22,7 @@ from caap.adapters.hub import (
     local_files_only,
 )
 from caap.adapters.weights import load_state_dict, load_strict
-from caap.errors import CaapError
+from caap.errors import CaapError, OptionError
 
 
 def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_vit: str | None = None) -> nn.Module:
@@ -35,14 +35,14 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
     """
     if is_hub_source(name):
         if weights is not None:
-            raise CaapError(f"--weights does not apply to {name!r}: a Hugging Face model brings its own weights")
+            raise OptionError("weights", f"does not apply to {name!r}: a Hugging Face model brings its own weights")
         model = load_hub_model(name)
         adapt(model)  # a one-line error now for an architecture caap cannot explain
         return model
     arch = zoo_arch(name)
     if arch is not None:  # a member of the backbone zoo, trained by python -m caap.data.train --arch ARCH
         if weights is None:
-            raise CaapError(f"{name!r} needs --weights FILE (train it: python -m caap.data.train --arch {arch})")
+            raise OptionError("weights", f"is needed for {name!r} (train it: python -m caap.data.train --arch {arch})")
         state = load_state_dict(weights)
         head = state.get("head.weight")
         model = build_backbone(arch, head.shape[0] if isinstance(head, torch.Tensor) else 10)
@@ -74,8 +74,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
                 model = timm.create_model(name, pretrained=True)
         except Exception as exc:  # hub errors come in many types; all mean "no weights"
             where = "from the hub" if online else "(offline, and not in the local cache)"
-            raise CaapError(f"could not load pretrained weights for {name!r} {where}: {first_line(exc, 120)}; "
-                            "pass --weights FILE") from None
+            raise OptionError("weights", f"are needed: could not load pretrained weights for {name!r} {where}: "
+                                         f"{first_line(exc, 120)}") from None
         return model.eval()
     state = load_state_dict(weights)
     kwargs = {}

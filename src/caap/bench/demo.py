@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from caap.adapters.demo import load_demo_model, model_card, normalize_uint8
 from caap.data.synthetic import SyntheticConfig, generate_batch
-from caap.errors import CaapError
+from caap.errors import OptionError
 from caap.io import save_figure, save_json, save_npy
 from caap.methods import CAAP
 from caap.metrics import pointing_game_hits
@@ -24,7 +24,7 @@ def run_demo(variant: str = "simple", images: int = 8, seed: int = 0, out: str |
     """Explain ``images`` generated images of ``variant`` with CAAP on the embedded model; writes one figure
     per image, ``grid.png``, the raw maps and ``results.json`` (accuracy, pointing game, records)."""
     if not 1 <= images <= 1000:
-        raise CaapError(f"--images {images}: expected 1..1000")
+        raise OptionError("images", f"{images}: expected 1..1000")
     model = load_demo_model(variant)
     config = SyntheticConfig(variant=variant, seed=DEMO_SEED + seed)
     batch = generate_batch(config, 0, images, balanced=True)

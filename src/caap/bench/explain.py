@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 from caap.adapters import Adapter, adapt, create_model, model_data_config
 from caap.core.contexts import Normalization
 from caap.data.images import load_image
-from caap.errors import CaapError
+from caap.errors import CaapError, OptionError
 from caap.io import save_figure, save_json, save_npy
-from caap.methods import CAAP, METHODS, Explainer
+from caap.methods import METHODS, Explainer
 from caap.version import __version__
 from caap.viz import explanation_figure, grid_figure
 from caap.viz.explorer import PageMethod, page_image, page_maps, write_page
@@ -45,7 +45,7 @@ class LoadedModel:
     @property
     def class_names(self) -> list[str]:
         n = self.num_classes
-        names = self.adapter.class_names
+        names = self.adapter.card.class_names
         return list(names) if names and len(names) == n else [f"class {i}" for i in range(n)]
 
     @property
@@ -79,9 +79,10 @@ def vit_method(specs: Sequence[str]) -> str | None:
 
 
 def class_maps(explainer: Explainer, x: torch.Tensor, classes: list[int], progress: bool = True) -> torch.Tensor:
-    """Maps ``[K, h, w]`` of one image for several classes (one CAAP call for all of them)."""
-    if isinstance(explainer, CAAP) and len(classes) > 1:
-        return explainer.explain(x, target=classes[0], all_classes=True, progress=progress).class_scores[0, classes]
+    """Maps ``[K, h, w]`` of one image for several classes: one call where the method takes a ``classes`` call
+    option (CAAP: exact maps of every class at no extra cost, fast ones at one backward pass per class)."""
+    if "classes" in explainer.call_options and len(classes) > 1:
+        return explainer.explain(x, target=classes[0], classes=classes, progress=progress).class_scores[0]
     return torch.stack([explainer.explain(x, target=c, progress=progress).scores[0] for c in classes])
 
 
@@ -114,22 +115,24 @@ def check_figure_options(fmt: str, display: str) -> None:
 
 def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: Explainer, out: str | Path, *,
                   target: int | None = None, top_k: int = 1, settings: dict | None = None,
-                  unit: str = "attribution", progress: bool = True, fmt: str = "png",
+                  unit: str | None = None, progress: bool = True, fmt: str = "png",
                   display: str = "bilinear", html: bool = False) -> dict:
     """Explain image files: per image a figure (``fmt``: png, svg or pdf; the input, then the top-k classes'
     overlays on one shared scale with its colour bar), the raw maps (``.npy``: ``[h, w]``, or ``[K, h, w]`` for
     several classes) and ``results.json`` for the run. ``display="nearest"`` shows patch maps patch-exact;
-    ``html``: also ``explore.html``, the run's maps in one self-contained page (:mod:`caap.viz.explorer`)."""
+    ``html``: also ``explore.html``, the run's maps in one self-contained page (:mod:`caap.viz.explorer`);
+    ``unit``: the colour bar's label (default: the method's own, :meth:`Explainer.unit`)."""
     check_figure_options(fmt, display)
     if top_k < 1:
-        raise CaapError(f"--top-k {top_k}: expected a positive number of classes")
+        raise OptionError("top_k", f"{top_k}: expected a positive number of classes")
+    unit = unit or explainer.unit()
     paths = [Path(p) for p in paths]
     pictures = [load_image(p) for p in paths]  # every image checked before any work
     names = loaded.class_names
     if top_k > len(names):
-        raise CaapError(f"--top-k {top_k} exceeds the model's {len(names)} classes")
+        raise OptionError("top_k", f"{top_k} exceeds the model's {len(names)} classes")
     if target is not None and not 0 <= target < len(names):
-        raise CaapError(f"--target {target} is out of range; expected a class index in 0..{len(names) - 1}")
+        raise OptionError("target", f"{target} is out of range; expected a class index in 0..{len(names) - 1}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"settings": {**explainer.settings(), **(settings or {}),
@@ -148,7 +151,7 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
         maps = class_maps(explainer, x, classes, progress and len(paths) < 2)  # [K, h, w]; one bar at a time
         seconds = time.perf_counter() - t0
         titles = [f"{names[c]} (class {c}), p={probs[c]:.3f}" for c in classes]
-        what = f"CAAP, layers {explainer.layers}" if isinstance(explainer, CAAP) else explainer.name
+        what = explainer.describe()
         fig = explanation_figure(loaded.pixels(x), list(maps), titles, suptitle=f"{path.name} — {what}", unit=unit,
                                  signed=explainer.signed, mode=display)
         save_figure(out / f"{stem}.{fmt}", fig, dpi=110)
@@ -178,13 +181,13 @@ def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: st
     ``compare.<fmt>`` and ``compare.json`` (target, methods, seconds per method)."""
     check_figure_options(fmt, display)
     if not specs:
-        raise CaapError("--methods is empty; expected e.g. caap,rollout,gradcam")
+        raise OptionError("methods", "is empty; expected e.g. caap,rollout,gradcam")
     explainers = {spec: METHODS.build(spec, loaded.model, normalization=loaded.normalization) for spec in specs}
     x = loaded.transform(load_image(path))[None]
     with torch.inference_mode():
         probs = loaded.adapter.forward(x).float().softmax(-1)[0]
     if target is not None and not 0 <= target < probs.shape[0]:
-        raise CaapError(f"--target {target} is out of range; expected a class index in 0..{probs.shape[0] - 1}")
+        raise OptionError("target", f"{target} is out of range; expected a class index in 0..{probs.shape[0] - 1}")
     target = int(probs.argmax()) if target is None else target
     maps, titles, timing = [], [], {}
     for spec, explainer in explainers.items():

@@ -1,5 +1,5 @@
 """``caap explore``: one self-contained HTML page for a run (:mod:`caap.viz.explorer`) — every image, every
-method's maps for the top-k classes (CAAP's all-class maps cost one call), switchable, with hover values."""
+method's maps for the top-k classes (CAAP's maps of several classes: one call), switchable, with hover values."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from caap.bench.explain import LoadedModel, class_maps
 from caap.data.images import load_image
-from caap.errors import CaapError
+from caap.errors import OptionError
 from caap.methods import METHODS
 from caap.viz.explorer import PageMethod, page_image, page_maps, write_page
 
@@ -21,10 +21,10 @@ def explore(paths: Sequence[str | Path], loaded: LoadedModel, specs: Sequence[st
     """Explain ``paths`` with every method of ``specs`` for the top-``top_k`` classes (or ``target``) and write
     ``out/explore.html``; returns its path."""
     if not specs:
-        raise CaapError("--methods is empty; expected e.g. caap,gae,saliency")
+        raise OptionError("methods", "is empty; expected e.g. caap,gae,saliency")
     n_classes = len(loaded.class_names)
     if not 1 <= top_k <= n_classes:
-        raise CaapError(f"--top-k {top_k}: expected 1..{n_classes}")
+        raise OptionError("top_k", f"{top_k}: expected 1..{n_classes}")
     explainers = {spec: METHODS.build(spec, loaded.model, normalization=loaded.normalization) for spec in specs}
     pictures = [load_image(p) for p in paths]
     entries = []

@@ -48,6 +48,23 @@ class RunStore:
         path, map_path = self.record_path(index, spec), self.map_path(index, spec)
         return path.is_file() and map_path.is_file() and _read(path) is not None and _map_ok(map_path)
 
+    def record(self, index: int, spec: str) -> dict | None:
+        """The record of ``(index, spec)``, or None when it is missing or unreadable."""
+        path = self.record_path(index, spec)
+        return _read(path) if path.is_file() else None
+
+    def load_map(self, index: int, spec: str) -> np.ndarray:
+        """The saved map of ``(index, spec)`` (``[h, w]``)."""
+        return np.load(self.map_path(index, spec))
+
+    def by_method(self, methods: list[str]) -> dict[str, dict[int, dict]]:
+        """``{method: {image index: record}}`` for ``methods``, in one read of the records."""
+        out: dict[str, dict[int, dict]] = {m: {} for m in methods}
+        for record in self.records():
+            if record.get("method") in out:
+                out[record["method"]][record["index"]] = record
+        return out
+
     def records(self) -> Iterator[dict]:
         """Every readable record in the folder, in file order (a corrupt one is skipped: it is not done)."""
         for path in sorted((self.root / "records").glob("*.json")):

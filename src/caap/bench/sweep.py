@@ -18,35 +18,29 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from caap.adapters import adapt
+from caap.bench.options import MethodSpec, RunOptions
 from caap.bench.runner import BenchConfig, load, run
-from caap.errors import CaapError
+from caap.errors import OptionError
 from caap.io import save_figure, save_json
 from caap.metrics import METRICS
 
 
-@dataclass
-class SweepConfig:
-    model: str
-    data: str
+@dataclass(kw_only=True)
+class SweepConfig(RunOptions):
+    """A sweep: the run-wide options (:class:`~caap.bench.options.RunOptions`) and the grid."""
+
     starts: list[int]
     widths: list[int]
     contexts: list[str]
     scores: list[str]
     metrics: list[str]
-    weights: str | None = None
-    masks: str | None = None
-    limit: int | None = None
-    every: int = 1
-    labels: str | None = None
-    target: str = "auto"
-    device: str | None = None
-    dtype: str | None = None
-    batch_size: int | None = None
 
 
-def setting_spec(start: int, width: int, context: str, score: str) -> str:
-    """The CAAP method spec of one sweep setting."""
-    return f"caap:layers={start}:{start + width}:context={context}:score={score}"
+def setting_spec(start: int, width: int, context: str, score: str) -> MethodSpec:
+    """The CAAP method of one sweep setting, as typed options (its label ``caap:layers=S:E:context=C:score=K``)."""
+    spec = MethodSpec("caap", {"layers": list(range(start, start + width)), "context": context, "score": score},
+                      f"caap:layers={start}:{start + width}:context={context}:score={score}")
+    return spec
 
 
 def settings(config: SweepConfig, depth: int) -> list[tuple[int, int, str, str]]:
@@ -56,18 +50,17 @@ def settings(config: SweepConfig, depth: int) -> list[tuple[int, int, str, str]]
 
 
 def sweep(config: SweepConfig, out: str | Path, progress: bool = True) -> dict:
-    bench = BenchConfig(config.model, config.data, [], config.metrics, config.weights, config.masks, config.limit,
-                        config.every, config.target, config.labels, config.device, config.dtype, config.batch_size)
-    model, dataset = load(bench)
+    model, dataset = load(config, ["caap"])
     depth = adapt(model).num_blocks
     grid = settings(config, depth)
     if not grid:
-        raise CaapError(f"no layer band fits a model with {depth} blocks; check --starts and --widths")
-    bench.methods = [setting_spec(*st) for st in grid]
+        raise OptionError("starts", f"and widths: no layer band fits a model with {depth} blocks")
+    specs = [setting_spec(*st) for st in grid]
+    bench = BenchConfig(**config.run_options(), methods=specs, metrics=config.metrics)
     table = run(bench, out, progress=progress, report=False, loaded=(model, dataset))
     summary = {"settings": [], "metrics": config.metrics, "depth": depth}
-    for st, spec in zip(grid, bench.methods, strict=True):
-        row = table["rows"][spec]
+    for st, spec in zip(grid, specs, strict=True):
+        row = table["rows"][spec.label]
         means = {m: row[m]["mean"] for m in config.metrics if m in row and row[m]["n"]}
         summary["settings"].append({"start": st[0], "width": st[1], "context": st[2], "score": st[3],
                                     "images": row["seconds"]["n"], "means": means})

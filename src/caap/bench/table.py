@@ -13,7 +13,7 @@ import numpy as np
 
 from caap.bench import stats
 from caap.bench.store import RunStore
-from caap.errors import CaapError
+from caap.errors import CaapError, OptionError
 from caap.io import atomic_write_bytes, save_json
 from caap.metrics import METRICS
 
@@ -139,7 +139,7 @@ def compare(store: RunStore, methods: list[str], metrics: list[str], reference: 
     interval and its p, or the exact McNemar p for a binary metric, uncorrected; n)."""
     values = per_image(store, methods)
     if reference not in values:
-        raise CaapError(f"--compare {reference!r} is not one of the run's methods {methods}")
+        raise OptionError("compare", f"{reference!r} is not one of the run's methods {methods}")
     columns = [m for m in metrics if any(m in values[k] for k in values)]
     arrows = " | ".join(f"{c} {'↑' if METRICS.get(c).higher_is_better else '↓'}" for c in columns)
     lines = [f"Paired difference to {reference} (method − {reference}; 95 % paired bootstrap interval and its p, "

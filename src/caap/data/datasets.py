@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -38,6 +39,16 @@ def image_files(root: Path) -> list[Path]:
                 found.append(path)
     return sorted(found)
 _WNID = re.compile(r"n\d{8}")
+
+
+class Dataset(Protocol):
+    """What the benchmark runner reads: items by index, their count, and whether they carry ground-truth masks."""
+
+    has_masks: bool
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Item: ...
 
 
 @dataclass
@@ -104,7 +115,7 @@ class ImageFolder:
         if not self.need_labels:
             return -1
         raise CaapError(f"no ImageNet WordNet id (nXXXXXXXX) in {str(path)!r} or its folder name; give a "
-                        "labels file (--labels FILE, rows file,class) or --target pred")
+                        "labels file (labels: a CSV of file,class rows) or let the target be the prediction")
 
     def __getitem__(self, i: int) -> Item:
         path = self.files[i]

@@ -18,11 +18,11 @@ from caap.methods import (  # noqa: F401  (they register themselves)
     tokens,
 )
 from caap.methods.base import METHODS, Explainer, Forward, Maps, register
-from caap.methods.caap import CAAP, AdaptiveCAAP
+from caap.methods.caap import CAAP, AdaptiveCAAP, FastCAAP
 
 available = METHODS.available
 get = METHODS.get
 build = METHODS.build
 
-__all__ = ["CAAP", "METHODS", "AdaptiveCAAP", "Explainer", "Forward", "Maps", "available", "build", "get",
+__all__ = ["CAAP", "METHODS", "AdaptiveCAAP", "FastCAAP", "Explainer", "Forward", "Maps", "available", "build", "get",
            "register"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from caap.adapters.capabilities import AttentionCapture, require
 from caap.errors import CaapError
 from caap.methods.base import Explainer, Forward, Maps, register, target_grad
 
@@ -26,7 +27,7 @@ class AttentionExplainer(Explainer):
         return list(rows) if rows else list(range(n_tokens))
 
     def _forward(self, images: torch.Tensor) -> Forward:
-        with self.adapter.capture_attention() as maps, torch.inference_mode():
+        with require(self.adapter, AttentionCapture).capture_attention() as maps, torch.inference_mode():
             logits = self.adapter.forward(images)
             return Forward(logits, maps.get())
 
@@ -86,7 +87,7 @@ class GAE(AttentionExplainer):
     needs_grad = True
 
     def _forward(self, images: torch.Tensor) -> Forward:
-        with self.adapter.capture_attention() as maps, torch.enable_grad():
+        with require(self.adapter, AttentionCapture).capture_attention() as maps, torch.enable_grad():
             x = images.detach().requires_grad_(True)  # a graph through the attention maps
             logits = self.adapter.forward(x)
             return Forward(logits.detach(), (logits, maps.get()))
@@ -137,7 +138,7 @@ class Bidirectional(AttentionExplainer):
         return {**super().settings(), "steps": self.steps, "start_layer": self.start_layer}
 
     def _graph(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        with self.adapter.capture_attention() as maps, torch.enable_grad():
+        with require(self.adapter, AttentionCapture).capture_attention() as maps, torch.enable_grad():
             logits = self.adapter.forward(images.detach().requires_grad_(True))
             return logits, maps.get()
 

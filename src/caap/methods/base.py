@@ -122,6 +122,14 @@ class Explainer(ABC):
                     names.append(p.name)
         return sorted(set(names))
 
+    def describe(self) -> str:
+        """A short title for figures: the method and its key settings."""
+        return self.name
+
+    def unit(self) -> str:
+        """What a map's values measure, for colour bars."""
+        return "attribution"
+
     def settings(self) -> dict[str, Any]:
         """The full configuration, JSON-friendly (a subclass adds its own options)."""
         return {"method": self.name, "dtype": str(self.dtype or torch.float32).replace("torch.", ""),

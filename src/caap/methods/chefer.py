@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from caap.adapters.capabilities import LinearRules, require
 from caap.errors import CaapError
 from caap.methods.base import Explainer, Forward, Maps, register, target_grad
 from caap.methods.relevance import check_linear, linear_forward
@@ -126,7 +127,7 @@ class TransformerAttribution(Explainer):
     def _relprop(self, logits, target, blocks, head) -> list[torch.Tensor]:
         """Relevance of every block's attention probabilities ``R_A`` ``[B, H, N, N]``, in block order."""
         adapter = self.adapter
-        linear_head = adapter.linear_head()
+        linear_head = require(adapter, LinearRules).linear_head()
         one_hot = F.one_hot(target.to(logits.device), logits.shape[-1]).to(logits.dtype)  # [B, C]
         seq, feat = head["seq"], head["feat"]
         r_seq = torch.zeros_like(seq)
@@ -151,7 +152,7 @@ class TransformerAttribution(Explainer):
         adapter = self.adapter
         relevance_a: list[torch.Tensor] = [None] * len(blocks)  # type: ignore[list-item]
         for index in reversed(range(len(blocks))):
-            rec, layers = blocks[index], adapter.linear_block(index)
+            rec, layers = blocks[index], require(adapter, LinearRules).linear_block(index)
             r_h, r_s2 = add_rule(r, rec["h"], rec["s2"])
             r_m = scale_rule(r_s2, rec["m"], layers.ls2)
             r_y2 = linear_rule(linear_rule(r_m, rec["g"], layers.fc2.weight), rec["y2"], layers.fc1.weight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from caap.adapters.capabilities import LinearRules, require
 from caap.core.state import model_lock
 from caap.methods.base import Explainer, Forward, Maps, forward_from_leaf, register, target_grad
 
@@ -23,11 +24,12 @@ class LRP(Explainer):
 
     def __init__(self, model, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        with model_lock(self.model), self.adapter.conservative():  # fail at construction if the adapter cannot
+        rules = require(self.adapter, LinearRules)  # fail at construction if the adapter cannot
+        with model_lock(self.model), rules.conservative():
             pass
 
     def _forward(self, images: torch.Tensor) -> Forward:
-        with self.adapter.conservative():
+        with require(self.adapter, LinearRules).conservative():
             z0, logits = forward_from_leaf(self.adapter, images, 0)  # z0 [B, N, D]
         return Forward(logits.detach(), (z0, logits))
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from caap.adapters import Adapter
+from caap.adapters.capabilities import LinearRules, require
 from caap.adapters.views import LinearBlock, LinearHead, split_heads
 
 
@@ -94,8 +95,9 @@ def linear_forward(adapter: Adapter, z0: torch.Tensor, rules: Rules | None = Non
     """Logits ``[B, C]`` from the token embeddings ``z0`` ``[B, N, D]`` through every block and the head.
     ``records`` (a list) receives one dict per block and, last, the head's."""
     rules = rules or Rules()
-    blocks = [adapter.linear_block(i) for i in range(adapter.num_blocks)]
-    head = adapter.linear_head()
+    named = require(adapter, LinearRules)
+    blocks = [named.linear_block(i) for i in range(adapter.num_blocks)]
+    head = named.linear_head()
     z = z0
     for block in blocks:
         record = None if records is None else {}
@@ -112,5 +114,5 @@ def linear_forward(adapter: Adapter, z0: torch.Tensor, rules: Rules | None = Non
 def check_linear(adapter: Adapter) -> None:
     """Raise the adapter's one-line error when it cannot give every block's and the head's linear layers."""
     for index in range(adapter.num_blocks):
-        adapter.linear_block(index)
-    adapter.linear_head()
+        require(adapter, LinearRules).linear_block(index)
+    require(adapter, LinearRules).linear_head()

@@ -6,7 +6,7 @@ Built-in metrics register themselves when this package is imported; ``register``
 
 from __future__ import annotations
 
-from caap.metrics.base import METRICS, CurveMetric, Metric, register
+from caap.metrics.base import METRICS, CurveMetric, Metric, Scored, register
 from caap.metrics.complexity import Sparseness
 from caap.metrics.faithfulness import Deletion, Insertion, NegativePerturbation, PositivePerturbation
 from caap.metrics.localisation import (
@@ -30,6 +30,6 @@ build = METRICS.build
 
 __all__ = ["METRICS", "CurveMetric", "Deletion", "EnergyPointingGame", "Insertion", "Metric", "NegativePerturbation",
            "PointingGame", "PositivePerturbation", "QuantusMetric", "ROAD", "ROADLeastRelevantFirst",
-           "ROADMostRelevantFirst", "Randomization", "RelevanceMass", "RelevanceRank", "SegmentationAP",
+           "ROADMostRelevantFirst", "Randomization", "RelevanceMass", "RelevanceRank", "Scored", "SegmentationAP",
            "SegmentationMIoU", "SegmentationPixelAccuracy", "Sparseness", "available", "build", "get", "patch_mask",
            "pointing_game_hits", "register"]

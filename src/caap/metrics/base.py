@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, final
 
 import torch
@@ -68,9 +69,18 @@ def ranked(values: torch.Tensor, keys: torch.Tensor, descending: bool) -> torch.
     return by_key[order]
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What a metric gives a batch: ``values`` float32 ``[B]`` on the CPU and, for a curve metric, each image's
+    curve (``curves[b] = {"x": [...], "y": [...]}``; None for other metrics)."""
+
+    values: torch.Tensor
+    curves: list[dict[str, list[float]]] | None = None
+
+
 class Metric(ABC):
-    """Base class. :meth:`__call__` owns the checks; subclasses implement :meth:`evaluate` on a batch and
-    declare their metadata.
+    """Base class. :meth:`score` owns the checks (and ``__call__`` is its values); subclasses implement
+    :meth:`evaluate` on a batch and declare their metadata.
 
     Attributes:
         name: registry name.
@@ -79,6 +89,8 @@ class Metric(ABC):
         needs_masks: needs ground-truth masks ``[B, H, W]``.
         binary: one outcome per image, 0 or 1 (the pointing game): tables test it with the exact McNemar test
             instead of the bootstrap of the mean (:mod:`caap.bench.stats`).
+        needs_explain: re-explains with the method that made the maps (the randomisation check): a runner
+            gives it that method with :meth:`bind`.
     """
 
     name: ClassVar[str] = ""
@@ -86,13 +98,25 @@ class Metric(ABC):
     needs_model: ClassVar[bool] = False
     needs_masks: ClassVar[bool] = False
     binary: ClassVar[bool] = False
+    needs_explain: ClassVar[bool] = False
+
+    def bind(self, explain) -> Metric:
+        """This metric for maps made by ``explain(model, images, targets) -> maps`` (only a metric that
+        ``needs_explain`` uses it; the others are returned as they are)."""
+        return self
 
     @final
     def __call__(self, model, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
                  masks: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores float32 ``[B]`` on the CPU for ``images [B, 3, H, W]``, ``targets [B]`` and ``maps`` as caap gives
-        them, ``[B, h, w]``, or in Captum's / Quantus's layout, ``[B, 1, H, W]`` or ``[B, 3, H, W]`` (channels
-        summed); tensors or numpy arrays."""
+        """Scores float32 ``[B]`` on the CPU (:meth:`score`'s values)."""
+        return self.score(model, images, targets, maps, masks).values
+
+    @final
+    def score(self, model, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
+              masks: torch.Tensor | None = None) -> Scored:
+        """:class:`Scored` for ``images [B, 3, H, W]``, ``targets [B]`` and ``maps`` as caap gives them, ``[B, h,
+        w]``, or in Captum's / Quantus's layout, ``[B, 1, H, W]`` or ``[B, 3, H, W]`` (channels summed); tensors
+        or numpy arrays. Every check happens here, and a metric that runs the model holds its lock."""
         maps = torch.as_tensor(maps)
         if maps.dim() == 4 and maps.shape[1] in (1, 3):
             maps = maps.sum(1)
@@ -114,8 +138,11 @@ class Metric(ABC):
             bad = int(targets[(targets < 0) | (targets >= classes)][0])
             raise CaapError(f"target {bad} is out of range; expected a class index in 0..{classes - 1}")
         with model_lock(adapt(model).model) if self.needs_model else contextlib.nullcontext():
-            return self.evaluate(model, images, targets, maps.detach().float().cpu(),
-                                 None if masks is None else masks.bool().cpu()).float().cpu()
+            return self._scored(model, images, targets, maps.detach().float().cpu(),
+                                None if masks is None else masks.bool().cpu())
+
+    def _scored(self, model, images, targets, maps, masks) -> Scored:
+        return Scored(self.evaluate(model, images, targets, maps, masks).float().cpu())
 
     @abstractmethod
     def evaluate(self, model, images, targets, maps, masks) -> torch.Tensor: ...
@@ -138,6 +165,11 @@ class CurveMetric(Metric):
 
     def evaluate(self, model, images, targets, maps, masks):
         return self.area(*self.curve(model, images, targets, maps))
+
+    def _scored(self, model, images, targets, maps, masks) -> Scored:
+        values, x = self.curve(model, images, targets, maps)
+        curves = [{"x": x.tolist(), "y": row.tolist()} for row in values.float().cpu()]
+        return Scored(self.area(values, x).float().cpu(), curves)
 
 
 METRICS: Registry[Metric] = Registry("metric")

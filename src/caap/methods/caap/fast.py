@@ -26,10 +26,13 @@ from dataclasses import dataclass
 import torch
 
 from caap.adapters import Adapter
+from caap.adapters.capabilities import BlockViews, require
 from caap.adapters.views import BlockView
 from caap.core.groups import Variants
 from caap.core.scores import ScoreFn, apply_score
 from caap.core.state import autocast
+from caap.methods.caap.runs import Runs, Setting
+from caap.methods.caap.strategies import Effects, Strategy
 
 
 @dataclass
@@ -68,17 +71,18 @@ class Groups:
         return t[torch.tensor(self.images, device=t.device)]
 
 
-def fast_scores(adapter: Adapter, layers: list[int], score_fn: ScoreFn, source: dict[int, torch.Tensor],
-                context_prefix: torch.Tensor, target: torch.Tensor, variants: Variants, classes: int | None,
-                dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fast CAAP scores per variant: ``[V]`` for each image's ``target``, or ``[V, K]`` for every class when
-    ``classes`` is the number of classes ``K`` (one backward pass per class); and the context run's scores
-    ``[B, K]``.
+def fast_scores(adapter: Adapter, layers: list[int] | tuple[int, ...], score_fn: ScoreFn,
+                source: dict[int, torch.Tensor], context_prefix: torch.Tensor, target: torch.Tensor,
+                variants: Variants, classes: torch.Tensor | None,
+                dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, int]:
+    """Fast CAAP scores per variant: ``[V]`` for each image's ``target`` and ``[V, K']`` for the ``classes``
+    ``[K']`` asked for (one backward pass per class, plus one for the targets unless every target is among the
+    classes); the context run's scores ``[B, K]``; the number of backward passes.
 
     ``source``: the source run's block inputs ``{l: [B, N, D]}`` at the patched blocks; ``context_prefix``:
     the context run entering block ``min(layers)``, ``[B, N, D]``."""
     device = context_prefix.device
-    views = {index: adapter.block_view(index) for index in range(layers[0], adapter.num_blocks)}
+    views = {i: require(adapter, BlockViews).block_view(i) for i in range(layers[0], adapter.num_blocks)}
     sets = layouts(variants, adapter.num_prefix, device)
     with torch.enable_grad(), autocast(device, dtype):
         ctx, outs, final, logits = context_pass(adapter, views, context_prefix.clone())
@@ -86,20 +90,32 @@ def fast_scores(adapter: Adapter, layers: list[int], score_fn: ScoreFn, source: 
     with torch.no_grad(), autocast(device, dtype):
         paths = [token_paths(views, layers, source, ctx, g) for g in sets]  # per layout: keys, values, final
         head = _head_term(adapter, score_fn, final.detach(), scores.detach(), variants, sets, paths)
-    rows = list(range(classes)) if classes is not None else [None]
+    wanted = [] if classes is None else [int(c) for c in classes]
+    from_classes = bool(wanted) and set(target.tolist()) <= set(wanted)  # the targets' maps are among them
+    rows: list[int | None] = [*wanted] + ([] if from_classes else [None])
     out = []
-    for c in rows:
+    for n, c in enumerate(rows):
         picked = scores[:, c] if c is not None else scores.gather(1, target.to(device)[:, None])[:, 0]
-        grads = torch.autograd.grad(picked.sum(), outs, retain_graph=c is not None and c < classes - 1)
+        grads = torch.autograd.grad(picked.sum(), outs, retain_graph=n < len(rows) - 1)
         total = torch.zeros(len(variants), device=device)
         for g, (keys, values, _) in zip(sets, paths, strict=True):
             for layer, grad, k_new, v_new in zip(ctx, grads, keys, values, strict=True):
                 first_order(layer, grad.float(), k_new, v_new, g, total)
         out.append(total)
-    linear = torch.stack(out, 1) if classes is not None else out[0]  # [V, K] or [V]
-    if head is not None and classes is None:
-        head = head.gather(1, target.to(device)[variants.image.to(device), None])[:, 0]
-    return (linear if head is None else linear + head), scores.detach()
+    image = variants.image.to(device)
+    per_class = None
+    if wanted:
+        per_class = torch.stack(out[: len(wanted)], 1)  # [V, K']
+        if head is not None:
+            per_class = per_class + head[:, torch.as_tensor(wanted, device=device)]
+    if from_classes:
+        column = torch.tensor([wanted.index(int(t)) for t in target], device=device)[image]
+        per_target = per_class.gather(1, column[:, None])[:, 0]
+    else:
+        per_target = out[-1]
+        if head is not None:
+            per_target = per_target + head.gather(1, target.to(device)[image, None])[:, 0]
+    return per_target, per_class, scores.detach(), len(rows)
 
 
 def layouts(variants: Variants, num_prefix: int, device: torch.device) -> list[Groups]:
@@ -232,3 +248,25 @@ def _head_term(adapter: Adapter, score_fn: ScoreFn, final: torch.Tensor, scores:
             z[g.local, g.tok] = y[n].to(z.dtype)
             out[first : first + g.n_groups] = apply_score(score_fn, adapter.head(z)) - scores[b]
     return out
+
+
+class Fast(Strategy):
+    """The fast mode (module docstring): each group's own tokens exact, the other tokens to first order through
+    one backward pass of the base run; about four forward passes per image. ``direction`` as for
+    :class:`~caap.methods.caap.exact.Exact`: noising runs the same derivation with the roles swapped (the base
+    run is the source, the patched tokens' stream the context's, the backward pass the source run's)."""
+
+    name = "fast"
+    uses_base_scores = False  # the base run is run here, with its gradients
+
+    def check(self, setting: Setting) -> None:
+        for index in range(setting.adapter.num_blocks):
+            require(setting.adapter, BlockViews).block_view(index)  # token-wise pieces, or a one-line refusal
+
+    def _patched(self, setting: Setting, runs: Runs, variants: Variants, target: torch.Tensor,
+                 classes: torch.Tensor | None, progress: bool) -> Effects:
+        with torch.inference_mode(False):
+            per_target, per_class, base, passes = fast_scores(
+                setting.adapter, setting.layers, setting.score_fn, runs.donor.stream,
+                runs.base.prefix(setting.first), target, variants, classes, setting.dtype)
+        return Effects(per_target, per_class, base, {"variants": len(variants), "backward_passes": passes})

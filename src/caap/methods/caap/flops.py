@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
+from caap.adapters.capabilities import fast_paths
 from caap.core.groups import Variants, check_groups
 from caap.core.state import eval_mode, model_device
 from caap.errors import CaapError
+from caap.methods.caap.exact import head_row_count
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,12 @@ def caap_macs(explainer, input_size: tuple[int, int] | None = None, images: int 
               groups: torch.Tensor | None = None) -> MacCount:
     """The exact multiply-add count of ``explainer.explain`` on ``images`` inputs of ``input_size`` (H, W).
 
-    ``explainer``: a :class:`caap.CAAP`. ``input_size`` defaults to the model's own (``adapter.input_size``).
+    ``explainer``: a :class:`caap.CAAP`. ``input_size`` defaults to the model's own (``adapter.card.input_size``).
     ``groups``: the call's group map (default: the explainer's, else one group per patch).
     """
     adapter = explainer.adapter
     if input_size is None:
-        input_size = adapter.input_size
+        input_size = adapter.card.input_size
     if input_size is None:
         raise CaapError("input_size is needed for this model (H, W in pixels)")
     grid = adapter.grid(tuple(input_size))
@@ -119,11 +121,11 @@ def caap_macs(explainer, input_size: tuple[int, int] | None = None, images: int 
         with count_macs() as c:
             adapter.head(z)
         head = c["macs"]
-        rows = explainer._head_row_count(z.shape[1])
+        rows = head_row_count(adapter, z.shape[1])
         last_rows, head_rows = None, head
         if rows:
             with count_macs() as c:
-                out = adapter.run_block_rows(last, z_last, rows)  # [1, R, D] or None
+                out = fast_paths(adapter).run_block_rows(last, z_last, rows)  # [1, R, D] or None
             if out is not None:
                 last_rows = c["macs"]
                 with count_macs() as c:

@@ -23,6 +23,7 @@ def naive_caap(
     num_prefix: int,
     score: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits,
     groups: torch.Tensor | None = None,
+    direction: str = "denoise",
 ) -> torch.Tensor:
     """CAAP map of one image, computed the slow way.
 
@@ -35,10 +36,21 @@ def naive_caap(
         num_prefix: number of prefix tokens before the patch tokens.
         score: logits ``[1, C]`` -> scores ``[1, K]``.
         groups: optional ``[gh*gw]`` (or any shape, flattened) group id per patch; default one per patch.
+        direction: ``"denoise"`` (the context run with the group's source stream), ``"noise"`` (the source run
+            with the group's context stream) or ``"both"`` (their mean); DESIGN §1b.
 
     Returns:
-        float32 ``[n_patches]``: ``score(patched)[target] - score(context)[target]`` per patch.
+        float32 ``[n_patches]``: denoise ``score(context run, group patched from the source)[target] −
+        score(context)[target]``; noise ``score(source)[target] − score(source run, group patched from the
+        context)[target]``; both, their mean.
     """
+    if direction == "both":
+        args = (forward, blocks, source, context, layers, target, num_prefix, score, groups)
+        return (naive_caap(*args, direction="denoise") + naive_caap(*args, direction="noise")) / 2
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be denoise, noise or both, got {direction!r}")
+    donor, patched_run = (source, context) if direction == "denoise" else (context, source)
+    sign = 1.0 if direction == "denoise" else -1.0
     stored: dict[int, torch.Tensor] = {}
 
     def capture(index: int):
@@ -49,13 +61,13 @@ def naive_caap(
 
     handles = [blocks[i].register_forward_pre_hook(capture(i), with_kwargs=True) for i in layers]
     try:
-        forward(source)
+        forward(donor)
     finally:
         for h in handles:
             h.remove()
     n_patches = stored[layers[0]].shape[1] - num_prefix
     group_ids = torch.arange(n_patches) if groups is None else groups.reshape(-1).cpu()
-    base = score(forward(context))[0, target].float()
+    base = score(forward(patched_run))[0, target].float()
     result = torch.empty(n_patches, dtype=torch.float32)
     for gid in torch.unique(group_ids):
         tokens = (torch.nonzero(group_ids == gid)[:, 0] + num_prefix).tolist()
@@ -70,7 +82,7 @@ def naive_caap(
 
         handles = [blocks[i].register_forward_pre_hook(patch(i), with_kwargs=True) for i in layers]
         try:
-            value = score(forward(context))[0, target].float() - base
+            value = sign * (score(forward(patched_run))[0, target].float() - base)
         finally:
             for h in handles:
                 h.remove()
