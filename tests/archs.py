@@ -158,3 +158,13 @@ def block_list(name: str, model: nn.Module) -> list[nn.Module]:
     backbone = next(getattr(model, a) for a in ("vit", "deit", "dinov2", "dinov2_with_registers") if hasattr(model, a))
     layers = getattr(backbone, "layers", None) or backbone.encoder.layer
     return list(layers)
+
+
+def run_on(model: nn.Module, x: torch.Tensor, keep: list[int]) -> torch.Tensor:
+    """A timm ViT on its prefix tokens and the patch tokens ``keep`` only (in that order), from its own modules."""
+    z = model.norm_pre(model._pos_embed(model.patch_embed(x)))  # [1, N, D]
+    prefix = model.num_prefix_tokens
+    z = torch.cat([z[:, :prefix], z[:, [prefix + p for p in keep]]], 1)
+    for block in model.blocks:
+        z = block(z)
+    return model.forward_head(model.norm(z))

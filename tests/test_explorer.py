@@ -3,6 +3,7 @@ class and method, and check that the page shows the right map; hover a cell and 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -41,6 +42,20 @@ def run(tmp_path_factory):
     return model, weights, root, out / "explore.html"
 
 
+@contextlib.contextmanager
+def opened(page_path: Path):
+    """The page in headless Chromium (Playwright), closed on exit."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(page_path.as_uri())
+            yield page
+        finally:
+            browser.close()
+
+
 def expected_map(model, weights, root: Path, image: str, spec: str, cls: int) -> np.ndarray:
     from caap.bench.explain import load_model
     from caap.data.images import load_image
@@ -60,38 +75,31 @@ def test_the_page_is_self_contained(run):
 
 @needs_browser
 def test_switching_class_and_method_shows_the_right_map(run):
-    sync_api = pytest.importorskip("playwright.sync_api")
     model, weights, root, page_path = run
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(page_path.as_uri())
-            first = page.evaluate("window.caapShown()")
-            assert first["method"] == "caap:layers=2:4"
-            page.select_option("#cls", "2")  # the third class
-            page.select_option("#method", "gae")
-            shown = page.evaluate("window.caapShown()")
-            assert shown["method"] == "gae" and shown["cls"] != first["cls"]
-            assert page.get_attribute("#overlay", "data-method") == "gae"
-            assert page.get_attribute("#overlay", "data-cls") == str(shown["cls"])
-            expected = expected_map(model, weights, root, "a.png", "gae", shown["cls"])
-            np.testing.assert_allclose(shown["values"], expected, rtol=1e-5, atol=1e-6)
-            assert not np.allclose(shown["values"], first["values"])
-            # the canvas really shows it: one pixel per patch, opacity from |value|
-            alpha = page.evaluate("""() => { const c = document.getElementById('overlay');
-                return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)
-                            .filter((_, i) => i % 4 === 3); }""")
-            assert len(alpha) == expected.size and np.argmax(alpha) == np.argmax(np.abs(expected))
-            # hover the centre of patch (row 1, col 2) of the 10 x 10 grid
-            box = page.locator("#overlay").bounding_box()
-            page.mouse.move(box["x"] + box["width"] * 2.5 / 10, box["y"] + box["height"] * 1.5 / 10)
-            assert float(page.get_attribute("#value", "data-value")) == pytest.approx(expected[1 * 10 + 2], rel=1e-5)
-            page.select_option("#image", "1")  # the second image, same method and class slot
-            other = page.evaluate("window.caapShown()")
-            assert other["method"] == "gae" and not np.allclose(other["values"], shown["values"])
-        finally:
-            browser.close()
+    with opened(page_path) as page:
+        first = page.evaluate("window.caapShown()")
+        assert first["method"] == "caap:layers=2:4"
+        page.select_option("#cls", "2")  # the third class
+        page.select_option("#method", "gae")
+        shown = page.evaluate("window.caapShown()")
+        assert shown["method"] == "gae" and shown["cls"] != first["cls"]
+        assert page.get_attribute("#overlay", "data-method") == "gae"
+        assert page.get_attribute("#overlay", "data-cls") == str(shown["cls"])
+        expected = expected_map(model, weights, root, "a.png", "gae", shown["cls"])
+        np.testing.assert_allclose(shown["values"], expected, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(shown["values"], first["values"])
+        # the canvas really shows it: one pixel per patch, opacity from |value|
+        alpha = page.evaluate("""() => { const c = document.getElementById('overlay');
+            return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)
+                        .filter((_, i) => i % 4 === 3); }""")
+        assert len(alpha) == expected.size and np.argmax(alpha) == np.argmax(np.abs(expected))
+        # hover the centre of patch (row 1, col 2) of the 10 x 10 grid
+        box = page.locator("#overlay").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 2.5 / 10, box["y"] + box["height"] * 1.5 / 10)
+        assert float(page.get_attribute("#value", "data-value")) == pytest.approx(expected[1 * 10 + 2], rel=1e-5)
+        page.select_option("#image", "1")  # the second image, same method and class slot
+        other = page.evaluate("window.caapShown()")
+        assert other["method"] == "gae" and not np.allclose(other["values"], shown["values"])
 
 
 def test_explain_writes_the_page_with_html(run, tmp_path, capsys):
@@ -107,18 +115,11 @@ HOSTILE = "x<!--<script>y&z\u2028w\u2029.png"  # no "/": a file name
 
 def shown_names(page_path: Path) -> dict:
     """The page in headless Chromium: whether its script ran, and the image and class names it lists."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(page_path.as_uri())
-            ran = page.evaluate("typeof window.caapShown === 'function'")
-            images = page.evaluate("Array.from(document.querySelectorAll('#image option')).map(o => o.textContent)")
-            classes = page.evaluate("Array.from(document.querySelectorAll('#cls option')).map(o => o.textContent)")
-            return {"ran": ran, "images": images, "classes": classes}
-        finally:
-            browser.close()
+    with opened(page_path) as page:
+        ran = page.evaluate("typeof window.caapShown === 'function'")
+        images = page.evaluate("Array.from(document.querySelectorAll('#image option')).map(o => o.textContent)")
+        classes = page.evaluate("Array.from(document.querySelectorAll('#cls option')).map(o => o.textContent)")
+        return {"ran": ran, "images": images, "classes": classes}
 
 
 @needs_browser

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from archs import GRID, IMG, build
+from archs import GRID, IMG, build, run_on
 from conftest import DEIT_TINY, needs_real_data
 
 from caap import methods
@@ -47,15 +47,6 @@ def test_kmeans_equals_scikit_learns_lloyd_iterations_from_the_same_start():
     theirs = KMeans(6, init=start, n_init=1, algorithm="lloyd", tol=0.0, max_iter=100).fit(points).cluster_centers_
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
-
-def run_on(model, x: torch.Tensor, keep: list[int]) -> torch.Tensor:
-    """A timm ViT on its prefix tokens and the patch tokens ``keep`` (in that order), from its own modules."""
-    z = model.norm_pre(model._pos_embed(model.patch_embed(x)))  # [1, N, D]
-    prefix = model.num_prefix_tokens
-    z = torch.cat([z[:, :prefix], z[:, [prefix + p for p in keep]]], 1)
-    for block in model.blocks:
-        z = block(z)
-    return model.forward_head(model.norm(z))
 
 
 def naive_tis(model, x: torch.Tensor, target: int, masks: int, keep: float, seed: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ modules (TIS as its authors compute it: tests/test_tis.py)."""
 from __future__ import annotations
 
 import torch
-from archs import GRID, IMG, build
+from archs import GRID, IMG, build, run_on
 
 from caap import methods
 
@@ -12,15 +12,6 @@ from caap import methods
 def images(n: int = 2) -> torch.Tensor:
     return torch.randn(n, 3, IMG, IMG, generator=torch.Generator().manual_seed(4))
 
-
-def run_on(model, x: torch.Tensor, keep: list[int]) -> torch.Tensor:
-    """A timm ViT on the prefix tokens and the patch tokens ``keep`` only, from its own modules."""
-    z = model.norm_pre(model._pos_embed(model.patch_embed(x)))  # [1, N, D]
-    prefix = model.num_prefix_tokens
-    z = torch.cat([z[:, :prefix], z[:, [prefix + p for p in keep]]], 1)
-    for block in model.blocks:
-        z = block(z)
-    return model.forward_head(model.norm(z))
 
 
 def test_token_occlusion_equals_a_naive_loop():
