@@ -163,6 +163,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="timm model name (e.g. deit_tiny_patch16_224), a Hugging Face "
                    "model folder, hf-hub:ORG/NAME or caap-demo")
     p.add_argument("--weights", help="local .safetensors or .pth weights (default: pretrained from the hub)")
+    p.add_argument("--prompts", help="an image-text model (open_clip:ARCH, a CLIP or SigLIP folder) as the zero-shot "
+                   "classifier of these prompts: a,b,c or a file of one per line")
+    p.add_argument("--templates", help="with --prompts as class names: templates such as 'a photo of a {}.' "
+                   "(';'-separated), each class's embedding averaged over them")
 
 
 def _target(text: str, loaded=None) -> int | None:
@@ -257,7 +261,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         load_image(path)
     name = parse_spec(args.method, "method")[0]
     METHODS.get(name)
-    loaded = load_model(args.model, args.weights, [name])
+    loaded = load_model(args.model, args.weights, [name], *_prompts(args))
     target = _target(args.target, loaded)
     explainer = construct(METHODS.get(name), f"method {args.method!r}", loaded.model,
                           **explain_options(args.method, args, loaded))
@@ -282,8 +286,19 @@ def _load_checked(args: argparse.Namespace, specs: list[str], paths: list) -> tu
     _target(args.target)
     for path in paths:
         load_image(path)
-    loaded = load_model(args.model, args.weights, specs)
+    loaded = load_model(args.model, args.weights, specs, *_prompts(args))
     return loaded, _target(args.target, loaded)
+
+
+def _prompts(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
+    """``--prompts`` and ``--templates`` as lists (None when not given)."""
+    from caap.adapters import read_prompts
+
+    if args.templates and not args.prompts:
+        raise CaapError("--templates apply to --prompts (class names); give both")
+    prompts = read_prompts(args.prompts) if args.prompts else None
+    templates = [t for t in args.templates.split(";") if t.strip()] if args.templates else None
+    return prompts, templates
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -312,7 +327,9 @@ def _run_options(args: argparse.Namespace) -> dict:
     from caap.core.state import check_device
 
     device = str(check_device(args.device, "--device")) if args.device is not None else None
-    return {"model": args.model, "weights": args.weights, "data": args.data, "masks": args.masks,
+    prompts, templates = _prompts(args)
+    return {"model": args.model, "weights": args.weights, "prompts": prompts, "templates": templates,
+            "data": args.data, "masks": args.masks,
             "limit": args.limit, "every": args.every, "labels": args.labels, "target": args.target,
             "device": device, "dtype": args.dtype, "batch_size": args.batch_size}
 

@@ -11,10 +11,14 @@ from caap.adapters.card import ModelCard
 from caap.adapters.classifier import ClassifierAdapter
 from caap.adapters.eva import TimmEvaAdapter
 from caap.adapters.hf import HFViTAdapter
+from caap.adapters.hfclip import HFImageTowerAdapter
+from caap.adapters.openclip import OpenCLIPAdapter
 from caap.adapters.timm import TimmViTAdapter
 from caap.adapters.weights import load_state_dict
+from caap.adapters.zeroshot import ZeroShot, prompts_for, read_prompts, zero_shot
 from caap.adapters.zoo import create_model, model_data_config, model_transform
 
 __all__ = ["Adapter", "AttentionCapture", "BlockViews", "ClassifierAdapter", "FastPaths", "GenericAdapter",
-           "HFViTAdapter", "LinearRules", "ModelCard", "TimmEvaAdapter", "TimmViTAdapter", "adapt", "create_model",
-           "load_state_dict", "model_data_config", "model_transform", "require"]
+           "HFImageTowerAdapter", "HFViTAdapter", "LinearRules", "ModelCard", "OpenCLIPAdapter", "TimmEvaAdapter",
+           "TimmViTAdapter", "ZeroShot", "adapt", "create_model", "load_state_dict", "model_data_config",
+           "model_transform", "prompts_for", "read_prompts", "require", "zero_shot"]

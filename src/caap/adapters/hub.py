@@ -111,16 +111,20 @@ def load_hub_model(name: str) -> nn.Module:
             raise CaapError(f"{name}: cannot load the timm model in its folder ({weights_problem(exc)})") from None
     if "model_type" not in config:
         raise CaapError(f"{name}: config.json names neither a transformers model_type nor a timm architecture")
-    from transformers import AutoModelForImageClassification
+    from transformers import AutoModel, AutoModelForImageClassification
 
+    loader = AutoModel if config["model_type"] in IMAGE_TEXT else AutoModelForImageClassification
     try:
         with quiet_load():
-            model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True)
+            model = loader.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CaapError(f"{name}: not a transformers image classifier ({first_line(exc)})") from None
     except Exception as exc:
         raise CaapError(f"{name}: cannot load its weights ({weights_problem(exc)})") from None
     return model.eval()
+
+
+IMAGE_TEXT = ("clip", "siglip", "siglip2")  # image-text models: their image tower, or zero-shot with prompts
 
 
 def weights_problem(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ from caap.adapters.hub import (
     load_hub_model,
     local_files_only,
 )
+from caap.adapters.openclip import OPENAI_MEAN, OPENAI_STD
 from caap.adapters.weights import load_state_dict, load_strict
 from caap.errors import CaapError, OptionError
 
@@ -33,6 +34,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
     ``needs_vit``: a method name that needs a ViT's tokens; a model caap can only treat as a plain classifier
     is then refused before any weights are read. Offline, hub weights come from the local cache or fail at once.
     """
+    if name.startswith(OPEN_CLIP):
+        return load_open_clip(name, weights)
     if is_hub_source(name):
         if weights is not None:
             raise OptionError("weights", f"does not apply to {name!r}: a Hugging Face model brings its own weights")
@@ -88,12 +91,49 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
     return model.eval()
 
 
+OPEN_CLIP = "open_clip:"
+
+
+def load_open_clip(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+    """``open_clip:ARCH`` (random init, or ``weights`` from a local file), ``open_clip:ARCH:PRETRAINED`` (open_clip's
+    pretrained tag, from the hub or its cache) or ``open_clip:local-dir:DIR`` (a folder with
+    ``open_clip_config.json`` and its weights): a whole open_clip image-text model, in eval mode."""
+    try:
+        import open_clip
+    except ImportError:
+        raise CaapError(f"{name!r} needs open_clip (pip install open_clip_torch)") from None
+    spec = name[len(OPEN_CLIP):]
+    local = spec.startswith("local-dir:")
+    arch, _, tag = (spec, "", "") if local else spec.partition(":")
+    if arch not in open_clip.list_models() and not local:
+        raise OptionError("model", f"{name!r}: unknown open_clip architecture {arch!r}; expected one of "
+                                   f"open_clip.list_models() (e.g. ViT-B-32) or local-dir:DIR")
+    if tag and weights is not None:
+        raise OptionError("weights", f"and a pretrained tag: {name!r} names its weights; give one")
+    try:
+        with contextlib.nullcontext() if hub_available() else local_files_only():
+            model = open_clip.create_model(arch, pretrained=tag or None)
+    except Exception as exc:  # hub, cache and file errors come in many types
+        raise CaapError(f"could not build {name!r}: {first_line(exc, 160)}") from None
+    if weights is not None:
+        load_strict(model, load_state_dict(weights), name, weights)
+    return model.eval()
+
+
 def model_data_config(model: nn.Module) -> dict:
     """The preprocessing the model was trained with, timm-style (``input_size``, ``mean``, ``std``,
     ``interpolation``, ``crop_pct``, ``crop_mode``): a Hugging Face model's image-processor config, else timm's
     ``pretrained_cfg`` (:func:`timm.data.resolve_model_data_config`)."""
     from timm.data import resolve_model_data_config
 
+    model = getattr(model, "tower", model)  # a zero-shot classifier: its image tower's preprocessing
+    visual = getattr(model, "visual", model)
+    if type(visual).__module__.startswith("open_clip") and hasattr(visual, "image_size"):
+        size = tuple(visual.image_size) if not isinstance(visual.image_size, int) else (visual.image_size,) * 2
+        mean = getattr(visual, "image_mean", None) or OPENAI_MEAN
+        std = getattr(visual, "image_std", None) or OPENAI_STD
+        return {"input_size": (3, *size), "mean": tuple(mean), "std": tuple(std), "interpolation": "bicubic",
+                "crop_pct": 1.0, "crop_mode": "center", "source": "open_clip"}
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "model_type") and not hasattr(model, "pretrained_cfg"):
         size = getattr(config, "image_size", 224)

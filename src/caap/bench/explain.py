@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from caap.adapters import Adapter, adapt, create_model, model_data_config
+from caap.adapters import Adapter, adapt, create_model, model_data_config, zero_shot
 from caap.core.contexts import Normalization
 from caap.data.images import load_image
 from caap.errors import CaapError, OptionError
@@ -56,17 +56,28 @@ class LoadedModel:
         with torch.inference_mode():
             return int(self.adapter.forward(torch.zeros(1, *self.data_config["input_size"])).shape[1])
 
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's class probabilities ``[B, C]`` for inputs ``x``: a softmax, or one sigmoid per class for a
+        SigLIP-style zero-shot classifier (``kind == "sigmoid"``)."""
+        logits = self.adapter.forward(x.to(next(self.model.parameters()).device)).float()
+        return logits.sigmoid() if getattr(self.model, "kind", "softmax") == "sigmoid" else logits.softmax(-1)
+
     def pixels(self, x: torch.Tensor):
         """A model input ``[1, 3, H, W]`` as an ``[H, W, 3]`` float image in [0, 1] for figures."""
         return self.normalization.denormalize(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
 
 
-def load_model(name: str, weights: str | None = None, methods: Sequence[str] = ()) -> LoadedModel:
+def load_model(name: str, weights: str | None = None, methods: Sequence[str] = (), prompts: Sequence[str] | None = None,
+               templates: Sequence[str] | None = None) -> LoadedModel:
     """A model by name (:func:`caap.adapters.create_model`) with its own data config and transform; a model
-    that is no ViT is refused before its weights are read when one of ``methods`` needs a ViT."""
+    that is no ViT is refused before its weights are read when one of ``methods`` needs a ViT. ``prompts``: an
+    image-text model becomes the zero-shot classifier of these prompts (:func:`caap.adapters.zero_shot`; with
+    ``templates``, they are class names)."""
     from timm.data import create_transform
 
     model = create_model(name, weights, needs_vit=vit_method(methods))
+    if prompts:
+        model = zero_shot(model, prompts, name, templates)
     cfg = model_data_config(model)
     adapter = adapt(model, Normalization(tuple(cfg["mean"]), tuple(cfg["std"])))
     return LoadedModel(name, weights, model, adapter, cfg,
@@ -145,7 +156,7 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
     for path, picture, stem in tqdm(rows, desc="explain", unit="img", disable=not progress or len(paths) < 2):
         x = loaded.transform(picture)[None]  # [1, 3, H, W]
         with torch.inference_mode():
-            probs = loaded.adapter.forward(x.to(explainer.device)).float().softmax(-1)[0].cpu()
+            probs = loaded.probabilities(x)[0].cpu()
         classes = [target] if target is not None else probs.topk(top_k).indices.tolist()
         t0 = time.perf_counter()
         maps = class_maps(explainer, x, classes, progress and len(paths) < 2)  # [K, h, w]; one bar at a time
@@ -185,7 +196,7 @@ def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: st
     explainers = {spec: METHODS.build(spec, loaded.model, normalization=loaded.normalization) for spec in specs}
     x = loaded.transform(load_image(path))[None]
     with torch.inference_mode():
-        probs = loaded.adapter.forward(x).float().softmax(-1)[0]
+        probs = loaded.probabilities(x)[0]
     if target is not None and not 0 <= target < probs.shape[0]:
         raise OptionError("target", f"{target} is out of range; expected a class index in 0..{probs.shape[0] - 1}")
     target = int(probs.argmax()) if target is None else target

@@ -32,7 +32,7 @@ def explore(paths: Sequence[str | Path], loaded: LoadedModel, specs: Sequence[st
                               disable=not progress or len(paths) < 2):
         x = loaded.transform(picture)[None]
         with torch.inference_mode():
-            probs = loaded.adapter.forward(x).float().softmax(-1)[0]
+            probs = loaded.probabilities(x)[0]
         classes = [target] if target is not None else probs.topk(top_k).indices.tolist()
         methods = {spec: PageMethod(page_maps(class_maps(e, x, classes, progress=False)), e.signed)
                    for spec, e in explainers.items()}

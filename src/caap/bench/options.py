@@ -88,11 +88,14 @@ class MethodSpec:
 @dataclass(kw_only=True)
 class RunOptions:
     """The run-wide options (see the module docstring). ``target``: ``"label"``, ``"pred"`` or ``"auto"`` (the
-    label where the image has one, else the prediction)."""
+    label where the image has one, else the prediction); ``prompts`` (and ``templates``): an image-text model as
+    the zero-shot classifier of these prompts (:func:`caap.adapters.zero_shot`)."""
 
     model: str
     data: str
     weights: str | None = None
+    prompts: list[str] | None = None
+    templates: list[str] | None = None
     masks: str | None = None
     labels: str | None = None
     limit: int | None = None

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from caap.adapters import adapt, create_model, model_transform
+from caap.adapters import adapt, create_model, model_transform, zero_shot
 from caap.bench import provenance
 from caap.bench.options import DataSpec, MethodSpec, RunOptions, method_specs
 from caap.bench.report import curve_plots, example_grid, write_html
@@ -216,6 +216,8 @@ def load(config: RunOptions, methods=()) -> tuple[nn.Module, Dataset]:
     data = config.check()
     labels = [m.name if isinstance(m, MethodSpec) else m for m in methods]
     model = create_model(config.model, config.weights, needs_vit=vit_method(labels))
+    if config.prompts:
+        model = zero_shot(model, config.prompts, config.model, config.templates)
     if data.kind == "synthetic":
         dataset = Synthetic(data.variant, size=config.limit * config.every if config.limit else 200)
     elif data.kind == "grid":
