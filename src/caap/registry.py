@@ -78,10 +78,11 @@ class Registry(Generic[T]):
 
 
 def construct(factory: Callable[..., T], what: str, *args: Any, **options: Any) -> T:
-    """``factory(*args, **options)`` with a wrong option or value reported as one CaapError line."""
+    """``factory(*args, **options)`` with a wrong option or value reported as one CaapError line (of the error's
+    own class: an unsupported model stays an :class:`~caap.errors.UnsupportedModelError`)."""
     try:
         return factory(*args, **options)
     except CaapError as exc:
-        raise CaapError(f"{what}: {exc}") from None
+        raise (type(exc) if type(exc).__init__ is CaapError.__init__ else CaapError)(f"{what}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise CaapError(f"{what}: {exc}") from None

@@ -13,6 +13,7 @@ from caap.adapters.hf import HFViTAdapter, is_hf_classifier
 from caap.adapters.hfclip import HFImageTowerAdapter, is_hf_image_tower
 from caap.adapters.openclip import OpenCLIPAdapter, is_open_clip_model, is_open_clip_timm, is_open_clip_vit
 from caap.adapters.timm import TimmViTAdapter, is_timm_vit
+from caap.adapters.timm_families import TimmFamilyAdapter, is_timm_family
 from caap.adapters.zeroshot import is_zero_shot
 from caap.core.contexts import Normalization
 from caap.errors import UnsupportedModelError
@@ -33,6 +34,8 @@ def adapt(model: nn.Module | Adapter, normalization: Normalization | None = None
         return HFViTAdapter(model, normalization)
     if is_timm_eva(model):
         return TimmEvaAdapter(model, normalization)
+    if is_timm_family(model):
+        return TimmFamilyAdapter(model, normalization)
     tower = image_tower(model, normalization)
     if tower is not None:
         return tower

@@ -15,6 +15,7 @@ from torch import nn
 from caap.adapters.base import Adapter
 from caap.adapters.card import ModelCard
 from caap.adapters.normalization import model_normalization
+from caap.adapters.timm_families import patch_merging
 from caap.core.contexts import Normalization
 from caap.errors import CaapError
 
@@ -45,6 +46,11 @@ class ClassifierAdapter(Adapter):
         self.model = model
         self._cell = cells
         self.normalization = normalization or model_normalization(model)
+        self.why = patch_merging(model)  # a transformer that merges patches: what the ViT methods lack
+
+    def unsupported(self, capability: str):
+        error = super().unsupported(capability)
+        return type(error)(f"{error} ({self.why})") if self.why else error
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
