@@ -163,6 +163,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="timm model name (e.g. deit_tiny_patch16_224), a Hugging Face "
                    "model folder, hf-hub:ORG/NAME or caap-demo")
     p.add_argument("--weights", help="local .safetensors or .pth weights (default: pretrained from the hub)")
+    p.add_argument("--img-size", type=_size, default=None, metavar="N|HxW",
+                   help="timm models: build for this input size, the weights' position embeddings resampled")
     p.add_argument("--prompts", help="an image-text model (open_clip:ARCH, a CLIP or SigLIP folder) as the zero-shot "
                    "classifier of these prompts: a,b,c or a file of one per line")
     p.add_argument("--templates", help="with --prompts as class names: templates such as 'a photo of a {}.' "
@@ -261,7 +263,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         load_image(path)
     name = parse_spec(args.method, "method")[0]
     METHODS.get(name)
-    loaded = load_model(args.model, args.weights, [name], *_prompts(args))
+    loaded = load_model(args.model, args.weights, [name], *_prompts(args), img_size=args.img_size)
     target = _target(args.target, loaded)
     explainer = construct(METHODS.get(name), f"method {args.method!r}", loaded.model,
                           **explain_options(args.method, args, loaded))
@@ -286,8 +288,19 @@ def _load_checked(args: argparse.Namespace, specs: list[str], paths: list) -> tu
     _target(args.target)
     for path in paths:
         load_image(path)
-    loaded = load_model(args.model, args.weights, specs, *_prompts(args))
+    loaded = load_model(args.model, args.weights, specs, *_prompts(args), img_size=args.img_size)
     return loaded, _target(args.target, loaded)
+
+
+def _size(text: str) -> int | tuple[int, int]:
+    """``--img-size``: ``N`` or ``HxW`` in pixels."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW pixels") from None
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW positive pixels")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
 def _prompts(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
@@ -328,7 +341,8 @@ def _run_options(args: argparse.Namespace) -> dict:
 
     device = str(check_device(args.device, "--device")) if args.device is not None else None
     prompts, templates = _prompts(args)
-    return {"model": args.model, "weights": args.weights, "prompts": prompts, "templates": templates,
+    return {"model": args.model, "weights": args.weights, "img_size": args.img_size, "prompts": prompts,
+            "templates": templates,
             "data": args.data, "masks": args.masks,
             "limit": args.limit, "every": args.every, "labels": args.labels, "target": args.target,
             "device": device, "dtype": args.dtype, "batch_size": args.batch_size}

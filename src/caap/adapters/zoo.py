@@ -26,14 +26,23 @@ from caap.adapters.weights import load_state_dict, load_strict
 from caap.errors import CaapError, OptionError
 
 
-def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_vit: str | None = None) -> nn.Module:
+def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_vit: str | None = None,
+                 img_size: int | tuple[int, int] | None = None, dynamic_img_size: bool = False) -> nn.Module:
     """A model by name: a timm name (``weights`` from a local file, else ``pretrained=True`` from the hub), a
     local Hugging Face model folder or ``hf-hub:ORG/NAME`` (transformers or timm format; the weights are the
     folder's), or ``caap-demo`` (``caap-demo-simple``, ``caap-demo-conjunction``), the embedded demo models.
 
     ``needs_vit``: a method name that needs a ViT's tokens; a model caap can only treat as a plain classifier
     is then refused before any weights are read. Offline, hub weights come from the local cache or fail at once.
+
+    ``img_size`` (timm names): build the model for another input size; the weights' position embeddings are
+    resampled to its grid as timm does when it loads weights for another size (the model module's
+    ``checkpoint_filter_fn``, for a local file as for the hub's). ``dynamic_img_size``: a timm model that takes
+    any input size (its position embeddings resampled on every call).
     """
+    sizing = _sizing(img_size, dynamic_img_size)
+    if sizing and not timm.is_model(name):
+        raise OptionError("img_size", f"applies to timm models; {name!r} is not one")
     if name.startswith(OPEN_CLIP):
         return load_open_clip(name, weights)
     if is_hub_source(name):
@@ -64,7 +73,10 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
             "model folder, hf-hub:ORG/NAME or caap-demo"
         )
     with torch.device("meta"):  # check the architecture before fetching or reading any weights
-        skeleton = timm.create_model(name, pretrained=False)
+        try:
+            skeleton = timm.create_model(name, pretrained=False, **sizing)
+        except TypeError as exc:
+            raise OptionError("img_size", f"{img_size!r}: {name!r} takes no input size option ({exc})") from None
     adapter = adapt(skeleton)
     if needs_vit is not None and not adapter.tokens:
         raise CaapError(f"model {name!r} ({type(skeleton).__name__}) is not a ViT caap can open: method {needs_vit!r} "
@@ -74,7 +86,7 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
         online = hub_available()
         try:
             with contextlib.nullcontext() if online else local_files_only():
-                model = timm.create_model(name, pretrained=True)
+                model = timm.create_model(name, pretrained=True, **sizing)
         except Exception as exc:  # hub errors come in many types; all mean "no weights"
             where = "from the hub" if online else "(offline, and not in the local cache)"
             raise OptionError("weights", f"are needed: could not load pretrained weights for {name!r} {where}: "
@@ -86,9 +98,33 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
     head = state.get(f"{classifier if isinstance(classifier, str) else classifier[0]}.weight")
     if isinstance(head, torch.Tensor) and head.dim() == 2:
         kwargs["num_classes"] = head.shape[0]
-    model = timm.create_model(name, pretrained=False, **kwargs)
-    load_strict(model, state, name, weights)
+    model = timm.create_model(name, pretrained=False, **kwargs, **sizing)
+    load_strict(model, resized(model, state), name, weights)
     return model.eval()
+
+
+def _sizing(img_size, dynamic_img_size: bool) -> dict:
+    out = {}
+    if img_size is not None:
+        pair = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+            raise OptionError("img_size", f"{img_size!r}: expected a positive int or (H, W)")
+        out["img_size"] = pair
+    if dynamic_img_size:
+        out["dynamic_img_size"] = True
+    return out
+
+
+def resized(model: nn.Module, state: dict) -> dict:
+    """``state`` fitted to ``model``'s geometry by the model module's own ``checkpoint_filter_fn`` (timm's position
+    embedding resampling), where the sizes differ; unchanged otherwise."""
+    import sys
+
+    mismatched = [k for k, v in model.state_dict().items() if k in state and state[k].shape != v.shape]
+    if not mismatched:
+        return state
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    return filter_fn(state, model) if filter_fn is not None else state
 
 
 OPEN_CLIP = "open_clip:"
@@ -138,7 +174,11 @@ def model_data_config(model: nn.Module) -> dict:
     if config is not None and hasattr(config, "model_type") and not hasattr(model, "pretrained_cfg"):
         size = getattr(config, "image_size", 224)
         return hf_data_config(model, int(size[0] if isinstance(size, (list, tuple)) else size))
-    return dict(resolve_model_data_config(model))
+    cfg = dict(resolve_model_data_config(model))
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)  # the size the model was built for
+    if built is not None and tuple(cfg["input_size"][1:]) != tuple(built):
+        cfg["input_size"] = (3, *built)  # built for another size (img_size=): preprocess to it
+    return cfg
 
 
 def model_transform(model: nn.Module):

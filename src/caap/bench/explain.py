@@ -68,14 +68,15 @@ class LoadedModel:
 
 
 def load_model(name: str, weights: str | None = None, methods: Sequence[str] = (), prompts: Sequence[str] | None = None,
-               templates: Sequence[str] | None = None) -> LoadedModel:
+               templates: Sequence[str] | None = None, img_size: int | tuple[int, int] | None = None) -> LoadedModel:
     """A model by name (:func:`caap.adapters.create_model`) with its own data config and transform; a model
     that is no ViT is refused before its weights are read when one of ``methods`` needs a ViT. ``prompts``: an
     image-text model becomes the zero-shot classifier of these prompts (:func:`caap.adapters.zero_shot`; with
-    ``templates``, they are class names)."""
+    ``templates``, they are class names); ``img_size``: a timm model built for another input size.
+    """
     from timm.data import create_transform
 
-    model = create_model(name, weights, needs_vit=vit_method(methods))
+    model = create_model(name, weights, needs_vit=vit_method(methods), img_size=img_size)
     if prompts:
         model = zero_shot(model, prompts, name, templates)
     cfg = model_data_config(model)

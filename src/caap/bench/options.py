@@ -94,6 +94,7 @@ class RunOptions:
     model: str
     data: str
     weights: str | None = None
+    img_size: int | tuple[int, int] | None = None
     prompts: list[str] | None = None
     templates: list[str] | None = None
     masks: str | None = None

@@ -215,7 +215,7 @@ def load(config: RunOptions, methods=()) -> tuple[nn.Module, Dataset]:
 
     data = config.check()
     labels = [m.name if isinstance(m, MethodSpec) else m for m in methods]
-    model = create_model(config.model, config.weights, needs_vit=vit_method(labels))
+    model = create_model(config.model, config.weights, needs_vit=vit_method(labels), img_size=config.img_size)
     if config.prompts:
         model = zero_shot(model, config.prompts, config.model, config.templates)
     if data.kind == "synthetic":
