@@ -115,6 +115,27 @@ def test_smoothgrad_equals_a_naive_loop_and_is_seeded(model):
     assert torch.equal(sg.explain(x, target=t).scores, att.scores)
 
 
+def test_smoothgrad_equals_captums_noise_tunnel_on_the_same_draws(model, monkeypatch):
+    """Captum's ``NoiseTunnel(Saliency(abs=True), nt_type="smoothgrad")`` given the noise caap draws (Captum's own
+    ``torch.normal`` draws cannot be seeded apart from the global generator): the same maps."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    x, t = images(1), torch.tensor([4])
+    sigma = float(0.2 * (x.max() - x.min()))
+    draws = torch.randn((5, *x.shape[1:]), generator=torch.Generator().manual_seed(7))  # caap's draws, seed 7
+
+    def same_noise(input, stdev, n):
+        assert n == 5 and stdev == sigma
+        return input.repeat_interleave(n, dim=0) + draws.to(input) * stdev
+
+    monkeypatch.setattr(NoiseTunnel, "_add_noise_to_input", staticmethod(same_noise))
+    theirs = NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=5, stdevs=sigma, target=t,
+                                                    abs=True)
+    ours = methods.get("smoothgrad")(model, noise_level=0.2, samples=5, seed=7).explain(x, target=t)
+    close(ours.meta["channels"], theirs)
+    close(ours.scores, theirs.amax(1))
+
+
 def test_patch_masks_tile_the_image():
     m = patch_masks((4, 4), (32, 32))
     assert m.shape == (16, 32, 32) and torch.equal(m.sum(0), torch.ones(32, 32, dtype=torch.long))
