@@ -61,7 +61,7 @@ bidirectional,gradcam --metrics road,road_morf,road_lerf --every 4 --out "$OUT/d
         --out "$OUT/grid-slow"
 elif [ "$STREAM" = 4 ]; then
     here=$(dirname "$0")
-    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \
         --metrics "$(python "$here/directions.py" metrics)" --out "$OUT/directions-select"
     python "$here/directions.py" choose "$OUT/directions-select"
     CONFIRM=$(python "$here/directions.py" confirm "$OUT/directions-select")
