@@ -17,8 +17,9 @@ when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range
 - with ``--modes …,fast``: CAAP's fast mode (``FastCAAP``, fp32 and, with bf16, bf16 autocast) and
   GAE, their seconds per image, the ratio of exact fp32 to each mode and of each mode to GAE, and the fast
   mode's multiply-adds counted on a real call (forward and backward passes, ``count_macs``);
-- every timing as the best of ``--rounds`` interleaved rounds (the GEMM peak too), so that each ratio
-  compares configurations measured side by side;
+- every timing over ``--rounds`` interleaved rounds (the GEMM peak too): each ratio compares the configurations'
+  best rounds, measured side by side, and every round is kept (``rounds_s``: the spread, not only the best case);
+  each mode is timed with all ``--images`` in one call and with one image per call (``one_per_call``);
 - peak memory per ``batch_size`` (CUDA: ``max_memory_allocated``; CPU: the resident-set high-water mark
   above the level before the call, in a fresh process per configuration).
 """
@@ -231,6 +232,8 @@ def measure(name: str, args, device: torch.device) -> dict | None:
         return out
 
     calls = {key: (lambda e=e: e.explain(images)) for key, e in explainers.items()}
+    for key, e in list(explainers.items()):  # the same images, one per call
+        calls[f"{key}@1"] = lambda e=e: [e.explain(images[i : i + 1]) for i in range(n)][-1]
     calls["naive"] = naive
     if counted:
         gae = get("gae")(model)
@@ -242,6 +245,7 @@ def measure(name: str, args, device: torch.device) -> dict | None:
     # Rounds interleave every configuration, and each keeps its fastest round: on a shared machine the
     # minimum is the least noisy estimate, and every ratio compares configurations measured side by side.
     best: dict[str, float] = {}
+    every: dict[str, list[float]] = {}
     results: dict[str, object] = {}
     peaks: dict[str, float] = {}
     for _ in range(args.rounds):
@@ -251,11 +255,15 @@ def measure(name: str, args, device: torch.device) -> dict | None:
         for key, fn in calls.items():
             seconds, results[key] = timed(fn, device)
             best[key] = min(best.get(key, float("inf")), seconds)
+            every.setdefault(key, []).append(seconds)
     row.update(gemm_peak_flops=peaks, macs=macs.as_dict(), batch_size=chunk, flops_per_image=2 * macs.total / n)
     for mode, explainer in explainers.items():
         achieved = 2 * counted.get(mode, macs.total) / best[mode]  # best[mode]: seconds for all n images
         dtype = explainer.dtype or torch.float32
-        row["modes"][mode] = {"s_per_image": best[mode] / n, "flops": achieved,
+        row["modes"][mode] = {"s_per_image": best[mode] / n, "rounds_s_per_image": [t / n for t in every[mode]],
+                              "one_per_call": {"s_per_image": best[f"{mode}@1"] / n,
+                                               "rounds_s_per_image": [t / n for t in every[f"{mode}@1"]]},
+                              "flops": achieved,
                               "of_peak": achieved / peaks[str(dtype).replace("torch.", "")],
                               "spearman_vs_fp32": spearman(results[mode].scores, ref.scores),
                               **({"first_call_s": first_call[mode]} if mode in first_call else {}),
@@ -282,7 +290,7 @@ def report(row: dict) -> None:
     print(f"\n{row['model']}: {row['flops_per_image'] / 1e9:.1f} GFLOP per image, chunk {row['batch_size']}, "
           f"GEMM peak (GFLOP/s) {peaks}, max|engine - naive| {row['max_abs_diff_vs_naive']:.1e}")
     print(f"  {'mode':14s} {'s/img':>8s} {'GFLOP/s':>8s} {'of peak':>8s} {'vs naive':>9s} {'vs Occl.':>9s} "
-          f"{'Spearman':>9s}")
+          f"{'Spearman':>9s}   (s/img: best round, {row['images']} images per call; rounds and one per call below)")
     print(f"  {'naive fp32':14s} {naive:8.2f}")
     if occ is not None:
         print(f"  {'Captum Occl.':14s} {occ:8.2f}")
@@ -294,6 +302,9 @@ def report(row: dict) -> None:
                  f"{m['gflop_per_image']:.1f} GFLOP/img" if "over_gae" in m else "")
         print(f"  {mode:14s} {m['s_per_image']:8.3f} {m['flops'] / 1e9:8.0f} {m['of_peak']:8.0%} "
               f"{naive / m['s_per_image']:8.2f}x {vs_occ} {m['spearman_vs_fp32']:9.4f}{extra}")
+        rounds = ", ".join(f"{t:.3f}" for t in m["rounds_s_per_image"])
+        single = ", ".join(f"{t:.3f}" for t in m["one_per_call"]["rounds_s_per_image"])
+        print(f"  {'':14s} rounds {rounds}; one image per call: {single}")
     mem = "  ".join(f"batch {k}: {v / 2**20:.0f} MiB" if v is not None else f"batch {k}: n/a"
                     for k, v in row["memory"].items())
     print(f"  peak memory (fp32, one image): {mem}", flush=True)
