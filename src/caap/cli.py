@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from caap.errors import CaapError, OptionError
+from caap.specs import parse_size
 from caap.version import __version__
 
 
@@ -190,23 +191,6 @@ def _target(text: str, loaded=None) -> int | None:
     return index
 
 
-def _image_paths(items: list[str]) -> list[Path]:
-    """Image files, with every image under a folder (sorted) in place of the folder."""
-    from caap.data.datasets import IMAGE_SUFFIXES, image_files
-
-    paths: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = [p for p in image_files(path) if p.is_file()]
-            if not found:
-                raise CaapError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under the folder {item!r}")
-            paths.extend(found)
-        else:
-            paths.append(path)
-    return paths
-
-
 def _specs(text: str, kind: str = "method") -> list[str]:
     """The specs of ``--methods`` / ``--metrics``; ``all`` is every registered one with its default settings
     (families that need a name, as ``quantus:NAME``, are not in it)."""
@@ -248,6 +232,7 @@ def explain_options(method: str, args: argparse.Namespace, loaded) -> dict:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from caap.bench.explain import explain_files, load_model
+    from caap.data.datasets import expand_image_paths
     from caap.data.images import load_image
     from caap.methods import METHODS
     from caap.registry import construct
@@ -258,7 +243,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.target != "auto" and args.top_k != 1:
         raise CaapError(f"--top-k {args.top_k} applies to --target auto; got --target {args.target}")
     _target(args.target)  # an index is checked now, a name once the model's class names are known
-    images = _image_paths(args.images)
+    images = expand_image_paths(args.images)
     for path in images:  # every image checked before the model is loaded
         load_image(path)
     name = parse_spec(args.method, "method")[0]
@@ -293,14 +278,10 @@ def _load_checked(args: argparse.Namespace, specs: list[str], paths: list) -> tu
 
 
 def _size(text: str) -> int | tuple[int, int]:
-    """``--img-size``: ``N`` or ``HxW`` in pixels."""
     try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW pixels") from None
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW positive pixels")
-    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+        return parse_size(text)
+    except CaapError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _prompts(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
@@ -326,9 +307,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_explore(args: argparse.Namespace) -> int:
     from caap.bench.explore import explore
+    from caap.data.datasets import expand_image_paths
 
     specs = _specs(args.methods)
-    images = _image_paths(args.images)
+    images = expand_image_paths(args.images)
     loaded, target = _load_checked(args, specs, images)
     page = explore(images, loaded, specs, args.out, top_k=1 if target is not None else args.top_k, target=target)
     print(f"explored {len(images)} image(s) with {len(specs)} method(s) -> {page}")

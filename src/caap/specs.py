@@ -128,3 +128,14 @@ def split_list(text: str, names: Collection[str]) -> list[str]:
 def file_stem(spec: str) -> str:
     """A file-name-safe form of a spec (plain names are unchanged)."""
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", spec)
+
+
+def parse_size(text: str) -> int | tuple[int, int]:
+    """An image size in pixels, ``N`` (square) or ``HxW``: ``"384"`` -> 384, ``"320x480"`` -> (320, 480)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise CaapError(f"{text!r}: expected N or HxW pixels") from None
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise CaapError(f"{text!r}: expected N or HxW positive pixels")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])

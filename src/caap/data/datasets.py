@@ -38,6 +38,22 @@ def image_files(root: Path) -> list[Path]:
             if path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(OUTPUT_MARK):
                 found.append(path)
     return sorted(found)
+
+
+def expand_image_paths(items: list[str]) -> list[Path]:
+    """Image files, each folder among ``items`` replaced by every image under it (:func:`image_files`, sorted);
+    a folder without images is an error naming it."""
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = [p for p in image_files(path) if p.is_file()]
+            if not found:
+                raise CaapError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under the folder {item!r}")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
 _WNID = re.compile(r"n\d{8}")
 
 
