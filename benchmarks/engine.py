@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from caap import CAAP, FastCAAP
+from caap.bench.provenance import cpu_model
 from caap.methods import get
 from caap.methods.caap import caap_macs, count_macs, naive_caap
 
@@ -324,13 +324,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"torch {torch.__version__}, {device} ({name}), {args.threads} threads, layers {LAYERS}")
     rows = [r for m in args.models.split(",") if m for r in [measure(m, args, device)] if r is not None]
     if args.json:
+        from caap.bench.provenance import record
         from caap.io import save_json
 
-        save_json(args.json, {"torch": torch.__version__, "device": name, "threads": args.threads, "rows": rows})
+        save_json(args.json, {"torch": torch.__version__, "device": name, "threads": args.threads,
+                              "provenance": record(device), "rows": rows})
 
 
 if __name__ == "__main__":
