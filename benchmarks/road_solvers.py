@@ -1,0 +1,121 @@
+"""ROAD's noisy linear imputation: what each sparse solver available here costs on the same systems.
+
+    python benchmarks/road_solvers.py [--maps 3] [--threads 1] [--json benchmarks/results/road_solvers.json]
+
+For ``--maps`` random patch-level maps on a 224 px image, both removal orders (MoRF, LeRF) and the nine shares,
+the system of ``caap.metrics.road.linear_impute`` (every removed pixel the weighted mean of its 8 neighbours) is
+solved by: SciPy's ``spsolve`` (SuperLU, COLAMD; what ROAD uses), SuperLU with the ``MMD_AT_PLUS_A`` ordering for
+a structurally symmetric matrix, SuperLU in float32, and LAPACK's banded Cholesky (``solveh_banded``: the system
+negated is symmetric positive definite, its bandwidth at most W + 1 in raster order). Seconds per order (nine
+solves, building included) and the largest difference from ``spsolve``'s imputation are printed and saved; the
+ratio is measured in the same run. The project asks ROAD for 10× per map on the same CPU; see docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.linalg import solveh_banded
+from scipy.sparse import coo_matrix
+from scipy.sparse.linalg import splu, spsolve
+
+from caap.bench.provenance import record
+from caap.metrics import road
+
+
+def system(keep: np.ndarray, values: np.ndarray):
+    """``(pairs, diagonal, rhs, missing)`` of the imputation as the SPD system ``(D − W_uu) x = W_uk v``."""
+    h, w = keep.shape
+    flat_keep = keep.ravel()
+    missing = np.flatnonzero(~flat_keep)
+    index = np.full(h * w, -1)
+    index[missing] = np.arange(missing.size)
+    rows, cols = np.divmod(missing, w)
+    diagonal, rhs, pairs = np.zeros(missing.size), np.zeros((missing.size, values.shape[0])), []
+    for (dy, dx), weight in road.NEIGHBOURS:
+        ny, nx = rows + dy, cols + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        neighbour = ny[inside] * w + nx[inside]
+        diagonal[inside] += weight
+        known = flat_keep[neighbour]
+        eq = np.flatnonzero(inside)
+        rhs[eq[known]] += weight * values[:, neighbour[known]].T
+        pairs.append((eq[~known], index[neighbour[~known]], weight))
+    return pairs, diagonal, rhs, missing
+
+
+def sparse(pairs, diagonal, dtype=np.float64):
+    n = diagonal.size
+    rows = np.concatenate([p[0] for p in pairs] + [np.arange(n)])
+    cols = np.concatenate([p[1] for p in pairs] + [np.arange(n)])
+    vals = np.concatenate([np.full(p[0].size, -p[2]) for p in pairs] + [diagonal])
+    return coo_matrix((vals.astype(dtype), (rows, cols)), shape=(n, n)).tocsc()
+
+
+def banded(pairs, diagonal, rhs):
+    upper = [(i[j > i], j[j > i], w) for i, j, w in pairs]
+    u = max([int((j - i).max()) for i, j, _ in upper if i.size] + [0])
+    ab = np.zeros((u + 1, diagonal.size))
+    ab[u] = diagonal
+    for i, j, w in upper:
+        ab[u - (j - i), j] = -w
+    return solveh_banded(ab, rhs, check_finite=False)
+
+
+SOLVERS = {
+    "spsolve (ROAD's)": lambda p, d, b: spsolve(sparse(p, d), b),
+    "SuperLU MMD_AT_PLUS_A": lambda p, d, b: splu(sparse(p, d), permc_spec="MMD_AT_PLUS_A",
+                                                  options={"SymmetricMode": True}).solve(b),
+    "SuperLU float32": lambda p, d, b: splu(sparse(p, d, np.float32), permc_spec="MMD_AT_PLUS_A",
+                                            options={"SymmetricMode": True}).solve(b.astype(np.float32)),
+    "banded Cholesky (LAPACK)": banded,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--maps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 224, 224, generator=gen)
+    values = image.double().reshape(3, -1).numpy()
+    keys = road.tie_keys((224, 224), (14, 14), 0)
+    seconds = {name: [] for name in SOLVERS}
+    error = dict.fromkeys(SOLVERS, 0.0)
+    for _ in range(args.maps):
+        saliency = torch.rand(14, 14, generator=gen).repeat_interleave(16, 0).repeat_interleave(16, 1).numpy()
+        for morf in (True, False):
+            order = road.removal_order(saliency, keys, morf)
+            keeps = [road.exact_keep(order, (224, 224), share) for share in road.PERCENTILES]
+            reference = [road.linear_impute(image, keep) for keep in keeps]
+            for name, solve in SOLVERS.items():
+                start = time.perf_counter()
+                for keep, ref in zip(keeps, reference, strict=True):
+                    pairs, diagonal, rhs, missing = system(keep, values)
+                    x = np.asarray(solve(pairs, diagonal, rhs), dtype=np.float64).reshape(missing.size, -1)
+                    got = ref.reshape(3, -1).clone()
+                    got[:, missing] = torch.from_numpy(x.T).float()
+                    error[name] = max(error[name], float((got - ref.reshape(3, -1)).abs().max()))
+                seconds[name].append(time.perf_counter() - start)
+    base = np.median(seconds["spsolve (ROAD's)"])
+    rows = []
+    for name, s in seconds.items():
+        rows.append({"solver": name, "median_s_per_order": float(np.median(s)), "seconds": s,
+                     "speedup_vs_spsolve": float(base / np.median(s)), "max_abs_diff": error[name]})
+        print(f"{name:26s} {np.median(s):6.2f} s per order (9 solves)  {base / np.median(s):5.2f}x  "
+              f"max |diff| {error[name]:.1e}")
+    if args.json:
+        from caap.io import save_json
+
+        save_json(args.json, {"provenance": record("cpu"), "threads": args.threads, "maps": args.maps, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
