@@ -49,7 +49,7 @@ def build(name: str, size: int):
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, img_size=size).eval()
+    model = timm.create_model(name, pretrained=False, img_size=size, num_classes=1000).eval()  # DINOv2: no head
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     return model, image
 
@@ -112,6 +112,8 @@ def measure(name: str, size: int, method: str, rounds: int, threads: int, full: 
 
 def run_time(args: argparse.Namespace) -> dict:
     from caap.bench.provenance import record
+    from caap.errors import CaapError
+    from caap.io import save_json
 
     rows = []
     ctx = multiprocessing.get_context("spawn")
@@ -119,9 +121,17 @@ def run_time(args: argparse.Namespace) -> dict:
     for name, size in configs:
         for method in METHODS:
             full = method == "caap" and (name, size) == ("vit_small_patch16_224", 224)
-            with ctx.Pool(1) as pool:
-                row = pool.apply(measure, (name, size, method, args.rounds, args.threads, full))
+            try:
+                with ctx.Pool(1) as pool:
+                    row = pool.apply(measure, (name, size, method, args.rounds, args.threads, full))
+            except CaapError as exc:  # a method the model does not take: recorded, not fatal
+                rows.append({"model": name, "size": size, "method": method, "refused": str(exc)})
+                print(f"{name} @ {size}: {method}: refused: {exc}", flush=True)
+                continue
             rows.append(row)
+            if args.json:  # partial results survive an interrupted study
+                save_json(args.json, {"provenance": record("cpu"), "threads": args.threads, "rounds": args.rounds,
+                                      "rows": rows, "partial": True})
             extra = f" (full map {min(row['full_s']):.2f} s)" if "full_s" in row else ""
             print(f"{name} @ {size}: {method:9s} {row['seconds']:8.3f} s/image{extra}, "
                   f"peak {row['peak_bytes'] / 2**20:7.0f} MiB", flush=True)
@@ -134,7 +144,8 @@ def exponents(rows: list[dict]) -> dict:
     out: dict = {"patches": {}, "params": {}}
     for method in METHODS:
         for axis, configs, key in (("patches", PATCH_AXIS, "patches"), ("params", SIZE_AXIS, "params")):
-            pts = [(r[key], r["seconds"]) for r in rows if r["method"] == method and (r["model"], r["size"]) in configs]
+            pts = [(r[key], r["seconds"]) for r in rows
+                   if r["method"] == method and "seconds" in r and (r["model"], r["size"]) in configs]
             if len(pts) >= 2:
                 x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
                 out[axis][method] = float(np.polyfit(x, y, 1)[0])
