@@ -154,10 +154,9 @@ def exponents(rows: list[dict]) -> dict:
 
 def run_agree(args: argparse.Namespace) -> dict:
     from scipy.stats import spearmanr
-    from timm.data import create_transform, resolve_model_data_config
 
     from caap import CAAP, FastCAAP
-    from caap.adapters import create_model
+    from caap.adapters import create_model, model_transform
     from caap.bench.provenance import record
     from caap.data.images import load_image
 
@@ -166,7 +165,7 @@ def run_agree(args: argparse.Namespace) -> dict:
     if not weights.is_file():
         raise SystemExit(f"no real DeiT-Tiny at {weights}; set CAAP_DATA_DIR")
     model = create_model("deit_tiny_patch16_224", weights, img_size=args.size)
-    transform = create_transform(**resolve_model_data_config(model))
+    transform = model_transform(model)  # preprocessing at the built size
     files = sorted((DATA / "imagenet-dev").glob("*.JPEG"))
     files = files[:: max(1, len(files) // args.images)][: args.images]
     exact, fast = CAAP(model), FastCAAP(model)
