@@ -54,6 +54,8 @@ def expand_image_paths(items: list[str]) -> list[Path]:
         else:
             paths.append(path)
     return paths
+
+
 _WNID = re.compile(r"n\d{8}")
 
 
