@@ -6,14 +6,19 @@ For ``--maps`` random patch-level maps on a 224 px image, both removal orders (M
 the system of ``caap.metrics.road.linear_impute`` (every removed pixel the weighted mean of its 8 neighbours) is
 solved by: SciPy's ``spsolve`` (SuperLU, COLAMD; what ROAD uses), SuperLU with the ``MMD_AT_PLUS_A`` ordering for
 a structurally symmetric matrix, SuperLU in float32, and LAPACK's banded Cholesky (``solveh_banded``: the system
-negated is symmetric positive definite, its bandwidth at most W + 1 in raster order). Seconds per order (nine
-solves, building included) and the largest difference from ``spsolve``'s imputation are printed and saved; the
-ratio is measured in the same run. The project asks ROAD for 10× per map on the same CPU; see docs/PERFORMANCE.md.
+negated is symmetric positive definite, its bandwidth at most W + 1 in raster order), and SuperLU on the unknowns
+in a geometric nested-dissection order of the pixel grid (:func:`nested_dissection`; the 8-neighbour stencil is
+cut by one row or column, so the two halves decouple). Seconds per order (nine solves, building included) and the
+largest difference from ``spsolve``'s imputation are printed and saved; the ratio is measured in the same run.
+The run also times the real DeiT-Tiny's nine forwards per order on the same thread (with ``$CAAP_DATA_DIR``; a
+random-init one otherwise): the bound on ROAD's per-map speed-up from any solver is (solves + forwards) / forwards.
+The project asks ROAD for 10× per map on the same CPU; see docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from scipy.sparse.linalg import splu, spsolve
 
 from caap.bench.provenance import record
 from caap.metrics import road
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def system(keep: np.ndarray, values: np.ndarray):
@@ -56,6 +63,42 @@ def sparse(pairs, diagonal, dtype=np.float64):
     return coo_matrix((vals.astype(dtype), (rows, cols)), shape=(n, n)).tocsc()
 
 
+def nested_dissection(h: int, w: int, leaf: int = 64) -> np.ndarray:
+    """int64 ``[H * W]``: each pixel's place in a nested-dissection order of the grid — halves first (each in its
+    own nested order), the separating row or column last, down to blocks of ``leaf`` pixels in raster order."""
+    order: list[np.ndarray] = []
+
+    def split(r0: int, r1: int, c0: int, c1: int) -> None:
+        if (r1 - r0) * (c1 - c0) <= leaf:
+            rows, cols = np.mgrid[r0:r1, c0:c1]
+            order.append((rows * w + cols).ravel())
+        elif r1 - r0 >= c1 - c0:
+            m = (r0 + r1) // 2
+            split(r0, m, c0, c1), split(m + 1, r1, c0, c1)
+            order.append(m * w + np.arange(c0, c1))
+        else:
+            m = (c0 + c1) // 2
+            split(r0, r1, c0, m), split(r0, r1, m + 1, c1)
+            order.append(np.arange(r0, r1) * w + m)
+
+    split(0, h, 0, w)
+    place = np.empty(h * w, dtype=np.int64)
+    place[np.concatenate(order)] = np.arange(h * w)
+    return place
+
+
+PLACE = nested_dissection(224, 224)
+
+
+def dissected(pairs, diagonal, rhs, missing):
+    p = np.argsort(PLACE[missing])
+    a = sparse(pairs, diagonal)[p][:, p].tocsc()
+    lu = splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    x = np.empty_like(rhs)
+    x[p] = lu.solve(rhs[p])
+    return x
+
+
 def banded(pairs, diagonal, rhs):
     upper = [(i[j > i], j[j > i], w) for i, j, w in pairs]
     u = max([int((j - i).max()) for i, j, _ in upper if i.size] + [0])
@@ -73,7 +116,9 @@ SOLVERS = {
     "SuperLU float32": lambda p, d, b: splu(sparse(p, d, np.float32), permc_spec="MMD_AT_PLUS_A",
                                             options={"SymmetricMode": True}).solve(b.astype(np.float32)),
     "banded Cholesky (LAPACK)": banded,
+    "SuperLU, nested dissection": dissected,
 }
+NEEDS_MISSING = {"SuperLU, nested dissection"}
 
 
 def main() -> None:
@@ -99,12 +144,14 @@ def main() -> None:
                 start = time.perf_counter()
                 for keep, ref in zip(keeps, reference, strict=True):
                     pairs, diagonal, rhs, missing = system(keep, values)
-                    x = np.asarray(solve(pairs, diagonal, rhs), dtype=np.float64).reshape(missing.size, -1)
+                    extra = (missing,) if name in NEEDS_MISSING else ()
+                    x = np.asarray(solve(pairs, diagonal, rhs, *extra), dtype=np.float64).reshape(missing.size, -1)
                     got = ref.reshape(3, -1).clone()
                     got[:, missing] = torch.from_numpy(x.T).float()
                     error[name] = max(error[name], float((got - ref.reshape(3, -1)).abs().max()))
                 seconds[name].append(time.perf_counter() - start)
     base = np.median(seconds["spsolve (ROAD's)"])
+    forward = forward_seconds(args.maps * 2)
     rows = []
     for name, s in seconds.items():
         rows.append({"solver": name, "median_s_per_order": float(np.median(s)), "seconds": s,
@@ -114,7 +161,33 @@ def main() -> None:
     if args.json:
         from caap.io import save_json
 
-        save_json(args.json, {"provenance": record("cpu"), "threads": args.threads, "maps": args.maps, "rows": rows})
+        save_json(args.json, {"provenance": record("cpu"), "threads": args.threads, "maps": args.maps, "rows": rows,
+                              "forward": forward})
+    f = forward["median_s_per_order"]
+    best = min(np.median(v) for v in seconds.values())
+    print(f"the model's 9 forwards per order ({forward['model']}): {f:.2f} s; per order today "
+          f"{base + f:.2f} s, with the fastest solver {best + f:.2f} s ({(base + f) / (best + f):.2f}x), "
+          f"with a free solver {f:.2f} s ({(base + f) / f:.2f}x: the bound on any solver's per-map speed-up)")
+
+
+def forward_seconds(rounds: int) -> dict:
+    """Seconds of the nine forwards ROAD runs per order (one batch of nine 224 px images), median of ``rounds``."""
+    from caap.adapters import create_model
+
+    data = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+    weights = data / "deit_tiny_patch16_224.safetensors"
+    real = weights.is_file()
+    model = create_model("deit_tiny_patch16_224", str(weights) if real else None).eval()
+    batch = torch.rand(9, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    times = []
+    with torch.inference_mode():
+        model(batch[:1])
+        for _ in range(rounds):
+            start = time.perf_counter()
+            model(batch)
+            times.append(time.perf_counter() - start)
+    return {"model": "real DeiT-Tiny" if real else "random-init DeiT-Tiny", "seconds": times,
+            "median_s_per_order": float(np.median(times))}
 
 
 if __name__ == "__main__":

@@ -96,12 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="caap,rollout,gae,gradcam,occlusion,input_insertion", help=methods_help)
     p.add_argument("--metrics", default="deletion,insertion", help=metrics_help)
     p.add_argument("--out", required=True, help="run folder (re-running the same command resumes)")
-    p.add_argument("--rescore", action="store_true",
-                   help="recompute the metrics of finished records from their saved maps")
+    p.add_argument("--rescore", action="store_true", help="recompute finished records' metrics from their saved maps")
+    p.add_argument("--score-batch", type=int, default=1, help="maps scored together (metric forwards batched)")
     p.add_argument("--allow-code-change", action="store_true",
                    help="resume a run that other code started (refused by default; recorded in config.json)")
-    p.add_argument("--compare", metavar="METHOD",
-                   help="also print (and write compare_METHOD.md) each method's paired difference to METHOD")
+    p.add_argument("--compare", metavar="METHOD", help="also print (and write compare_METHOD.md) paired differences")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="CAAP layer band x context x score sweep: a bench run over generated specs "
@@ -336,7 +335,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(**_run_options(args), methods=_specs(args.methods), metrics=_specs(args.metrics, "metric"))
     if args.compare is not None and args.compare not in config.methods:
         raise CaapError(f"--compare {args.compare!r} is not one of --methods {config.methods}")
-    table = run(config, args.out, rescore=args.rescore, allow_code_change=args.allow_code_change)
+    table = run(config, args.out, rescore=args.rescore, allow_code_change=args.allow_code_change,
+                score_batch=args.score_batch)
     if table is not None:
         print((Path(args.out) / "table.md").read_text(), end="")
         if args.compare is not None:

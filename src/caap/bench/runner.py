@@ -66,14 +66,18 @@ def _dist() -> tuple[int, int]:
 
 
 def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bool = False,
-        report: bool = True, loaded: tuple | None = None, allow_code_change: bool = False) -> dict | None:
+        report: bool = True, loaded: tuple | None = None, allow_code_change: bool = False,
+        score_batch: int = 1) -> dict | None:
     """Run (or resume) the benchmark into ``out``; returns the table on rank 0 (None on other ranks).
 
     ``rescore``: recompute every metric of the finished records from their saved maps (after a metric's
     definition changed), keeping the maps, targets and timings; the explanations are not recomputed.
     ``report``: write the plots and ``report.html`` besides the table. ``loaded``: the ``(model, dataset)``
     of :func:`load`, when the caller already has them. ``allow_code_change``: resume a run that other code
-    started (refused by default; :func:`caap.bench.provenance.check_resume`)."""
+    started (refused by default; :func:`caap.bench.provenance.check_resume`). ``score_batch``: maps scored together
+    (every metric once over them, its forwards batched across methods and images; 1: each map alone)."""
+    if isinstance(score_batch, bool) or not isinstance(score_batch, int) or score_batch < 1:
+        raise OptionError("score_batch", f"{score_batch!r}: expected a positive number of maps")
     methods, metrics = _checked(config)  # everything is checked before the run folder is written
     model, dataset = loaded if loaded is not None else load(config, methods)
     _check_masks(metrics, dataset, config)
@@ -84,7 +88,8 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     stored = _open(store, config, explainers, allow_code_change, rank)
     mine = [i for i in range(len(dataset)) if i % world == rank]
     bound = {label: _bound(metrics, spec, config) for label, spec in specs.items()}
-    fresh = _explain_and_score(store, dataset, explainers, bound, config, model, mine, rank, progress)
+    fresh = _explain_and_score(store, dataset, explainers, bound, config, model, mine, rank, progress,
+                               score_batch)
     if rescore:
         _rescore(store, dataset, bound, model, mine, fresh, rank, progress)
     if world > 1:
@@ -130,24 +135,50 @@ def _target(config: BenchConfig, item: Item) -> list[int] | None:
 
 def _explain_and_score(store: RunStore, dataset: Dataset, explainers: dict[str, Explainer],
                        bound: dict[str, dict[str, Metric]], config: BenchConfig, model, mine: list[int], rank: int,
-                       progress: bool) -> set[tuple[int, str]]:
-    """Every unfinished (image, method) of this rank: explained, scored and written (map, then record)."""
+                       progress: bool, score_batch: int = 1) -> set[tuple[int, str]]:
+    """Every unfinished (image, method) of this rank: explained, scored and written (map, then record).
+
+    ``score_batch`` maps (of consecutive methods and images) are scored together: each metric runs once over all
+    of them, so its forwards batch across methods and images (what keeps an accelerator busy; on a CPU the gain is
+    small). The default, 1, scores each map alone. Records are written as soon as their batch is scored; an
+    interrupted batch is redone on resume."""
     todo = [(i, m) for i in mine for m in explainers if not store.done(i, m)]
+    entries: list[_Entry] = []
     current, item = None, None
-    for i, label in tqdm(todo, desc=f"bench[{rank}]", unit="map", disable=not progress):
+    for n, (i, label) in enumerate(tqdm(todo, desc=f"bench[{rank}]", unit="map", disable=not progress)):
         if current != i:
             item, current = dataset[i], i
         x = item.image[None]
         start = time.perf_counter()
         att = explainers[label].explain(x, target=_target(config, item), progress=False)
-        seconds = time.perf_counter() - start
-        scores, curves = _score(bound[label], model, x, att.target, att.scores, item.mask)
-        save_npy(store.map_path(i, label), att.scores[0].numpy())
-        save_json(store.record_path(i, label), {
-            "index": i, "id": item.id, "method": label, "label": item.label, "target": int(att.target[0]),
-            "prediction": int(att.meta["prediction"][0]), "seconds": seconds, "metrics": scores, "curves": curves,
-            "meta": {k: v for k, v in att.meta.items() if _plain(v) and k != "seconds"}})
+        entries.append(_Entry(i, label, item, x, att.target, att.scores, time.perf_counter() - start, att))
+        if len(entries) < score_batch and n + 1 < len(todo):
+            continue
+        for entry, (scores, curves) in zip(entries, _score(bound, model, entries), strict=True):
+            att = entry.att
+            save_npy(store.map_path(entry.index, entry.label), att.scores[0].numpy())
+            save_json(store.record_path(entry.index, entry.label), {
+                "index": entry.index, "id": entry.item.id, "method": entry.label, "label": entry.item.label,
+                "target": int(att.target[0]), "prediction": int(att.meta["prediction"][0]), "seconds": entry.seconds,
+                "metrics": scores, "curves": curves,
+                "meta": {k: v for k, v in att.meta.items() if _plain(v) and k != "seconds"}})
+        entries = []
     return set(todo)
+
+
+@dataclass
+class _Entry:
+    """One map to score: image ``index`` (its ``item`` and batch ``x`` ``[1, 3, H, W]``), method ``label``, the
+    ``target`` ``[1]`` and ``maps`` ``[1, h, w]``; ``seconds`` and ``att`` (the Attribution) when just explained."""
+
+    index: int
+    label: str
+    item: Item
+    x: torch.Tensor
+    target: torch.Tensor
+    maps: torch.Tensor
+    seconds: float = 0.0
+    att: object = None
 
 
 def _rescore(store: RunStore, dataset: Dataset, bound: dict[str, dict[str, Metric]], model, mine: list[int],
@@ -159,8 +190,8 @@ def _rescore(store: RunStore, dataset: Dataset, bound: dict[str, dict[str, Metri
         record = json.loads(path.read_text())
         item = dataset[i]
         saved = torch.from_numpy(np.load(store.map_path(i, label)))[None]
-        target = torch.tensor([record["target"]])
-        record["metrics"], record["curves"] = _score(bound[label], model, item.image[None], target, saved, item.mask)
+        entry = _Entry(i, label, item, item.image[None], torch.tensor([record["target"]]), saved)
+        [(record["metrics"], record["curves"])] = _score(bound, model, [entry])
         save_json(path, record)
 
 
@@ -186,20 +217,33 @@ def _bound(metrics: dict[str, Metric], spec: MethodSpec, config: BenchConfig) ->
     return {name: metric.bind(explain) if metric.needs_explain else metric for name, metric in metrics.items()}
 
 
-def _score(metrics: dict[str, Metric], model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
-           mask: torch.Tensor | None) -> tuple[dict, dict]:
-    """Every metric of one map ``[1, h, w]`` through the metric contract (curve metrics keep their curve for the
-    report's plots)."""
-    mask = None if mask is None else mask[None]
-    scores, curves = {}, {}
-    for name, metric in metrics.items():
-        if metric.needs_masks and mask is None:
-            continue
-        scored = metric.score(model, x, target, maps, mask)
-        scores[name] = float(scored.values[0])
-        if scored.curves is not None:
-            curves[name] = scored.curves[0]
-    return scores, curves
+def _score(bound: dict[str, dict[str, Metric]], model, entries: list[_Entry]) -> list[tuple[dict, dict]]:
+    """``(scores, curves)`` of every entry: each metric through the metric contract, once over every entry it
+    applies to (a metric that re-explains is its method's own; one that needs masks skips entries without one).
+    Curve metrics keep their curve for the report's plots."""
+    out: list[tuple[dict, dict]] = [({}, {}) for _ in entries]
+    batches: dict[tuple[int, ...], tuple] = {}  # the same tensors for the same entries (ROAD shares its solves)
+    for name in bound[entries[0].label] if entries else ():
+        groups: dict[int, tuple[Metric, list[int]]] = {}
+        for k, entry in enumerate(entries):
+            metric = bound[entry.label][name]
+            if metric.needs_masks and entry.item.mask is None:
+                continue
+            groups.setdefault(id(metric), (metric, []))[1].append(k)
+        for metric, members in groups.values():
+            key = tuple(members)
+            if key not in batches:
+                chosen = [entries[k] for k in members]
+                masks = [e.item.mask for e in chosen]
+                batches[key] = (torch.cat([e.x for e in chosen]), torch.cat([e.target for e in chosen]),
+                                torch.cat([e.maps for e in chosen]),
+                                None if any(m is None for m in masks) else torch.stack(masks))
+            scored = metric.score(model, *batches[key])
+            for row, k in enumerate(members):
+                out[k][0][name] = float(scored.values[row])
+                if scored.curves is not None:
+                    out[k][1][name] = scored.curves[row]
+    return out
 
 
 def _plain(value) -> bool:

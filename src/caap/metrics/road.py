@@ -114,8 +114,8 @@ class _ROAD(Metric):
     Args:
         percentiles: shares of pixels removed, in percent (default 10, 20, …, 90).
         noise: std of the Gaussian noise added to the imputed pixels, in normalised input units (grad-cam: 0.01).
-        seed: the noise's seed (per image and share, so that results do not depend on the batch) and the order of
-            tied pixels.
+        seed: the noise's seed (one noise field per share, the same for every image, so that results do not depend
+            on the batch) and the order of tied pixels.
         score: ``"prob"`` (default), ``"logit"``, ``"logprob"`` or a callable.
         ties: ``"random"`` (default: exactly the share, ties in a seeded random order of patches, then pixels) or
             ``"percentile"`` (grad-cam's rule: tied plateaus removed whole).
@@ -142,9 +142,10 @@ class _ROAD(Metric):
         self.percentiles, self.noise, self.seed, self.ties = shares, float(noise), seed, ties
         self.score_name, self.score_fn = make_score(score)
 
-    def imputed(self, image: torch.Tensor, saliency: np.ndarray, index: int, most_relevant_first: bool,
+    def imputed(self, image: torch.Tensor, saliency: np.ndarray, most_relevant_first: bool,
                 grid: tuple[int, int] | None = None):
-        """``[len(percentiles), C, H, W]``: ``image`` after each removal, noise drawn from (seed, image, share);
+        """``[len(percentiles), C, H, W]``: ``image`` after each removal, noise drawn from (seed, share) — the
+        same for every image and batch position, so that a score never depends on the batch it is scored in;
         ``grid``: the model's patch grid, whose patches order tied pixels (default: one pixel per patch)."""
         size = tuple(saliency.shape)
         order = None
@@ -158,7 +159,7 @@ class _ROAD(Metric):
                 keep = exact_keep(order, size, share)
             filled = linear_impute(image, keep)
             if self.noise > 0:
-                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index * 101 + k)
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
                 noise = torch.randn(filled.shape, generator=gen) * self.noise
                 filled = torch.where(torch.from_numpy(keep)[None], filled, filled + noise)
             out.append(filled)
@@ -197,7 +198,7 @@ class _ROAD(Metric):
             for morf in orders:
                 scores = []
                 for b in range(images.shape[0]):
-                    batch = self.imputed(images[b].cpu(), pixels[b], b, morf, grid).to(device, images.dtype)
+                    batch = self.imputed(images[b].cpu(), pixels[b], morf, grid).to(device, images.dtype)
                     s = apply_score(self.score_fn, adapter.forward(batch))[:, int(targets[b])]
                     scores.append(s.float().mean().cpu())
                 result[morf] = torch.stack(scores)

@@ -48,7 +48,14 @@ class Randomization(Metric):
         if explain is not None and not callable(explain):
             raise CaapError(f"explain must be a function (model, images, targets) -> maps, got {explain!r}")
         self.explain = explain
-        self.levels = None if levels is None else [int(k) for k in levels]
+        if isinstance(levels, str):  # the spec grammar's "0,2,4"
+            levels = [k.strip() for k in levels.split(",") if k.strip()]
+        elif isinstance(levels, int) and not isinstance(levels, bool):
+            levels = [levels]
+        try:
+            self.levels = None if levels is None else [int(k) for k in levels]
+        except (TypeError, ValueError):
+            raise CaapError(f"levels must be numbers of blocks (e.g. 0,2,4), got {levels!r}") from None
         self.seed = int(seed)
 
     def bind(self, explain: ExplainFn) -> Randomization:
