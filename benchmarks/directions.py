@@ -4,6 +4,7 @@ confirmed on the other.
     caap bench ... --every 2 --methods "$(python benchmarks/directions.py variants)" --metrics "$(... metrics)" \
         --out runs/directions-select                                         # the selection half (even positions)
     python benchmarks/directions.py choose runs/directions-select           # -> chosen.json and the sweep table
+    python benchmarks/directions.py choose benchmarks/results/evidence/directions-select --write docs/DIRECTIONS.md
     caap bench ... --methods "$(python benchmarks/directions.py confirm runs/directions-select)" ...   # all images
 
 The variants are fast-mode maps (``caap_fast``: a few forwards each, so the whole grid is affordable) of every
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from caap.bench.store import RunStore
-from caap.bench.table import per_image
-from caap.io import save_json
+from caap.bench.table import per_image, read_scores, split_outcomes
+from caap.io import atomic_write_bytes, save_json
 
 BANDS = ("2:6", "4:8", "6:10", "8:12")
 CONTEXTS = ("mean", "blur")
@@ -64,13 +65,40 @@ def choose(scores: dict[str, dict[str, dict[int, float]]]) -> dict:
         if not candidates:
             continue
 
+        best = max(table[s]["criterion"] for s in candidates)
+        near = [s for s in candidates if table[s]["criterion"] >= best - 1e-4]  # ties: within 1e-4 of the best
+
         def key(spec: str) -> tuple:
             band = spec.split("layers=")[1].split(":context")[0]
-            return (round(table[spec]["criterion"], 4), band == "4:8", spec.endswith("context=mean"))
+            return (band == "4:8", spec.endswith("context=mean"), table[spec]["criterion"])
 
-        chosen[direction] = max(candidates, key=key)
+        chosen[direction] = max(near, key=key)
     return {"rule": __doc__.split("The rule, fixed before looking: ")[1].split(" The chosen")[0].replace("\n", " "),
             "chosen": chosen, "variants": table}
+
+
+def load(folder: Path) -> dict[str, dict[str, dict[int, float]]]:
+    """``{variant: {metric: {image: value}}}`` of a run folder, or of its per-image scores imported into the
+    repository (``scores.csv`` beside ``config.json``: ``benchmarks/claims.py --import-runs``)."""
+    config = json.loads((folder / "config.json").read_text())
+    if (folder / "records").is_dir():
+        return per_image(RunStore(folder), config["methods"])
+    return split_outcomes(read_scores(folder / "scores.csv"))[0]
+
+
+def table(result: dict) -> str:
+    """The sweep as Markdown: every variant's means on the selection half, best criterion first, chosen in bold."""
+    chosen = set(result["chosen"].values())
+    lines = ["| direction | band | context | deletion, mean ↓ | deletion, blur ↓ | insertion, blur ↑ | "
+             "insertion, mean ↑ | criterion ↑ | images |", "|---|---|---|---|---|---|---|---|---|"]
+    for spec, row in sorted(result["variants"].items(), key=lambda kv: -kv[1]["criterion"]):
+        options = dict(part.split("=", 1) for part in spec.split(":")[1:] if "=" in part)
+        options["layers"] = spec.split("layers=")[1].split(":context")[0]
+        mark = "**" if spec in chosen else ""
+        cells = [f"{row[m]:.3f}" for m in METRICS]
+        lines.append(f"| {mark}{options['direction']}{mark} | {options['layers']} | {options['context']} | "
+                     f"{' | '.join(cells)} | {mark}{row['criterion']:+.4f}{mark} | {row['images']} |")
+    return "\n".join(lines) + "\n"
 
 
 def confirm_specs(chosen: dict) -> list[str]:
@@ -89,6 +117,7 @@ def main() -> int:
     p = sub.add_parser("choose")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path)
+    p.add_argument("--write", type=Path, help="fill the 'directions' block of this Markdown file with the sweep")
     p = sub.add_parser("confirm")
     p.add_argument("run", type=Path)
     args = parser.parse_args()
@@ -97,16 +126,20 @@ def main() -> int:
     elif args.command == "metrics":
         print(",".join(METRICS))
     elif args.command == "choose":
-        config = json.loads((args.run / "config.json").read_text())
-        result = choose(per_image(RunStore(args.run), config["methods"]))
+        result = choose(load(args.run))
         save_json((args.out or args.run) / "chosen.json", result)
-        for spec, row in sorted(result["variants"].items(), key=lambda kv: -kv[1]["criterion"]):
-            print(f"{row['criterion']:+.4f}  {spec}  ({row['images']} images)")
+        print(table(result), end="")
         print("chosen:", json.dumps(result["chosen"]))
+        if args.write:
+            from claims import replace_blocks
+
+            text = replace_blocks(args.write.read_text(), {"directions": table(result)})
+            atomic_write_bytes(args.write, text.encode())
     else:
         print(",".join(confirm_specs(json.loads((args.run / "chosen.json").read_text()))))
     return 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

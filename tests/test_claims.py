@@ -92,3 +92,31 @@ def test_the_shipped_results_equal_what_the_script_computes_from_the_scores():
     assert "claims" in present and "provenance" in present
     for name in present:
         assert claims.replace_blocks(text, {name: generated[name]}) == text, f"RESULTS.md's {name!r} is stale"
+
+
+def test_the_directions_rule_chooses_by_its_criterion_and_breaks_ties_as_stated(tmp_path):
+    directions = load("directions")
+    images = range(6)
+
+    def scores(deletion: float, insertion: float) -> dict:
+        return {m: {i: (deletion if m.startswith("deletion") else insertion) + 0.01 * i for i in images}
+                for m in directions.METRICS}
+
+    values = {directions.variant(d, b, c): scores(0.30, 0.40) for d in directions.DIRECTIONS
+              for b in directions.BANDS for c in directions.CONTEXTS}
+    values[directions.variant("both", "6:10", "blur")] = scores(0.10, 0.60)  # the best both: chosen
+    values[directions.variant("denoise", "2:6", "mean")] = scores(0.05, 0.90)  # better still, but not a candidate
+    values[directions.variant("noise", "8:12", "blur")] = scores(0.30, 0.40 + 5e-5)  # within 1e-4: a tie
+    result = directions.choose(values)
+    assert result["chosen"] == {"both": directions.variant("both", "6:10", "blur"),
+                                "noise": directions.variant("noise", "4:8", "mean")}  # ties: middle band, mean
+    assert result["variants"][directions.variant("both", "6:10", "blur")]["criterion"] == pytest.approx(0.5)
+    assert directions.confirm_specs(result) == [
+        "caap", "caap:direction=both:layers=6:10:context=blur", "caap_fast:direction=both:layers=6:10:context=blur",
+        "caap:direction=noise:layers=4:8:context=mean", "caap_fast:direction=noise:layers=4:8:context=mean"]
+    table = directions.table(result)
+    assert table.count("**") == 8 and table.splitlines()[2].startswith("| denoise | 2:6 | mean")
+    doc = tmp_path / "DIRECTIONS.md"
+    doc.write_text("before\n<!-- BEGIN generated: directions -->\nold\n<!-- END generated: directions -->\nafter\n")
+    text = claims.replace_blocks(doc.read_text(), {"directions": table})
+    assert "old" not in text and table in text and text.endswith("after\n")
