@@ -182,3 +182,24 @@ def test_bench_compare_view(tmp_path, capsys):
     assert "Paired difference to caap" in out and "| rollout |" in out and "p=" in out
     assert (tmp_path / "compare_caap.md").is_file()
     assert main([*args[:-4], "--compare", "gae", "--out", str(tmp_path)]) == 2
+
+
+def test_a_resume_with_other_weights_at_the_same_path_is_refused(tmp_path):
+    """config.json names the weights by their sha256; another file at the same path would mix two models."""
+    from safetensors.torch import save_file
+
+    from caap.adapters import create_model
+
+    state = {k: v.clone().contiguous() for k, v in create_model("caap-demo").state_dict().items()}
+    weights = tmp_path / "w.safetensors"
+    save_file(state, str(weights))
+    config = BenchConfig(**{**QUICK, "weights": str(weights)})
+    run(config, tmp_path / "run", progress=False, report=False)
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())["info"]["weights_sha256"]
+    assert len(stored) == 64
+    run(config, tmp_path / "run", progress=False, report=False)  # the same file: resumes
+    state["head.weight"] += 1
+    save_file(state, str(weights))
+    with pytest.raises(CaapError, match="other weights"):
+        run(config, tmp_path / "run", progress=False, report=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["info"]["weights_sha256"] == stored

@@ -28,6 +28,18 @@ def source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def file_hash(path: str | Path | None) -> str | None:
+    """sha256 of a weights file (None when ``path`` is no file: a hub name, or no weights). Weights the repository
+    cannot hold (self-trained ones over the snapshot limit) are named by it, so a rerun can tell them apart."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(PACKAGE), *args], capture_output=True, text=True, timeout=10,

@@ -34,7 +34,7 @@ from caap.bench.table import summarize
 from caap.core.state import eval_mode
 from caap.data.datasets import Dataset, ImageFolder, Item, Subset, Synthetic
 from caap.data.grid import GridPointing
-from caap.errors import OptionError
+from caap.errors import CaapError, OptionError
 from caap.io import save_json, save_npy
 from caap.methods import Explainer
 from caap.metrics import METRICS, Metric
@@ -116,15 +116,22 @@ def _check_masks(metrics: dict[str, Metric], dataset: Dataset, config: BenchConf
 def _open(store: RunStore, config: BenchConfig, explainers: dict[str, Explainer], allow_code_change: bool,
           rank: int) -> dict:
     """Start or resume the run folder (rank 0): the settings, the code and machine it runs on (a resume with
-    other code is refused unless allowed) and every method's resolved settings."""
+    other code is refused unless allowed), the sha256 of a weights file (a resume with other weights at the same
+    path is refused) and every method's resolved settings."""
     settings = config.to_dict()
     device = next(iter(explainers.values())).device
     now = provenance.record(device)
-    history = provenance.check_resume((store.stored() or {}).get("info"), now, allow_code_change)
+    previous = (store.stored() or {}).get("info")
+    history = provenance.check_resume(previous, now, allow_code_change)
+    weights = provenance.file_hash(config.weights)
+    if (previous or {}).get("weights_sha256") not in (None, weights):
+        raise CaapError(f"the run was started with other weights at {config.weights!r} (sha256 "
+                        f"{previous['weights_sha256'][:12]}…, now {str(weights)[:12]}…): its records would mix two "
+                        "models; use another folder")
     if rank != 0:
         return settings
     return store.open(settings, growing=("methods",), info={
-        **now, "code_history": history, "device": str(device),
+        **now, "code_history": history, "device": str(device), "weights_sha256": weights,
         "method_settings": {label: e.settings() for label, e in explainers.items()}})
 
 

@@ -13,6 +13,7 @@ other backbones of :mod:`caap.adapters.backbones`) with its model card (the ``.j
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import platform
 import sys
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     stem = f"demo_{args.variant}" if args.arch == "vit" else f"{args.arch}_{args.variant}"
-    atomic_write_bytes(args.out / f"{stem}.safetensors", save(state))
+    blob = save(state)
+    atomic_write_bytes(args.out / f"{stem}.safetensors", blob)
     config = SyntheticConfig(variant=args.variant, seed=args.seed)
     card = {
         "model": type(model).__name__, "backbone": args.arch, "architecture": {**ARCH, "patch_embed": STEM},
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_accuracy": test_acc, "occlusion_check": occlusion, "training": record,
         "total_seconds": total, "command": "python -m caap.data.train " + " ".join(argv or sys.argv[1:]),
         "machine": f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}",
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),  # how a run's config.json names these weights
     }
     save_json(args.out / f"{stem}.json", card)
     return 0
