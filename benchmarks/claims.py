@@ -213,6 +213,7 @@ def provenance_table(runs: dict[str, dict]) -> str:
 
 def blocks(folder: Path = RESULTS_DIR) -> dict[str, str]:
     """Every generated block of docs/RESULTS.md, by name."""
+    from claims_directions import blocks as directions_blocks
     from results_tables import extra_blocks
 
     runs = load_runs(folder)
@@ -222,6 +223,7 @@ def blocks(folder: Path = RESULTS_DIR) -> dict[str, str]:
            "claims-zoo": zoo_table(decide_all(runs, ZOO_ROWS))}
     out.update({f"table {name}": run_table(run) for name, run in runs.items()})
     out.update(extra_blocks(runs, lambda values, spec, run: decide(values, Row("localised", run, run, spec, (spec,)))))
+    out.update(directions_blocks(runs, folder))
     return out
 
 

@@ -8,7 +8,8 @@
 #
 # Stream 4 is issue 25's study of CAAP's directions (benchmarks/directions.py): fast-mode variants of every direction,
 # band and context on the even positions, the chosen ones then exact and fast on every image (judged on the odd
-# positions), with ROAD and the grid pointing game.
+# positions against deit-top's baselines: benchmarks/claims_directions.py), with ROAD on odd positions (baselines
+# rerun there) and the grid pointing game.
 # Stream 3 is the controlled-evidence benchmark on the demo models and the backbone zoo (ZOO: the folder
 # of `python -m caap.data.train --arch NAME --variant simple --max-steps STEPS --minutes 10000` weights,
 # NAME_simple.safetensors; STEPS from benchmarks/results/zoo/NAME_simple.json).
@@ -66,8 +67,9 @@ elif [ "$STREAM" = 4 ]; then
     python "$here/directions.py" choose "$OUT/directions-select"
     CONFIRM=$(python "$here/directions.py" confirm "$OUT/directions-select")
     bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$CONFIRM" --metrics $FAITH --out "$OUT/deit-directions"
-    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$CONFIRM" --metrics road,road_morf,road_lerf --every 4 \
-        --out "$OUT/deit-road-directions"
+    # ROAD on every 4th image from position 1 (odd positions: deit-road's are the selection half), baselines included
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$CONFIRM,gae,transformer_attribution,attnlrp,\
+bidirectional,gradcam" --metrics road,road_morf,road_lerf --every 4 --offset 1 --out "$OUT/deit-road-directions"
     bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods "$CONFIRM" --metrics $LOCAL \
         --out "$OUT/grid-directions"
 else

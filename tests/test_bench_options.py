@@ -96,3 +96,22 @@ def test_the_metric_contract_gives_scores_and_curves_through_its_checks():
         metrics.build("deletion:step=4").score(model, x, t, torch.full((2, 4, 4), float("nan")))
     assert not metrics.get("deletion").needs_explain and metrics.get("randomization").needs_explain
     assert metrics.build("deletion").bind(lambda *a: None) is not None
+
+
+def test_offset_takes_the_other_positions_of_every_and_old_run_folders_still_resume(tmp_path):
+    """``--every 4 --offset 1`` is positions 1, 5, 9, …: the half of a spread subset a choice was not made on.
+    A config without ``offset`` (folders from before the option) equals one with offset 0."""
+    from caap.bench.runner import load, run
+
+    quick = dict(model="caap-demo", data="synthetic", limit=3, every=4, methods=["rollout"], metrics=["sparseness"])
+    _, shifted = load(BenchConfig(**quick, offset=1))
+    _, plain = load(BenchConfig(**{**quick, "limit": None}))
+    assert [shifted[i].id for i in range(3)] == [plain.dataset[k].id for k in (1, 5, 9)]
+    assert "offset" not in BenchConfig(**quick).to_dict() and BenchConfig(**quick, offset=1).to_dict()["offset"] == 1
+    run(BenchConfig(**quick), tmp_path / "run", progress=False, report=False)
+    run(BenchConfig(**quick, offset=0), tmp_path / "run", progress=False, report=False)  # resumes
+    with pytest.raises(CaapError, match="offset"):
+        run(BenchConfig(**quick, offset=1), tmp_path / "run", progress=False, report=False)
+    for bad in (4, -1, True):
+        with pytest.raises(OptionError, match="offset"):
+            BenchConfig(**quick, offset=bad).check()

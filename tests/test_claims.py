@@ -5,6 +5,7 @@ from the per-image scores in the repository."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -120,3 +121,35 @@ def test_the_directions_rule_chooses_by_its_criterion_and_breaks_ties_as_stated(
     doc.write_text("before\n<!-- BEGIN generated: directions -->\nold\n<!-- END generated: directions -->\nafter\n")
     text = claims.replace_blocks(doc.read_text(), {"directions": table})
     assert "old" not in text and table in text and text.endswith("after\n")
+
+
+def test_the_directions_confirmation_judges_the_chosen_variant_on_the_odd_positions_only(tmp_path):
+    confirm = load("claims_directions")
+    variant = "caap:direction=both:layers=4:8:context=mean"
+    rng = np.random.default_rng(0)
+    n = 40
+    noise = {m: rng.normal(0, 0.005, n) for m in ("caap", "caap_fast", variant, "gae", "tis")}
+
+    def curve(m, p):  # lower is better (deletion): the variant wins on odd positions, loses on even ones
+        base = {"caap": 0.20, "gae": 0.18, "tis": 0.16}.get(m, 0.10 if p % 2 else 0.40)
+        return float(base + noise[m][p])
+
+    def run(methods, every=1, offset=0):
+        idx = range((n - offset + every - 1) // every)
+        values = {m: {s: {i: curve(m, offset + every * i) for i in idx} for s in (MEAN, BLUR)} for m in methods}
+        return {"values": values, "config": {"every": every, "offset": offset, "metrics": [MEAN, BLUR]}}
+
+    runs = {"deit-top": run(["caap", "caap_fast", "gae", "tis"]), "deit-directions": run(["caap", variant])}
+    assert confirm.positions(run(["gae"], every=4, offset=1))["gae"][MEAN].keys() == {1, 5, 9, 13, 17, 21, 25, 29,
+                                                                                       33, 37}
+    (results := tmp_path / "directions-select").mkdir()
+    (results / "chosen.json").write_text(json.dumps({"chosen": {"both": variant.replace("caap:", "caap_fast:")}}))
+    pseudo, rows = confirm.confirmed(runs, {"both": variant.replace("caap:", "caap_fast:")})
+    both = next(k for k in pseudo if "both" in k)
+    assert set(pseudo[both]["values"]) == {"caap", "gae", "tis"}  # the variant as ours, CAAP's own modes left out
+    assert all(p % 2 == 1 for p in pseudo[both]["values"]["gae"][MEAN])  # odd positions only
+    decided = {(r["run"], r["label"]): r for r in claims.decide_all(pseudo, rows)}
+    assert decided[(both, "deletion ↓")]["verdict"] == "holds"  # on all positions it would lose (mean 0.25 > 0.16)
+    assert decided[(next(k for k in pseudo if "paper" in k), "deletion ↓")]["verdict"] == "does not hold"
+    table = confirm.blocks(runs, tmp_path)["claims-directions"]
+    assert "odd positions" in table and "**holds**" in table

@@ -148,6 +148,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks", help="folder of <stem>.png masks for an image folder")
     p.add_argument("--limit", type=int, help="use the first N images (after --every)")
     p.add_argument("--every", type=int, default=1, help="use every K-th image (a spread subset; default 1)")
+    p.add_argument("--offset", type=int, default=0, help="the first image of --every's subset (0 to K-1)")
     p.add_argument("--labels", help="CSV of file,class rows for an image folder without WordNet ids in its names")
     p.add_argument("--target", default="auto", choices=["auto", "label", "pred"],
                    help="explain each image's label, the model's prediction, or (auto, the default) the label "
@@ -323,9 +324,8 @@ def _run_options(args: argparse.Namespace) -> dict:
     device = str(check_device(args.device, "--device")) if args.device is not None else None
     prompts, templates = _prompts(args)
     return {"model": args.model, "weights": args.weights, "img_size": args.img_size, "prompts": prompts,
-            "templates": templates,
-            "data": args.data, "masks": args.masks,
-            "limit": args.limit, "every": args.every, "labels": args.labels, "target": args.target,
+            "templates": templates, "data": args.data, "masks": args.masks, "limit": args.limit, "every": args.every,
+            "offset": args.offset, "labels": args.labels, "target": args.target,
             "device": device, "dtype": args.dtype, "batch_size": args.batch_size}
 
 

@@ -101,6 +101,7 @@ class RunOptions:
     labels: str | None = None
     limit: int | None = None
     every: int = 1
+    offset: int = 0
     target: str = "auto"
     device: str | None = None
     dtype: str | None = None
@@ -115,6 +116,9 @@ class RunOptions:
             raise OptionError("limit", f"{self.limit!r}: expected a positive number of images")
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise OptionError("every", f"{self.every!r}: expected a positive step")
+        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or not 0 <= self.offset < self.every:
+            raise OptionError("offset", f"{self.offset!r}: expected a first position from 0 to every - 1 = "
+                                        f"{self.every - 1}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
                                             or self.batch_size < 1):
             raise OptionError("batch_size", f"{self.batch_size!r}: expected a positive number")
@@ -123,8 +127,9 @@ class RunOptions:
         return DataSpec.parse(self.data)
 
     def run_options(self) -> dict[str, Any]:
-        """The fields of :class:`RunOptions` as keywords (for a config that extends it)."""
-        return {f.name: getattr(self, f.name) for f in fields(RunOptions)}
+        """The fields of :class:`RunOptions` as keywords (for a config that extends it). ``offset`` only where it is
+        not 0, so that run folders from before the option resume with the settings they stored."""
+        return {f.name: getattr(self, f.name) for f in fields(RunOptions) if f.name != "offset" or self.offset}
 
     def method_options(self, cls: type[Explainer]) -> dict:
         """The run-wide options a method takes: ``device``, ``dtype``, ``batch_size`` where it has one."""

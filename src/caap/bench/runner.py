@@ -276,7 +276,7 @@ def load(config: RunOptions, methods=()) -> tuple[nn.Module, Dataset]:
     else:
         dataset = ImageFolder(data.path, model_transform(model), config.masks, labels=config.labels,
                               need_labels=config.target == "label")
-    return model, Subset(dataset, range(0, len(dataset), config.every)[:config.limit])
+    return model, Subset(dataset, range(config.offset, len(dataset), config.every)[:config.limit])
 
 
 def grid_dataset(data: DataSpec, config: RunOptions, model) -> GridPointing:

@@ -1,0 +1,80 @@
+"""Issue 25's confirmation half: the CAAP variants ``benchmarks/directions.py`` chose on the even dev positions,
+judged on the odd ones against every baseline, by the claim table's rule (benchmarks/claims.py), beside the paper's
+CAAP on the same images.
+
+The runs (``benchmarks/evidence.sh 4``): ``deit-directions`` (the chosen variants, exact and fast, and the paper's
+CAAP on all 200 images; the baselines are ``deit-top``'s maps of the same images), ``deit-road-directions`` (ROAD on
+every 4th image from position 1, baselines included) and ``grid-directions`` (the grid's cells; baselines from
+``grid-fast``). Images are matched by their position in the dev folder (``offset + every · index`` of each run);
+the curve metrics and ROAD use the odd positions only. The grid's cells mix four dev images each, so they cannot
+be split by position: the selection used no localisation metric, and that row says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from claims import OURS, Row, claim_table, decide_all, faith
+
+ROAD = (("ROAD ↑", "road"), ("ROAD MoRF ↓", "road_morf"), ("ROAD LeRF ↑", "road_lerf"))
+GRID = (("pointing game ↑", "pointing_game"), ("relevance mass (patch) ↑", "relevance_mass:resolution=patch"))
+# (variants' run, baselines' run, which positions, the rows' metrics)
+SOURCES = (("deit-directions", "deit-top", "odd", "faith"),
+           ("deit-road-directions", "deit-road-directions", "odd", ROAD),
+           ("grid-directions", "grid-fast", "all", GRID))
+
+
+def positions(run: dict) -> dict[str, dict[str, dict[int, float]]]:
+    """A run's values keyed by dev-folder position (``offset + every · index``) instead of its own index."""
+    every, offset = int(run["config"].get("every", 1)), int(run["config"].get("offset", 0))
+    return {m: {s: {offset + every * i: v for i, v in per.items()} for s, per in specs.items()}
+            for m, specs in run["values"].items()}
+
+
+def merged(runs: dict[str, dict], ours: str, variants: str, baselines: str, which: str) -> dict | None:
+    """``{method: {metric: {position: value}}}``: ``ours`` (from ``variants``) as ``caap``, every other method of
+    ``baselines`` (CAAP's own modes left out), on the odd positions or all."""
+    if variants not in runs or baselines not in runs:
+        return None
+    mine, theirs = positions(runs[variants]), positions(runs[baselines])
+    if ours not in mine:
+        return None
+    keep = (lambda p: p % 2 == 1) if which == "odd" else (lambda p: True)
+    values = {"caap": mine[ours], **{m: v for m, v in theirs.items() if m.split(":")[0] not in OURS}}
+    return {m: {s: {p: x for p, x in per.items() if keep(p)} for s, per in specs.items()}
+            for m, specs in values.items()}
+
+
+def confirmed(runs: dict[str, dict], chosen: dict) -> tuple[dict[str, dict], list[Row]]:
+    """Pseudo-runs (one per variant and source, and the paper's CAAP on the same images) and their claim rows."""
+    variants = {"paper's CAAP": "caap", **{f"{d} ({spec.replace('caap_fast:', 'caap:', 1)})":
+                                           spec.replace("caap_fast:", "caap:", 1) for d, spec in chosen.items()}}
+    out, rows = {}, []
+    for name, label in variants.items():
+        for source, base, which, metrics in SOURCES:
+            values = merged(runs, label, source, base, which)
+            if values is None:
+                continue
+            key = f"{source} · {name}"
+            out[key] = {"values": values}
+            data = f"{name}, {'odd positions' if which == 'odd' else 'every cell (not split by position)'}"
+            if metrics == "faith":
+                rows += [Row(r.claim, data, key, r.label, r.specs) for r in faith(data, key)]
+            else:
+                rows += [Row("faithful (ROAD)" if metrics is ROAD else "localised", data, key, lab, (spec,))
+                         for lab, spec in metrics]
+    return out, rows
+
+
+def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
+    """The ``claims-directions`` block: empty until the selection has chosen (``chosen.json``) and a confirmation
+    run is in the repository."""
+    path = results / "directions-select" / "chosen.json"
+    if not path.is_file():
+        return {"claims-directions": "No variant has been chosen yet (benchmarks/directions.py choose).\n"}
+    pseudo, rows = confirmed(runs, json.loads(path.read_text())["chosen"])
+    decided = decide_all(pseudo, rows)
+    if not decided:
+        return {"claims-directions": "The confirmation runs are not in the repository yet.\n"}
+    return {"claims-directions": claim_table(decided)}
