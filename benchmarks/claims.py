@@ -66,7 +66,7 @@ def faith(data: str, run: str) -> list[Row]:
 
 
 ZOO_RUNS = ("demo-simple", "demo-conjunction", "zoo-deit3-simple", "zoo-reg_avg-simple", "zoo-clip-simple",
-            "zoo-eva-simple")
+            "zoo-eva-simple", "demo-simple-slow", "demo-conjunction-slow")  # -slow: RISE, MDA, extremal, 10 images
 ZOO_METRICS = (("pointing game ↑", "pointing_game"), ("energy PG (patch) ↑", "energy_pointing_game:resolution=patch"),
                ("relevance mass (patch) ↑", "relevance_mass:resolution=patch"), ("relevance rank ↑", "relevance_rank"),
                ("mIoU ↑", "segmentation_miou"), ("AP ↑", "segmentation_ap"))
