@@ -42,6 +42,7 @@ def test_scoring_maps_together_gives_the_records_of_scoring_each_alone(tmp_path)
     run(BenchConfig(**CONFIG), alone, progress=False, report=False)
     run(BenchConfig(**CONFIG), together, progress=False, report=False, score_batch=4)  # 9 maps: 4 + 4 + 1
     a, b = _records(alone), _records(together)
+    assert [json.loads((out / "config.json").read_text())["info"]["score_batch"] for out in (alone, together)] == [1, 4]
     assert len(a) == 9 and a.keys() == b.keys()
     for name in a:
         for r in (a[name], b[name]):

@@ -85,7 +85,7 @@ def run(config: BenchConfig, out: str | Path, progress: bool = True, rescore: bo
     specs = {m.label: m for m in methods}
     rank, world = _dist()
     store = RunStore(out)
-    stored = _open(store, config, explainers, allow_code_change, rank)
+    stored = _open(store, config, explainers, allow_code_change, rank, score_batch)
     mine = [i for i in range(len(dataset)) if i % world == rank]
     bound = {label: _bound(metrics, spec, config) for label, spec in specs.items()}
     fresh = _explain_and_score(store, dataset, explainers, bound, config, model, mine, rank, progress,
@@ -114,10 +114,10 @@ def _check_masks(metrics: dict[str, Metric], dataset: Dataset, config: BenchConf
 
 
 def _open(store: RunStore, config: BenchConfig, explainers: dict[str, Explainer], allow_code_change: bool,
-          rank: int) -> dict:
+          rank: int, score_batch: int = 1) -> dict:
     """Start or resume the run folder (rank 0): the settings, the code and machine it runs on (a resume with
     other code is refused unless allowed), the sha256 of a weights file (a resume with other weights at the same
-    path is refused) and every method's resolved settings."""
+    path is refused), the last call's ``score_batch`` and every method's resolved settings."""
     settings = config.to_dict()
     device = next(iter(explainers.values())).device
     now = provenance.record(device)
@@ -131,7 +131,7 @@ def _open(store: RunStore, config: BenchConfig, explainers: dict[str, Explainer]
     if rank != 0:
         return settings
     return store.open(settings, growing=("methods",), info={
-        **now, "code_history": history, "device": str(device), "weights_sha256": weights,
+        **now, "code_history": history, "device": str(device), "weights_sha256": weights, "score_batch": score_batch,
         "method_settings": {label: e.settings() for label, e in explainers.items()}})
 
 
