@@ -2,15 +2,15 @@
 
     python benchmarks/road_solvers.py [--maps 3] [--threads 1] [--json benchmarks/results/road_solvers.json]
 
-For ``--maps`` random patch-level maps on a 224 px image, both removal orders (MoRF, LeRF) and the nine shares,
-the system of ``caap.metrics.road.linear_impute`` (every removed pixel the weighted mean of its 8 neighbours) is
-solved by: SciPy's ``spsolve`` (SuperLU, COLAMD; what ROAD uses), SuperLU with the ``MMD_AT_PLUS_A`` ordering for
-a structurally symmetric matrix, SuperLU in float32, and LAPACK's banded Cholesky (``solveh_banded``: the system
-negated is symmetric positive definite, its bandwidth at most W + 1 in raster order), and SuperLU on the unknowns
-in a geometric nested-dissection order of the pixel grid (:func:`nested_dissection`; the 8-neighbour stencil is
-cut by one row or column, so the two halves decouple). Seconds per order (nine solves, building included) and the
-largest difference from ``spsolve``'s imputation are printed and saved; the ratio is measured in the same run.
-The run also times the real DeiT-Tiny's nine forwards per order on the same thread (with ``$CAAP_DATA_DIR``; a
+For ``--maps`` random patch-level maps on a 224 px image, both removal orders (MoRF, LeRF) and the nine shares, the
+system of ``caap.metrics.road.linear_impute`` (``imputation_system``: every removed pixel the weighted mean of its 8
+neighbours) is solved by: SciPy's ``spsolve`` (SuperLU, COLAMD; what ROAD uses), SuperLU with the ``MMD_AT_PLUS_A``
+ordering for a structurally symmetric matrix, SuperLU in float32, and LAPACK's banded Cholesky (``solveh_banded``:
+the system negated is symmetric positive definite, its bandwidth at most W + 1 in raster order), and SuperLU on the
+unknowns in a geometric nested-dissection order of the pixel grid (:func:`nested_dissection`; the 8-neighbour
+stencil is cut by one row or column, so the two halves decouple). Seconds per order (nine solves, building included)
+and the largest difference from ``spsolve``'s imputation are printed and saved; the ratio is measured in the same
+run. The run also times the real DeiT-Tiny's nine forwards per order on the same thread (with ``$CAAP_DATA_DIR``; a
 random-init one otherwise): the bound on ROAD's per-map speed-up from any solver is (solves + forwards) / forwards.
 The project asks ROAD for 10× per map on the same CPU; see docs/PERFORMANCE.md.
 """
@@ -25,42 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.linalg import solveh_banded
-from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import splu, spsolve
 
 from caap.bench.provenance import record
 from caap.metrics import road
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def system(keep: np.ndarray, values: np.ndarray):
-    """``(pairs, diagonal, rhs, missing)`` of the imputation as the SPD system ``(D − W_uu) x = W_uk v``."""
-    h, w = keep.shape
-    flat_keep = keep.ravel()
-    missing = np.flatnonzero(~flat_keep)
-    index = np.full(h * w, -1)
-    index[missing] = np.arange(missing.size)
-    rows, cols = np.divmod(missing, w)
-    diagonal, rhs, pairs = np.zeros(missing.size), np.zeros((missing.size, values.shape[0])), []
-    for (dy, dx), weight in road.NEIGHBOURS:
-        ny, nx = rows + dy, cols + dx
-        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-        neighbour = ny[inside] * w + nx[inside]
-        diagonal[inside] += weight
-        known = flat_keep[neighbour]
-        eq = np.flatnonzero(inside)
-        rhs[eq[known]] += weight * values[:, neighbour[known]].T
-        pairs.append((eq[~known], index[neighbour[~known]], weight))
-    return pairs, diagonal, rhs, missing
-
-
-def sparse(pairs, diagonal, dtype=np.float64):
-    n = diagonal.size
-    rows = np.concatenate([p[0] for p in pairs] + [np.arange(n)])
-    cols = np.concatenate([p[1] for p in pairs] + [np.arange(n)])
-    vals = np.concatenate([np.full(p[0].size, -p[2]) for p in pairs] + [diagonal])
-    return coo_matrix((vals.astype(dtype), (rows, cols)), shape=(n, n)).tocsc()
 
 
 def nested_dissection(h: int, w: int, leaf: int = 64) -> np.ndarray:
@@ -92,14 +62,14 @@ PLACE = nested_dissection(224, 224)
 
 def dissected(pairs, diagonal, rhs, missing):
     p = np.argsort(PLACE[missing])
-    a = sparse(pairs, diagonal)[p][:, p].tocsc()
+    a = road.imputation_matrix(pairs, diagonal)[p][:, p].tocsc()
     lu = splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
     x = np.empty_like(rhs)
     x[p] = lu.solve(rhs[p])
     return x
 
 
-def banded(pairs, diagonal, rhs):
+def banded(pairs, diagonal, rhs, missing):
     upper = [(i[j > i], j[j > i], w) for i, j, w in pairs]
     u = max([int((j - i).max()) for i, j, _ in upper if i.size] + [0])
     ab = np.zeros((u + 1, diagonal.size))
@@ -109,16 +79,15 @@ def banded(pairs, diagonal, rhs):
     return solveh_banded(ab, rhs, check_finite=False)
 
 
-SOLVERS = {
-    "spsolve (ROAD's)": lambda p, d, b: spsolve(sparse(p, d), b),
-    "SuperLU MMD_AT_PLUS_A": lambda p, d, b: splu(sparse(p, d), permc_spec="MMD_AT_PLUS_A",
-                                                  options={"SymmetricMode": True}).solve(b),
-    "SuperLU float32": lambda p, d, b: splu(sparse(p, d, np.float32), permc_spec="MMD_AT_PLUS_A",
-                                            options={"SymmetricMode": True}).solve(b.astype(np.float32)),
+SOLVERS = {  # each takes imputation_system's (pairs, diagonal, rhs, missing)
+    "spsolve (ROAD's)": lambda p, d, b, m: spsolve(road.imputation_matrix(p, d), b),
+    "SuperLU MMD_AT_PLUS_A": lambda p, d, b, m: splu(road.imputation_matrix(p, d), permc_spec="MMD_AT_PLUS_A",
+                                                     options={"SymmetricMode": True}).solve(b),
+    "SuperLU float32": lambda p, d, b, m: splu(road.imputation_matrix(p, d, np.float32), permc_spec="MMD_AT_PLUS_A",
+                                               options={"SymmetricMode": True}).solve(b.astype(np.float32)),
     "banded Cholesky (LAPACK)": banded,
     "SuperLU, nested dissection": dissected,
 }
-NEEDS_MISSING = {"SuperLU, nested dissection"}
 
 
 def main() -> None:
@@ -143,9 +112,8 @@ def main() -> None:
             for name, solve in SOLVERS.items():
                 start = time.perf_counter()
                 for keep, ref in zip(keeps, reference, strict=True):
-                    pairs, diagonal, rhs, missing = system(keep, values)
-                    extra = (missing,) if name in NEEDS_MISSING else ()
-                    x = np.asarray(solve(pairs, diagonal, rhs, *extra), dtype=np.float64).reshape(missing.size, -1)
+                    pairs, diagonal, rhs, missing = road.imputation_system(keep, values)
+                    x = np.asarray(solve(pairs, diagonal, rhs, missing), dtype=np.float64).reshape(missing.size, -1)
                     got = ref.reshape(3, -1).clone()
                     got[:, missing] = torch.from_numpy(x.T).float()
                     error[name] = max(error[name], float((got - ref.reshape(3, -1)).abs().max()))

@@ -37,38 +37,48 @@ NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 
-def linear_impute(image: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
-    """``image`` ``[C, H, W]`` with every pixel where ``keep`` ``[H, W]`` is False replaced by the solution of
-    ``x_i = Σ_j w_ij x_j`` over its neighbours (kept neighbours as constants): one sparse solve, no noise."""
+def imputation_system(keep: np.ndarray, values: np.ndarray) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """The imputation of the pixels where ``keep`` ``[H, W]`` is False as the symmetric positive definite system
+    ``(D − W_uu) x = W_uk v`` (``values`` ``[C, H * W]``, the kept pixels' values as constants): ``(pairs, diagonal,
+    rhs, missing)`` — ``pairs`` the off-diagonal couplings ``(rows, cols, weight)`` between missing pixels, ``diagonal``
+    ``[n]`` each missing pixel's total neighbour weight, ``rhs`` ``[n, C]`` and ``missing`` ``[n]`` their flat indices.
+    :func:`imputation_matrix` assembles the matrix; benchmarks/road_solvers.py hands it to other solvers."""
     h, w = keep.shape
     flat_keep = keep.ravel()
     missing = np.flatnonzero(~flat_keep)
-    if missing.size == 0:
-        return image.clone()
     index = np.full(h * w, -1)
     index[missing] = np.arange(missing.size)
-    values = image.detach().cpu().double().reshape(image.shape[0], -1).numpy()  # [C, H*W]
     rows, cols = np.divmod(missing, w)
-    diagonal = np.zeros(missing.size)
-    a_rows, a_cols, a_vals = [], [], []
-    rhs = np.zeros((missing.size, image.shape[0]))
-    eq = np.arange(missing.size)
+    diagonal, rhs, pairs = np.zeros(missing.size), np.zeros((missing.size, values.shape[0])), []
     for (dy, dx), weight in NEIGHBOURS:
         ny, nx = rows + dy, cols + dx
         inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
         neighbour = ny[inside] * w + nx[inside]
         diagonal[inside] += weight
         known = flat_keep[neighbour]
-        rhs[eq[inside][known]] -= weight * values[:, neighbour[known]].T
-        a_rows.append(eq[inside][~known])
-        a_cols.append(index[neighbour[~known]])
-        a_vals.append(np.full(int((~known).sum()), weight))
-    a_rows.append(eq)
-    a_cols.append(eq)
-    a_vals.append(-diagonal)
-    system = coo_matrix((np.concatenate(a_vals), (np.concatenate(a_rows), np.concatenate(a_cols))),
-                        shape=(missing.size, missing.size)).tocsc()
-    solution = spsolve(system, rhs).reshape(missing.size, -1)  # [n, C]
+        eq = np.flatnonzero(inside)
+        rhs[eq[known]] += weight * values[:, neighbour[known]].T
+        pairs.append((eq[~known], index[neighbour[~known]], weight))
+    return pairs, diagonal, rhs, missing
+
+
+def imputation_matrix(pairs: list, diagonal: np.ndarray, dtype=np.float64):
+    """The CSC matrix ``D − W_uu`` of :func:`imputation_system`."""
+    n = diagonal.size
+    rows = np.concatenate([p[0] for p in pairs] + [np.arange(n)])
+    cols = np.concatenate([p[1] for p in pairs] + [np.arange(n)])
+    vals = np.concatenate([np.full(p[0].size, -p[2]) for p in pairs] + [diagonal])
+    return coo_matrix((vals.astype(dtype), (rows, cols)), shape=(n, n)).tocsc()
+
+
+def linear_impute(image: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
+    """``image`` ``[C, H, W]`` with every pixel where ``keep`` ``[H, W]`` is False replaced by the solution of
+    ``x_i = Σ_j w_ij x_j`` over its neighbours (kept neighbours as constants): one sparse solve, no noise."""
+    if keep.all():
+        return image.clone()
+    values = image.detach().cpu().double().reshape(image.shape[0], -1).numpy()  # [C, H*W]
+    pairs, diagonal, rhs, missing = imputation_system(keep, values)
+    solution = spsolve(imputation_matrix(pairs, diagonal), rhs).reshape(missing.size, -1)  # [n, C]
     out = image.detach().cpu().float().reshape(image.shape[0], -1).clone()
     out[:, missing] = torch.from_numpy(solution.T).float()
     return out.reshape(image.shape)
