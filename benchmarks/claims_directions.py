@@ -2,9 +2,10 @@
 judged on the odd ones against every baseline, by the claim table's rule (benchmarks/claims.py), beside the paper's
 CAAP on the same images.
 
-The runs (``benchmarks/evidence.sh 4``): ``deit-directions`` (the chosen variants, exact and fast, and the paper's
-CAAP on all 200 images; the baselines are ``deit-top``'s maps of the same images), ``deit-road-directions`` (ROAD on
-every 4th image from position 1, baselines included) and ``grid-directions`` (the grid's cells; baselines from
+The runs (``benchmarks/evidence.sh 4``): ``deit-directions`` (the chosen variants, exact and fast, on the odd
+positions; the baselines and the paper's CAAP are ``deit-top``'s maps of the same images), ``deit-road-directions``
+(ROAD on every 4th image from position 1: the paper's CAAP, the symmetric variant exact, and the baselines) and
+``grid-directions`` (the symmetric variant exact on the grid's cells; the baselines and the paper's CAAP from
 ``grid-fast``). Images are matched by their position in the dev folder (``offset + every · index`` of each run);
 the curve metrics and ROAD use the odd positions only. The grid's cells mix four dev images each, so they cannot
 be split by position: the selection used no localisation metric, and that row says so.
@@ -33,11 +34,14 @@ def positions(run: dict) -> dict[str, dict[str, dict[int, float]]]:
 
 
 def merged(runs: dict[str, dict], ours: str, variants: str, baselines: str, which: str) -> dict | None:
-    """``{method: {metric: {position: value}}}``: ``ours`` (from ``variants``) as ``caap``, every other method of
-    ``baselines`` (CAAP's own modes left out), on the odd positions or all."""
+    """``{method: {metric: {position: value}}}``: ``ours`` (from ``variants``; the paper's CAAP from ``baselines``
+    where ``variants`` has none) as ``caap``, every other method of ``baselines`` (CAAP's own modes left out), on the
+    odd positions or all."""
     if variants not in runs or baselines not in runs:
         return None
     mine, theirs = positions(runs[variants]), positions(runs[baselines])
+    if ours not in mine and ours == "caap":
+        mine = theirs  # the paper's CAAP: from the baselines' run where the variants' run has none
     if ours not in mine:
         return None
     keep = (lambda p: p % 2 == 1) if which == "odd" else (lambda p: True)

@@ -5,14 +5,14 @@ confirmed on the other.
         --out runs/directions-select                                         # the selection half (even positions)
     python benchmarks/directions.py choose runs/directions-select           # -> chosen.json and the sweep table
     python benchmarks/directions.py choose benchmarks/results/evidence/directions-select --write docs/DIRECTIONS.md
-    caap bench ... --methods "$(python benchmarks/directions.py confirm runs/directions-select)" ...   # all images
+    caap bench ... --every 2 --offset 1 --methods "$(python benchmarks/directions.py confirm runs/directions-select)"
 
 The variants are fast-mode maps (``caap_fast``: a few forwards each, so the whole grid is affordable) of every
 direction × band × context in :data:`BANDS` × :data:`CONTEXTS`. The rule, fixed before looking: among the
 ``both`` variants (the symmetric one the issue asks about) and separately among the ``noise`` ones, the variant with
 the highest mean over the images and the two canvases of ``insertion − deletion``; ties (within 1e-4) go to the
-middle band and the mean context. The chosen variants are then run on every image, exact and fast, and judged on
-the odd positions only (the confirmation half) against every baseline by benchmarks/claims.py.
+middle band and the mean context. The chosen variants are then run on the odd positions (the confirmation half),
+exact and fast, and judged there against every baseline by benchmarks/claims_directions.py.
 """
 
 from __future__ import annotations
@@ -101,11 +101,21 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def confirm_specs(chosen: dict) -> list[str]:
-    """The chosen variants as exact and fast methods, beside the paper's CAAP."""
-    out = ["caap"]
-    for spec in chosen["chosen"].values():
-        out += [spec.replace("caap_fast:", "caap:", 1), spec]
+# what each confirmation run maps (benchmarks/evidence.sh 4): the curve metrics take every chosen variant exact and
+# fast (the paper's CAAP and the baselines are deit-top's maps of the same images); ROAD (18 sparse solves per map)
+# and the grid take the symmetric variant exact only, ROAD beside the paper's CAAP (deit-road's are the even half)
+CONFIRM = {"faith": (False, ("both", "noise"), ("exact", "fast")), "road": (True, ("both",), ("exact",)),
+           "grid": (False, ("both",), ("exact",))}
+
+
+def confirm_specs(chosen: dict, run: str = "faith") -> list[str]:
+    """The methods of one confirmation run (:data:`CONFIRM`): the chosen variants, exact (``caap``) and or fast."""
+    paper, directions, kinds = CONFIRM[run]
+    out = ["caap"] if paper else []
+    for direction in directions:
+        spec = chosen["chosen"].get(direction)
+        if spec is not None:
+            out += [spec.replace("caap_fast:", "caap:", 1) if kind == "exact" else spec for kind in kinds]
     return out
 
 
@@ -120,6 +130,7 @@ def main() -> int:
     p.add_argument("--write", type=Path, help="fill the 'directions' block of this Markdown file with the sweep")
     p = sub.add_parser("confirm")
     p.add_argument("run", type=Path)
+    p.add_argument("--for", dest="purpose", choices=sorted(CONFIRM), default="faith")
     args = parser.parse_args()
     if args.command == "variants":
         print(",".join(variants()))
@@ -136,7 +147,7 @@ def main() -> int:
             text = replace_blocks(args.write.read_text(), {"directions": table(result)})
             atomic_write_bytes(args.write, text.encode())
     else:
-        print(",".join(confirm_specs(json.loads((args.run / "chosen.json").read_text()))))
+        print(",".join(confirm_specs(json.loads((args.run / "chosen.json").read_text()), args.purpose)))
     return 0
 
 

@@ -7,9 +7,9 @@
 #     python benchmarks/claims.py --import-runs runs      # per-image scores into benchmarks/results/evidence
 #
 # Stream 4 is issue 25's study of CAAP's directions (benchmarks/directions.py): fast-mode variants of every direction,
-# band and context on the even positions, the chosen ones then exact and fast on every image (judged on the odd
-# positions against deit-top's baselines: benchmarks/claims_directions.py), with ROAD on odd positions (baselines
-# rerun there) and the grid pointing game.
+# band and context on the even positions, the chosen ones then exact and fast on the odd positions (judged there
+# against deit-top's baselines: benchmarks/claims_directions.py), the symmetric one with ROAD on every 4th odd
+# position (baselines rerun there) and on the grid's cells (grid-fast's baselines).
 # Stream 3 is the controlled-evidence benchmark on the demo models and the backbone zoo (ZOO: the folder
 # of `python -m caap.data.train --arch NAME --variant simple --max-steps STEPS --minutes 10000` weights,
 # NAME_simple.safetensors; STEPS from benchmarks/results/zoo/NAME_simple.json).
@@ -65,12 +65,14 @@ elif [ "$STREAM" = 4 ]; then
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \
         --metrics "$(python "$here/directions.py" metrics)" --out "$OUT/directions-select"
     python "$here/directions.py" choose "$OUT/directions-select"
-    CONFIRM=$(python "$here/directions.py" confirm "$OUT/directions-select")
-    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$CONFIRM" --metrics $FAITH --out "$OUT/deit-directions"
+    confirm() { python "$here/directions.py" confirm "$OUT/directions-select" --for "$1"; }
+    # the chosen variants on the odd positions (the confirmation half; the baselines are deit-top's maps)
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --offset 1 --methods "$(confirm faith)" \
+        --metrics $FAITH --out "$OUT/deit-directions"
     # ROAD on every 4th image from position 1 (odd positions: deit-road's are the selection half), baselines included
-    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$CONFIRM,gae,transformer_attribution,attnlrp,\
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$(confirm road),gae,transformer_attribution,attnlrp,\
 bidirectional,gradcam" --metrics road,road_morf,road_lerf --every 4 --offset 1 --out "$OUT/deit-road-directions"
-    bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods "$CONFIRM" --metrics $LOCAL \
+    caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods "$(confirm grid)" --metrics $LOCAL \
         --out "$OUT/grid-directions"
 else
     for v in simple conjunction; do

@@ -113,8 +113,10 @@ def test_the_directions_rule_chooses_by_its_criterion_and_breaks_ties_as_stated(
                                 "noise": directions.variant("noise", "4:8", "mean")}  # ties: middle band, mean
     assert result["variants"][directions.variant("both", "6:10", "blur")]["criterion"] == pytest.approx(0.5)
     assert directions.confirm_specs(result) == [
-        "caap", "caap:direction=both:layers=6:10:context=blur", "caap_fast:direction=both:layers=6:10:context=blur",
+        "caap:direction=both:layers=6:10:context=blur", "caap_fast:direction=both:layers=6:10:context=blur",
         "caap:direction=noise:layers=4:8:context=mean", "caap_fast:direction=noise:layers=4:8:context=mean"]
+    assert directions.confirm_specs(result, "road") == ["caap", "caap:direction=both:layers=6:10:context=blur"]
+    assert directions.confirm_specs(result, "grid") == ["caap:direction=both:layers=6:10:context=blur"]
     table = directions.table(result)
     assert table.count("**") == 8 and table.splitlines()[2].startswith("| denoise | 2:6 | mean")
     doc = tmp_path / "DIRECTIONS.md"
@@ -139,7 +141,7 @@ def test_the_directions_confirmation_judges_the_chosen_variant_on_the_odd_positi
         values = {m: {s: {i: curve(m, offset + every * i) for i in idx} for s in (MEAN, BLUR)} for m in methods}
         return {"values": values, "config": {"every": every, "offset": offset, "metrics": [MEAN, BLUR]}}
 
-    runs = {"deit-top": run(["caap", "caap_fast", "gae", "tis"]), "deit-directions": run(["caap", variant])}
+    runs = {"deit-top": run(["caap", "caap_fast", "gae", "tis"]), "deit-directions": run([variant], every=2, offset=1)}
     assert confirm.positions(run(["gae"], every=4, offset=1))["gae"][MEAN].keys() == {1, 5, 9, 13, 17, 21, 25, 29,
                                                                                        33, 37}
     (results := tmp_path / "directions-select").mkdir()
@@ -150,6 +152,8 @@ def test_the_directions_confirmation_judges_the_chosen_variant_on_the_odd_positi
     assert all(p % 2 == 1 for p in pseudo[both]["values"]["gae"][MEAN])  # odd positions only
     decided = {(r["run"], r["label"]): r for r in claims.decide_all(pseudo, rows)}
     assert decided[(both, "deletion ↓")]["verdict"] == "holds"  # on all positions it would lose (mean 0.25 > 0.16)
-    assert decided[(next(k for k in pseudo if "paper" in k), "deletion ↓")]["verdict"] == "does not hold"
+    paper = next(k for k in pseudo if "paper" in k)  # the paper's CAAP: deit-top's maps of the odd positions
+    assert pseudo[paper]["values"]["caap"][MEAN] == {p: curve("caap", p) for p in range(1, n, 2)}
+    assert decided[(paper, "deletion ↓")]["verdict"] == "does not hold"
     table = confirm.blocks(runs, tmp_path)["claims-directions"]
     assert "odd positions" in table and "**holds**" in table
