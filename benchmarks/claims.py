@@ -157,10 +157,10 @@ def claim_table(decided: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def zoo_table(decided: list[dict]) -> str:
+def zoo_table(decided: list[dict], runs: tuple[str, ...] = ZOO_RUNS) -> str:
     labels = [label for label, _ in ZOO_METRICS]
     lines = ["| model | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
-    for run in ZOO_RUNS:
+    for run in runs:
         cells = []
         for label in labels:
             row = next((r for r in decided if r["run"] == run and r["label"] == label), None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from claims import OURS, Row, claim_table, decide_all, faith
+from claims import OURS, ZOO_METRICS, ZOO_RUNS, Row, claim_table, decide_all, faith, zoo_table
 
 ROAD = (("ROAD ↑", "road"), ("ROAD MoRF ↓", "road_morf"), ("ROAD LeRF ↑", "road_lerf"))
 GRID = (("pointing game ↑", "pointing_game"), ("relevance mass (patch) ↑", "relevance_mass:resolution=patch"))
@@ -24,6 +24,8 @@ GRID = (("pointing game ↑", "pointing_game"), ("relevance mass (patch) ↑", "
 SOURCES = (("deit-directions", "deit-top", "odd", "faith"),
            ("deit-road-directions", "deit-road-directions", "odd", ROAD),
            ("grid-directions", "grid-fast", "all", GRID))
+# the demo models and the backbone zoo: (the symmetric variant's run, the run of the baselines on the same images)
+ZOO = tuple((f"{run}-directions", run) for run in ZOO_RUNS if not run.endswith("-slow"))
 
 
 def positions(run: dict) -> dict[str, dict[str, dict[int, float]]]:
@@ -71,6 +73,21 @@ def confirmed(runs: dict[str, dict], chosen: dict) -> tuple[dict[str, dict], lis
     return out, rows
 
 
+def zoo_confirmed(runs: dict[str, dict]) -> tuple[dict[str, dict], list[Row]]:
+    """Pseudo-runs and rows of the symmetric variant (its band scaled to the model: ``directions.py confirm --for
+    zoo``) against every method of the model's zoo run, on the same synthetic images."""
+    out, rows = {}, []
+    for source, base in ZOO:
+        ours = next((m for m in runs.get(source, {}).get("values", {}) if "direction=both" in m), None)
+        values = merged(runs, ours, source, base, "all") if ours else None
+        if values is None:
+            continue
+        key = f"{base} · both ({ours})"
+        out[key] = {"values": values}
+        rows += [Row("localised across backbones", base, key, label, (spec,)) for label, spec in ZOO_METRICS]
+    return out, rows
+
+
 def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
     """The ``claims-directions`` block: empty until the selection has chosen (``chosen.json``) and a confirmation
     run is in the repository."""
@@ -81,4 +98,10 @@ def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
     decided = decide_all(pseudo, rows)
     if not decided:
         return {"claims-directions": "The confirmation runs are not in the repository yet.\n"}
-    return {"claims-directions": claim_table(decided)}
+    zoo, zoo_rows = zoo_confirmed(runs)
+    zoo_decided = decide_all(zoo, zoo_rows)
+    text = claim_table(decided)
+    if zoo_decided:
+        text += ("\nAcross backbones (the symmetric variant, its band at the same fractions of the depth, against "
+                 "every method of each model's zoo run, first canvas shown):\n\n" + zoo_table(zoo_decided, tuple(zoo)))
+    return {"claims-directions": text}

@@ -103,18 +103,32 @@ def table(result: dict) -> str:
 
 # what each confirmation run maps (benchmarks/evidence.sh 4): the curve metrics take every chosen variant exact and
 # fast (the paper's CAAP and the baselines are deit-top's maps of the same images); ROAD (18 sparse solves per map)
-# and the grid take the symmetric variant exact only, ROAD beside the paper's CAAP (deit-road's are the even half)
+# and the grid take the symmetric variant exact only, ROAD beside the paper's CAAP (deit-road's are the even half);
+# the zoo (the demo models and the backbone zoo, the baselines from their zoo runs) the symmetric variant exact
 CONFIRM = {"faith": (False, ("both", "noise"), ("exact", "fast")), "road": (True, ("both",), ("exact",)),
-           "grid": (False, ("both",), ("exact",))}
+           "grid": (False, ("both",), ("exact",)), "zoo": (False, ("both",), ("exact",))}
+DEPTH = 12  # DeiT-Tiny's blocks, where the bands were chosen
 
 
-def confirm_specs(chosen: dict, run: str = "faith") -> list[str]:
-    """The methods of one confirmation run (:data:`CONFIRM`): the chosen variants, exact (``caap``) and or fast."""
+def scaled(spec: str, depth: int) -> str:
+    """``spec`` with its band moved to a model of ``depth`` blocks at the same fractions of the depth (4:8 of 12 →
+    2:4 of 6: the middle third), so the zoo gets the variant chosen on DeiT-Tiny, not a band chosen for it."""
+    band = spec.split("layers=")[1].split(":context")[0]
+    start, stop = (int(v) for v in band.split(":"))
+    if (start * depth) % DEPTH or (stop * depth) % DEPTH:
+        raise ValueError(f"band {band} of {DEPTH} blocks has no exact counterpart in {depth} blocks")
+    return spec.replace(f"layers={band}", f"layers={start * depth // DEPTH}:{stop * depth // DEPTH}")
+
+
+def confirm_specs(chosen: dict, run: str = "faith", depth: int = DEPTH) -> list[str]:
+    """The methods of one confirmation run (:data:`CONFIRM`): the chosen variants, exact (``caap``) and or fast,
+    their bands scaled to a model of ``depth`` blocks."""
     paper, directions, kinds = CONFIRM[run]
     out = ["caap"] if paper else []
     for direction in directions:
         spec = chosen["chosen"].get(direction)
         if spec is not None:
+            spec = scaled(spec, depth) if depth != DEPTH else spec
             out += [spec.replace("caap_fast:", "caap:", 1) if kind == "exact" else spec for kind in kinds]
     return out
 
@@ -131,6 +145,7 @@ def main() -> int:
     p = sub.add_parser("confirm")
     p.add_argument("run", type=Path)
     p.add_argument("--for", dest="purpose", choices=sorted(CONFIRM), default="faith")
+    p.add_argument("--depth", type=int, default=DEPTH, help="the model's blocks (the band scaled to them)")
     args = parser.parse_args()
     if args.command == "variants":
         print(",".join(variants()))
@@ -147,7 +162,7 @@ def main() -> int:
             text = replace_blocks(args.write.read_text(), {"directions": table(result)})
             atomic_write_bytes(args.write, text.encode())
     else:
-        print(",".join(confirm_specs(json.loads((args.run / "chosen.json").read_text()), args.purpose)))
+        print(",".join(confirm_specs(json.loads((args.run / "chosen.json").read_text()), args.purpose, args.depth)))
     return 0
 
 

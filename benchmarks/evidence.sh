@@ -9,7 +9,7 @@
 # Stream 4 is issue 25's study of CAAP's directions (benchmarks/directions.py): fast-mode variants of every direction,
 # band and context on the even positions, the chosen ones then exact and fast on the odd positions (judged there
 # against deit-top's baselines: benchmarks/claims_directions.py), the symmetric one with ROAD on every 4th odd
-# position (baselines rerun there) and on the grid's cells (grid-fast's baselines).
+# position (baselines rerun there), on the grid's cells (grid-fast's baselines) and on stream 3's models.
 # Stream 3 is the controlled-evidence benchmark on the demo models and the backbone zoo (ZOO: the folder
 # of `python -m caap.data.train --arch NAME --variant simple --max-steps STEPS --minutes 10000` weights,
 # NAME_simple.safetensors; STEPS from benchmarks/results/zoo/NAME_simple.json).
@@ -74,6 +74,16 @@ elif [ "$STREAM" = 4 ]; then
 bidirectional,gradcam" --metrics road,road_morf,road_lerf --every 4 --offset 1 --out "$OUT/deit-road-directions"
     caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods "$(confirm grid)" --metrics $LOCAL \
         --out "$OUT/grid-directions"
+    # the demo models and the zoo (6 blocks: the band at the same fractions of the depth), stream 3's images
+    zoo() { python "$here/directions.py" confirm "$OUT/directions-select" --for zoo --depth 6; }
+    for v in simple conjunction; do
+        caap bench --model caap-demo-$v --data synthetic:$v --limit 50 --methods "$(zoo)" --metrics $ZLOCAL \
+            --out "$OUT/demo-$v-directions"
+    done
+    for arch in deit3 reg_avg clip eva; do
+        caap bench --model caap-zoo-$arch --weights "$ZOO/${arch}_simple.safetensors" --data synthetic:simple \
+            --limit 50 --methods "$(zoo)" --metrics $ZLOCAL --out "$OUT/zoo-$arch-simple-directions"
+    done
 else
     for v in simple conjunction; do
         # the demo cards' band is 0:4; 2:4 is the middle third, the default elsewhere

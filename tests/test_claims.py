@@ -117,6 +117,9 @@ def test_the_directions_rule_chooses_by_its_criterion_and_breaks_ties_as_stated(
         "caap:direction=noise:layers=4:8:context=mean", "caap_fast:direction=noise:layers=4:8:context=mean"]
     assert directions.confirm_specs(result, "road") == ["caap", "caap:direction=both:layers=6:10:context=blur"]
     assert directions.confirm_specs(result, "grid") == ["caap:direction=both:layers=6:10:context=blur"]
+    assert directions.confirm_specs(result, "zoo", depth=6) == ["caap:direction=both:layers=3:5:context=blur"]
+    with pytest.raises(ValueError, match="no exact counterpart"):
+        directions.scaled(directions.variant("both", "2:6", "mean"), 4)
     table = directions.table(result)
     assert table.count("**") == 8 and table.splitlines()[2].startswith("| denoise | 2:6 | mean")
     doc = tmp_path / "DIRECTIONS.md"
@@ -157,3 +160,25 @@ def test_the_directions_confirmation_judges_the_chosen_variant_on_the_odd_positi
     assert decided[(paper, "deletion ↓")]["verdict"] == "does not hold"
     table = confirm.blocks(runs, tmp_path)["claims-directions"]
     assert "odd positions" in table and "**holds**" in table
+
+
+def test_the_directions_zoo_rows_judge_the_symmetric_variant_against_every_method_of_the_models_zoo_run():
+    confirm = load("claims_directions")
+    rng = np.random.default_rng(1)
+    ours = "caap:direction=both:layers=2:4:context=mean"
+    n = 30
+
+    def run(methods: dict[str, float]) -> dict:
+        values = {m: {spec: {i: float(v + rng.normal(0, 0.01)) for i in range(n)} for _, spec in claims.ZOO_METRICS}
+                  for m, v in methods.items()}
+        return {"values": values, "config": {"every": 1, "offset": 0}}
+
+    runs = {"demo-simple": run({"caap": 0.5, "gae": 0.6, "lrp": 0.7}), "demo-simple-directions": run({ours: 0.9}),
+            "zoo-clip-simple": run({"caap": 0.5, "gae": 0.6})}  # no directions run: no row
+    pseudo, rows = confirm.zoo_confirmed(runs)
+    assert list(pseudo) == [f"demo-simple · both ({ours})"]
+    assert set(pseudo[f"demo-simple · both ({ours})"]["values"]) == {"caap", "gae", "lrp"}  # ours as caap, then all
+    decided = claims.decide_all(pseudo, rows)
+    assert {r["verdict"] for r in decided} == {"holds"}
+    table = claims.zoo_table(decided, tuple(pseudo))
+    assert table.count("**holds**") == len(claims.ZOO_METRICS) and "vs lrp" in table
