@@ -58,7 +58,7 @@ def test_groups_classes_and_batches_in_every_direction():
     x = images(3)
     groups = superpatch_groups(GRID, 2)
     for direction in ("noise", "both"):
-        explainer = CAAP(model, layers=[1, 2], direction=direction)
+        explainer = CAAP(model, layers=[1, 2], context="mean", direction=direction)
         grouped = explainer.explain(x, groups=groups, classes=[0, 4])
         expected = naive("timm_avg_fc_norm", model, x, torch.zeros_like(x), [1, 2], grouped.target, direction,
                          groups=groups)
@@ -96,3 +96,39 @@ def test_registered_presets_take_the_direction():
         assert att.meta["direction"] == "both" and torch.isfinite(att.scores).all()
     assert CAAP(model, strategy=Exact("noise")).direction.value == "noise"
     assert CAAP(model, strategy=Fast("both")).describe().startswith("CAAP (fast, both)")
+
+
+@pytest.mark.parametrize("depth, bands", [(12, {"denoise": "4:8", "noise": "2:6", "both": "4:8"}),
+                                          (6, {"denoise": "2:4", "noise": "1:3", "both": "2:4"}),
+                                          (4, {"denoise": "1:2", "noise": "0:2", "both": "1:2"}),
+                                          (1, {"denoise": "0:1", "noise": "0:1", "both": "0:1"})])
+def test_each_directions_defaults_are_the_sweeps_and_reach_the_maps(depth, bands):
+    """Without a band or a context, each direction takes the one the sweep chose (docs/DIRECTIONS.md, written out
+    here by hand): denoise the paper's middle third and mean context, noise 2:6 of 12 blocks, both the middle third
+    with the blurred context; the maps are those of the same options given explicitly, bit for bit."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=IMG, patch_size=IMG // GRID[0], embed_dim=16, depth=depth, num_heads=2,
+                              num_classes=10).eval()
+    x = images(1)
+    contexts = {"denoise": "mean", "noise": "mean", "both": "blur"}
+    for direction, band in bands.items():
+        default = CAAP(model, direction=direction)
+        start, stop = (int(v) for v in band.split(":"))
+        assert default.layers == list(range(start, stop))
+        assert default.context.describe() == CAAP(model, context=contexts[direction]).context.describe()
+        explicit = CAAP(model, direction=direction, layers=band, context=contexts[direction])
+        assert torch.equal(default.explain(x, target=[3]).scores, explicit.explain(x, target=[3]).scores)
+        spec = methods.build(f"caap_fast:direction={direction}", model)
+        assert spec.layers == default.layers and spec.context.describe() == default.context.describe()
+    given = CAAP(model, direction="both", layers="0:1", context="black")  # what the call gives wins
+    assert given.layers == [0] and given.context.describe() == CAAP(model, context="black").context.describe()
+
+
+def test_a_models_card_band_is_every_directions_band():
+    from caap.adapters.demo import load_demo_model
+
+    model = load_demo_model()
+    for direction in ("denoise", "noise", "both"):
+        assert CAAP(model, direction=direction).layers == [0, 1, 2, 3]  # the demo card's band

@@ -38,10 +38,12 @@ class CAAPBase(Explainer):
     Args:
         model: a timm ``VisionTransformer``, a Hugging Face ViT/DeiT/DINOv2 classifier, or a caap adapter.
         layers: 0-based block indices whose *input* is patched, or ``"START:STOP"`` (default: the band in the
-            model's card, ``adapter.card.defaults["layers"]``, when it carries one, else the middle third
-            ``range(L//3, 2L//3)``; docs/RESULTS.md).
+            model's card, ``adapter.card.defaults["layers"]``, when it carries one, else the direction's band,
+            :meth:`Direction.band`: for ``denoise`` the middle third ``range(L//3, 2L//3)``, docs/RESULTS.md;
+            for ``noise`` ``range(L//6, L//2)``, docs/DIRECTIONS.md).
         context: ``"mean"``, ``"black"``, ``"blur"`` / ``"blur:SIGMA"``, ``"noise"`` / ``"noise:STD:SEED"``,
-            a tensor ``[3, H, W]`` / ``[B, 3, H, W]`` (normalised) or a :class:`caap.core.contexts.Context`.
+            a tensor ``[3, H, W]`` / ``[B, 3, H, W]`` (normalised) or a :class:`caap.core.contexts.Context`
+            (default: the direction's, :attr:`Direction.context`: ``"mean"``, for ``both`` ``"blur"``).
         score: ``"logit"``, ``"prob"``, ``"logprob"`` or a callable ``logits [N, C] -> scores [N, K]``.
 
     Each preset sets ``self.strategy`` (a :class:`Strategy` or :class:`Refiner`: how the maps are computed) from
@@ -60,7 +62,7 @@ class CAAPBase(Explainer):
     strategy: Strategy | Refiner
 
     def __init__(self, model: nn.Module | Adapter, layers: str | Iterable[int] | None = None,
-                 context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "logit",
+                 context: str | torch.Tensor | Context | None = None, score: str | ScoreFn = "logit",
                  groups: torch.Tensor | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         strategy = getattr(self, "strategy", None)
@@ -70,9 +72,9 @@ class CAAPBase(Explainer):
         if groups is not None and isinstance(strategy, Refiner):
             raise CaapError(f"groups and refine: {type(strategy).__name__} chooses its own patch groups; give one")
         if layers is None:
-            layers = self.adapter.card.defaults.get("layers")
+            layers = self.adapter.card.defaults.get("layers") or strategy.direction.band(self.adapter.num_blocks)
         self.layers = check_layers(layers, self.adapter.num_blocks)
-        self.context = make_context(context)
+        self.context = make_context(strategy.direction.context if context is None else context)
         self.score_name, self.score_fn = make_score(score)
         self.groups = groups
         strategy.check(self.setting)
@@ -174,7 +176,7 @@ class CAAP(CAAPBase):
     name = "caap"
 
     def __init__(self, model: nn.Module | Adapter, layers: str | Iterable[int] | None = None,
-                 context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "logit",
+                 context: str | torch.Tensor | Context | None = None, score: str | ScoreFn = "logit",
                  groups: torch.Tensor | None = None, direction: str = "denoise", batch_size: int | None = None,
                  compile: bool = False, refine: float | None = None, coarse: int | None = None,
                  strategy: Strategy | Refiner | None = None, **kwargs: Any) -> None:
@@ -202,7 +204,7 @@ class FastCAAP(CAAPBase):
     name = "caap_fast"
 
     def __init__(self, model: nn.Module | Adapter, layers: str | Iterable[int] | None = None,
-                 context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "logit",
+                 context: str | torch.Tensor | Context | None = None, score: str | ScoreFn = "logit",
                  groups: torch.Tensor | None = None, direction: str = "denoise", **kwargs: Any) -> None:
         self.strategy = Fast(direction)
         super().__init__(model, layers, context, score, groups, **kwargs)
@@ -220,7 +222,7 @@ class AdaptiveCAAP(CAAPBase):
     name = "caap_adaptive"
 
     def __init__(self, model: nn.Module | Adapter, layers: str | Iterable[int] | None = None,
-                 context: str | torch.Tensor | Context = "mean", score: str | ScoreFn = "logit",
+                 context: str | torch.Tensor | Context | None = None, score: str | ScoreFn = "logit",
                  direction: str = "denoise", refine: float = 0.08, batch_size: int | None = None,
                  compile: bool = False, **kwargs: Any) -> None:
         self.strategy = FastThenExact(Fast(direction), Exact(direction, batch_size, compile), refine)

@@ -43,6 +43,17 @@ class Direction(str, Enum):
         except ValueError:
             raise CaapError(f"direction must be one of {[d.value for d in cls]}, got {value!r}") from None
 
+    def band(self, num_blocks: int) -> list[int]:
+        """The default patched blocks of this direction for a model of ``num_blocks`` blocks (:data:`DEFAULTS`:
+        ``range(a·L//6, b·L//6)``; denoise: the middle third ``range(L//3, 2L//3)``; never empty)."""
+        a, b = DEFAULTS[self][0]
+        return list(range(a * num_blocks // 6, b * num_blocks // 6)) or [num_blocks // 2]
+
+    @property
+    def context(self) -> str:
+        """The default context of this direction (:data:`DEFAULTS`)."""
+        return DEFAULTS[self][1]
+
     @property
     def denoises(self) -> bool:
         return self in (Direction.DENOISE, Direction.BOTH)
@@ -50,6 +61,15 @@ class Direction(str, Enum):
     @property
     def noises(self) -> bool:
         return self in (Direction.NOISE, Direction.BOTH)
+
+
+# Each direction's defaults where neither the call nor the model's card gives them: the band in sixths of the depth
+# ``(a, b)`` → blocks ``a·L//6 .. b·L//6 − 1``, and the context. Chosen by the sweep of every direction × band ×
+# context on the even dev positions of the real DeiT-Tiny (benchmarks/directions.py, docs/DIRECTIONS.md): noising
+# wants an earlier band (2:6 of 12), the symmetric mean the middle one with the blurred context; denoise stays the
+# paper's CAAP (the middle third, the mean context) whatever the sweep says.
+DEFAULTS: dict[Direction, tuple[tuple[int, int], str]] = {
+    Direction.DENOISE: ((2, 4), "mean"), Direction.NOISE: ((1, 3), "mean"), Direction.BOTH: ((2, 4), "blur")}
 
 
 @dataclass
