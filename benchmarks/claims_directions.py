@@ -88,20 +88,28 @@ def zoo_confirmed(runs: dict[str, dict]) -> tuple[dict[str, dict], list[Row]]:
     return out, rows
 
 
+def decided(runs: dict[str, dict], results: Path) -> dict[str, list[dict]] | None:
+    """The decided rows (``rows``: curve metrics, ROAD, grid; ``zoo``), or None before the selection has chosen;
+    saved in claims.json beside the claim table's."""
+    path = results / "directions-select" / "chosen.json"
+    if not path.is_file():
+        return None
+    pseudo, rows = confirmed(runs, json.loads(path.read_text())["chosen"])
+    zoo, zoo_rows = zoo_confirmed(runs)
+    return {"rows": decide_all(pseudo, rows), "zoo": decide_all(zoo, zoo_rows), "zoo_runs": list(zoo)}
+
+
 def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
     """The ``claims-directions`` block: empty until the selection has chosen (``chosen.json``) and a confirmation
     run is in the repository."""
-    path = results / "directions-select" / "chosen.json"
-    if not path.is_file():
+    done = decided(runs, results)
+    if done is None:
         return {"claims-directions": "No variant has been chosen yet (benchmarks/directions.py choose).\n"}
-    pseudo, rows = confirmed(runs, json.loads(path.read_text())["chosen"])
-    decided = decide_all(pseudo, rows)
-    if not decided:
+    if not done["rows"]:
         return {"claims-directions": "The confirmation runs are not in the repository yet.\n"}
-    zoo, zoo_rows = zoo_confirmed(runs)
-    zoo_decided = decide_all(zoo, zoo_rows)
-    text = claim_table(decided)
-    if zoo_decided:
+    text = claim_table(done["rows"])
+    if done["zoo"]:
         text += ("\nAcross backbones (the symmetric variant, its band at the same fractions of the depth, against "
-                 "every method of each model's zoo run, first canvas shown):\n\n" + zoo_table(zoo_decided, tuple(zoo)))
+                 "every method of each model's zoo run, first canvas shown):\n\n"
+                 + zoo_table(done["zoo"], tuple(done["zoo_runs"])))
     return {"claims-directions": text}
