@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from claims import OURS, ZOO_METRICS, ZOO_RUNS, Row, claim_table, decide_all, faith, zoo_table
+import numpy as np
+from claims import OURS, ZOO_METRICS, ZOO_RUNS, Row, canvas, claim_table, decide_all, faith, zoo_table
 
 ROAD = (("ROAD ↑", "road"), ("ROAD MoRF ↓", "road_morf"), ("ROAD LeRF ↑", "road_lerf"))
 GRID = (("pointing game ↑", "pointing_game"), ("relevance mass (patch) ↑", "relevance_mass:resolution=patch"))
@@ -99,6 +100,51 @@ def decided(runs: dict[str, dict], results: Path) -> dict[str, list[dict]] | Non
     return {"rows": decide_all(pseudo, rows), "zoo": decide_all(zoo, zoo_rows), "zoo_runs": list(zoo)}
 
 
+INSERTION = ("insertion:step=14", "insertion:step=14:canvas=mean")
+
+
+def targets(runs: dict[str, dict], results: Path, done: dict) -> str:
+    """The issue's three targets for the symmetric variant, measured: better than every method on deletion on both
+    canvases (the claim row's per-canvas verdicts), the insertion gap to AttnLRP at least halved (means on the odd
+    positions, per canvas), at no more than twice the cost of the denoising map (the paired per-image ratios of
+    ``benchmarks/directions_cost.py``, exact and fast, in the chosen band)."""
+    chosen = json.loads((results / "directions-select" / "chosen.json").read_text())["chosen"].get("both")
+    if chosen is None:
+        return ""
+    exact = chosen.replace("caap_fast:", "caap:", 1)
+    pseudo, _ = confirmed(runs, {"both": chosen})
+    both, paper = pseudo.get(f"deit-directions · both ({exact})"), pseudo.get("deit-directions · paper's CAAP")
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    row = next((r for r in done["rows"] if r["run"] == f"deit-directions · both ({exact})"
+                and r["label"].startswith("deletion")), None)
+    if row is not None:
+        cells = "; ".join(f"{c['canvas']}: {c['verdict']} (closest {c['other']}, {c['comparison']['mean']:+.3f}, "
+                          f"p {c['comparison']['p_adj']:.2g})" for c in row["canvases"])
+        met = all(c["verdict"] == "holds" for c in row["canvases"])
+        lines.append(f"| better than every method on deletion, both canvases | {cells} | {'yes' if met else 'no'} |")
+    if both is not None and paper is not None and "attnlrp" in both["values"]:
+        cells, met = [], True
+        for spec in INSERTION:
+            mean = {k: float(np.mean(list(v["values"][m][spec].values())))
+                    for k, v, m in (("attnlrp", both, "attnlrp"), ("both", both, "caap"), ("paper", paper, "caap"))}
+            before, after = mean["attnlrp"] - mean["paper"], mean["attnlrp"] - mean["both"]
+            met &= after <= before / 2
+            cells.append(f"{canvas(spec)}: AttnLRP − paper's CAAP "
+                         f"{before:+.3f} → AttnLRP − both {after:+.3f}")
+        lines.append(f"| insertion gap to AttnLRP at least halved | {'; '.join(cells)} | {'yes' if met else 'no'} |")
+    cost = results.parent / "directions_cost" / "summary.json"
+    band = exact.split("layers=")[1].split(":context")[0]
+    if cost.is_file() and band in (summary := json.loads(cost.read_text())["summary"]):
+        ratios = summary[band]["ratios"]
+        cells = [f"{kind}: {ratios[f'both / denoise, {kind}']['median']:.2f}× (quartiles "
+                 f"{ratios[f'both / denoise, {kind}']['p25']:.2f}–{ratios[f'both / denoise, {kind}']['p75']:.2f})"
+                 for kind in ("exact", "fast")]
+        met = all(ratios[f"both / denoise, {k}"]["median"] <= 2.0 for k in ("exact", "fast"))
+        lines.append(f"| no more than twice the denoising map's cost (per image, median) | {'; '.join(cells)} | "
+                     f"{'yes' if met else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
     """The ``claims-directions`` block: empty until the selection has chosen (``chosen.json``) and a confirmation
     run is in the repository."""
@@ -112,4 +158,4 @@ def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
         text += ("\nAcross backbones (the symmetric variant, its band at the same fractions of the depth, against "
                  "every method of each model's zoo run, first canvas shown):\n\n"
                  + zoo_table(done["zoo"], tuple(done["zoo_runs"])))
-    return {"claims-directions": text}
+    return {"claims-directions": text, "directions-targets": targets(runs, results, done)}

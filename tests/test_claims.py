@@ -158,8 +158,10 @@ def test_the_directions_confirmation_judges_the_chosen_variant_on_the_odd_positi
     paper = next(k for k in pseudo if "paper" in k)  # the paper's CAAP: deit-top's maps of the odd positions
     assert pseudo[paper]["values"]["caap"][MEAN] == {p: curve("caap", p) for p in range(1, n, 2)}
     assert decided[(paper, "deletion ↓")]["verdict"] == "does not hold"
-    table = confirm.blocks(runs, tmp_path)["claims-directions"]
-    assert "odd positions" in table and "**holds**" in table
+    generated = confirm.blocks(runs, tmp_path)
+    assert "odd positions" in generated["claims-directions"] and "**holds**" in generated["claims-directions"]
+    target = generated["directions-targets"].splitlines()[2]
+    assert target.startswith("| better than every method on deletion") and target.endswith("| yes |")
 
 
 def test_the_directions_zoo_rows_judge_the_symmetric_variant_against_every_method_of_the_models_zoo_run():
