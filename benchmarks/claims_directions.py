@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 from claims import OURS, ZOO_METRICS, ZOO_RUNS, Row, canvas, claim_table, decide_all, faith, zoo_table
 
+from caap.bench import stats
+from caap.metrics import METRICS
+
 ROAD = (("ROAD ↑", "road"), ("ROAD MoRF ↓", "road_morf"), ("ROAD LeRF ↑", "road_lerf"))
 GRID = (("pointing game ↑", "pointing_game"), ("relevance mass (patch) ↑", "relevance_mass:resolution=patch"))
 # (variants' run, baselines' run, which positions, the rows' metrics)
@@ -145,6 +148,37 @@ def targets(runs: dict[str, dict], results: Path, done: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def against_paper(runs: dict[str, dict], chosen: dict) -> str:
+    """Each chosen variant (exact) against the paper's CAAP on the odd positions, every curve metric and canvas:
+    the paired difference (signed: positive favours the variant), one Holm family over all of them."""
+    if "deit-directions" not in runs or "deit-top" not in runs:
+        return ""
+    mine, theirs = positions(runs["deit-directions"]), positions(runs["deit-top"])
+    specs = [s for r in faith("", "") for s in r.specs]
+    pairs, cells = {}, {}
+    for direction, spec in chosen.items():
+        exact = spec.replace("caap_fast:", "caap:", 1)
+        for metric in specs:
+            ours = mine.get(exact, {}).get(metric)
+            paper = {p: v for p, v in theirs.get("caap", {}).get(metric, {}).items() if p % 2 == 1}
+            if ours and paper:
+                sign = 1.0 if METRICS.get(metric).higher_is_better else -1.0
+                key = f"{direction} @ {metric}"
+                pairs[key] = ({p: sign * v for p, v in ours.items()}, {p: sign * v for p, v in paper.items()})
+                cells[key] = (exact, metric, np.mean(list(ours.values())), np.mean(list(paper.values())))
+    if not pairs:
+        return ""
+    compared = stats.compare_all(pairs, higher_is_better=True)
+    lines = ["| variant | metric | canvas | variant | paper's CAAP | variant − paper, favouring the variant "
+             "[Holm-level CI] | p (Holm) | n | |", "|" + "---|" * 9]
+    for key, c in compared.items():
+        exact, metric, ours, paper = cells[key]
+        word = "better" if c["better"] else "worse" if c["worse"] else "tie"
+        lines.append(f"| {exact} | {metric.split(':')[0]} | {canvas(metric)} | {ours:.3f} | {paper:.3f} | "
+                     f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['p_adj']:.2g} | {c['n']} | {word} |")
+    return "\n".join(lines) + "\n"
+
+
 def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
     """The ``claims-directions`` block: empty until the selection has chosen (``chosen.json``) and a confirmation
     run is in the repository."""
@@ -158,4 +192,6 @@ def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
         text += ("\nAcross backbones (the symmetric variant, its band at the same fractions of the depth, against "
                  "every method of each model's zoo run, first canvas shown):\n\n"
                  + zoo_table(done["zoo"], tuple(done["zoo_runs"])))
-    return {"claims-directions": text, "directions-targets": targets(runs, results, done)}
+    chosen = json.loads((results / "directions-select" / "chosen.json").read_text())["chosen"]
+    return {"claims-directions": text, "directions-targets": targets(runs, results, done),
+            "directions-vs-paper": against_paper(runs, chosen)}

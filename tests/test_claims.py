@@ -162,6 +162,8 @@ def test_the_directions_confirmation_judges_the_chosen_variant_on_the_odd_positi
     assert "odd positions" in generated["claims-directions"] and "**holds**" in generated["claims-directions"]
     target = generated["directions-targets"].splitlines()[2]
     assert target.startswith("| better than every method on deletion") and target.endswith("| yes |")
+    against = generated["directions-vs-paper"].splitlines()[2:]
+    assert len(against) == 2 and all(line.endswith("| better |") for line in against)  # both canvases, one family
 
 
 def test_the_directions_zoo_rows_judge_the_symmetric_variant_against_every_method_of_the_models_zoo_run():
