@@ -24,10 +24,13 @@ from caap.metrics import METRICS
 
 ROAD = (("ROAD ↑", "road"), ("ROAD MoRF ↓", "road_morf"), ("ROAD LeRF ↑", "road_lerf"))
 GRID = (("pointing game ↑", "pointing_game"), ("relevance mass (patch) ↑", "relevance_mass:resolution=patch"))
-# (variants' run, baselines' run, which positions, the rows' metrics)
-SOURCES = (("deit-directions", "deit-top", "odd", "faith"),
-           ("deit-road-directions", "deit-road-directions", "odd", ROAD),
-           ("grid-directions", "grid-fast", "all", GRID))
+# (variants' run, baselines' run, which positions, the rows' metrics, whether the paper's CAAP row is drawn here);
+# the -noise runs add the noising variant to ROAD and the grid on the same images (the baselines are not rerun)
+SOURCES = (("deit-directions", "deit-top", "odd", "faith", True),
+           ("deit-road-directions", "deit-road-directions", "odd", ROAD, True),
+           ("deit-road-directions-noise", "deit-road-directions", "odd", ROAD, False),
+           ("grid-directions", "grid-fast", "all", GRID, True),
+           ("grid-directions-noise", "grid-fast", "all", GRID, False))
 # the demo models and the backbone zoo: (the symmetric variant's run, the run of the baselines on the same images)
 ZOO = tuple((f"{run}-directions", run) for run in ZOO_RUNS if not run.endswith("-slow"))
 
@@ -62,7 +65,9 @@ def confirmed(runs: dict[str, dict], chosen: dict) -> tuple[dict[str, dict], lis
                                            spec.replace("caap_fast:", "caap:", 1) for d, spec in chosen.items()}}
     out, rows = {}, []
     for name, label in variants.items():
-        for source, base, which, metrics in SOURCES:
+        for source, base, which, metrics, paper in SOURCES:
+            if label == "caap" and not paper:
+                continue
             values = merged(runs, label, source, base, which)
             if values is None:
                 continue

@@ -74,6 +74,11 @@ elif [ "$STREAM" = 4 ]; then
 bidirectional,gradcam" --metrics road,road_morf,road_lerf --every 4 --offset 1 --out "$OUT/deit-road-directions"
     caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods "$(confirm grid)" --metrics $LOCAL \
         --out "$OUT/grid-directions"
+    # the noising variant on the same ROAD images and grid cells (judged against the runs above' baselines)
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods "$(confirm road-noise)" --metrics road,road_morf,\
+road_lerf --every 4 --offset 1 --out "$OUT/deit-road-directions-noise"
+    caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods "$(confirm grid-noise)" --metrics $LOCAL \
+        --out "$OUT/grid-directions-noise"
     # the demo models and the zoo (6 blocks: the band at the same fractions of the depth), stream 3's images
     zoo() { python "$here/directions.py" confirm "$OUT/directions-select" --for zoo --depth 6; }
     for v in simple conjunction; do

@@ -117,6 +117,7 @@ def test_the_directions_rule_chooses_by_its_criterion_and_breaks_ties_as_stated(
         "caap:direction=noise:layers=4:8:context=mean", "caap_fast:direction=noise:layers=4:8:context=mean"]
     assert directions.confirm_specs(result, "road") == ["caap", "caap:direction=both:layers=6:10:context=blur"]
     assert directions.confirm_specs(result, "grid") == ["caap:direction=both:layers=6:10:context=blur"]
+    assert directions.confirm_specs(result, "road-noise") == ["caap:direction=noise:layers=4:8:context=mean"]
     assert directions.confirm_specs(result, "zoo", depth=6) == ["caap:direction=both:layers=3:5:context=blur"]
     with pytest.raises(ValueError, match="no exact counterpart"):
         directions.scaled(directions.variant("both", "2:6", "mean"), 4)
@@ -186,3 +187,22 @@ def test_the_directions_zoo_rows_judge_the_symmetric_variant_against_every_metho
     assert {r["verdict"] for r in decided} == {"holds"}
     table = claims.zoo_table(decided, tuple(pseudo))
     assert table.count("**holds**") == len(claims.ZOO_METRICS) and "vs lrp" in table
+
+
+def test_the_noising_variants_extra_runs_are_judged_against_the_baselines_of_the_runs_they_sit_beside():
+    confirm = load("claims_directions")
+    both, noise = "caap:direction=both:layers=4:8:context=blur", "caap:direction=noise:layers=2:6:context=mean"
+
+    def run(methods, offset=1):
+        return {"values": {m: {"road": {i: float(v + 0.01 * i) for i in range(12)}} for m, v in methods.items()},
+                "config": {"every": 4, "offset": offset}}
+
+    runs = {"deit-road-directions": run({"caap": 0.1, both: 0.2, "gae": 0.15}),
+            "deit-road-directions-noise": run({noise: 0.3})}
+    chosen = {"both": both.replace("caap:", "caap_fast:"), "noise": noise.replace("caap:", "caap_fast:")}
+    pseudo, _ = confirm.confirmed(runs, chosen)
+    assert sorted(pseudo) == ["deit-road-directions · both (" + both + ")",
+                              "deit-road-directions · paper's CAAP",  # once: not again from the -noise run
+                              "deit-road-directions-noise · noise (" + noise + ")"]
+    rivals = pseudo["deit-road-directions-noise · noise (" + noise + ")"]["values"]
+    assert set(rivals) == {"caap", "gae"} and rivals["caap"]["road"][1] == 0.3  # the noising map as ours, vs GAE
