@@ -31,8 +31,9 @@ SOURCES = (("deit-directions", "deit-top", "odd", "faith", True),
            ("deit-road-directions-noise", "deit-road-directions", "odd", ROAD, False),
            ("grid-directions", "grid-fast", "all", GRID, True),
            ("grid-directions-noise", "grid-fast", "all", GRID, False))
-# the demo models and the backbone zoo: (the symmetric variant's run, the run of the baselines on the same images)
-ZOO = tuple((f"{run}-directions", run) for run in ZOO_RUNS if not run.endswith("-slow"))
+# the demo models and the backbone zoo: (a variant's run, the run of the baselines on the same images, its direction)
+ZOO = tuple((f"{run}-directions{suffix}", run, direction) for suffix, direction in (("", "both"), ("-noise", "noise"))
+            for run in ZOO_RUNS if not run.endswith("-slow"))
 
 
 def positions(run: dict) -> dict[str, dict[str, dict[int, float]]]:
@@ -83,15 +84,15 @@ def confirmed(runs: dict[str, dict], chosen: dict) -> tuple[dict[str, dict], lis
 
 
 def zoo_confirmed(runs: dict[str, dict]) -> tuple[dict[str, dict], list[Row]]:
-    """Pseudo-runs and rows of the symmetric variant (its band scaled to the model: ``directions.py confirm --for
-    zoo``) against every method of the model's zoo run, on the same synthetic images."""
+    """Pseudo-runs and rows of each chosen variant (its band scaled to the model: ``directions.py confirm --for
+    zoo|zoo-noise``) against every method of the model's zoo run, on the same synthetic images."""
     out, rows = {}, []
-    for source, base in ZOO:
-        ours = next((m for m in runs.get(source, {}).get("values", {}) if "direction=both" in m), None)
+    for source, base, direction in ZOO:
+        ours = next((m for m in runs.get(source, {}).get("values", {}) if f"direction={direction}" in m), None)
         values = merged(runs, ours, source, base, "all") if ours else None
         if values is None:
             continue
-        key = f"{base} · both ({ours})"
+        key = f"{base} · {direction} ({ours})"
         out[key] = {"values": values}
         rows += [Row("localised across backbones", base, key, label, (spec,)) for label, spec in ZOO_METRICS]
     return out, rows
@@ -194,7 +195,7 @@ def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
         return {"claims-directions": "The confirmation runs are not in the repository yet.\n"}
     text = claim_table(done["rows"])
     if done["zoo"]:
-        text += ("\nAcross backbones (the symmetric variant, its band at the same fractions of the depth, against "
+        text += ("\nAcross backbones (each chosen variant, its band at the same fractions of the depth, against "
                  "every method of each model's zoo run, first canvas shown):\n\n"
                  + zoo_table(done["zoo"], tuple(done["zoo_runs"])))
     chosen = json.loads((results / "directions-select" / "chosen.json").read_text())["chosen"]

@@ -105,10 +105,11 @@ def table(result: dict) -> str:
 # fast (the paper's CAAP and the baselines are deit-top's maps of the same images); ROAD (18 sparse solves per map)
 # and the grid take the symmetric variant exact only, ROAD beside the paper's CAAP (deit-road's are the even half);
 # the zoo (the demo models and the backbone zoo, the baselines from their zoo runs) the symmetric variant exact;
-# road-noise and grid-noise the noising variant exact on the same images (beside the runs above)
+# road-noise, grid-noise and zoo-noise the noising variant exact on the same images (beside the runs above)
 CONFIRM = {"faith": (False, ("both", "noise"), ("exact", "fast")), "road": (True, ("both",), ("exact",)),
            "grid": (False, ("both",), ("exact",)), "zoo": (False, ("both",), ("exact",)),
-           "road-noise": (False, ("noise",), ("exact",)), "grid-noise": (False, ("noise",), ("exact",))}
+           "road-noise": (False, ("noise",), ("exact",)), "grid-noise": (False, ("noise",), ("exact",)),
+           "zoo-noise": (False, ("noise",), ("exact",))}
 DEPTH = 12  # DeiT-Tiny's blocks, where the bands were chosen
 
 

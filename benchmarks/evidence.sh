@@ -80,14 +80,17 @@ road_lerf --every 4 --offset 1 --out "$OUT/deit-road-directions-noise"
     caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods "$(confirm grid-noise)" --metrics $LOCAL \
         --out "$OUT/grid-directions-noise"
     # the demo models and the zoo (6 blocks: the band at the same fractions of the depth), stream 3's images
-    zoo() { python "$here/directions.py" confirm "$OUT/directions-select" --for zoo --depth 6; }
-    for v in simple conjunction; do
-        caap bench --model caap-demo-$v --data synthetic:$v --limit 50 --methods "$(zoo)" --metrics $ZLOCAL \
-            --out "$OUT/demo-$v-directions"
-    done
-    for arch in deit3 reg_avg clip eva; do
-        caap bench --model caap-zoo-$arch --weights "$ZOO/${arch}_simple.safetensors" --data synthetic:simple \
-            --limit 50 --methods "$(zoo)" --metrics $ZLOCAL --out "$OUT/zoo-$arch-simple-directions"
+    zoo() { python "$here/directions.py" confirm "$OUT/directions-select" --for "$1" --depth 6; }
+    for kind in zoo zoo-noise; do  # the symmetric variant in X-directions, the noising one in X-directions-noise
+        suffix=${kind#zoo}
+        for v in simple conjunction; do
+            caap bench --model caap-demo-$v --data synthetic:$v --limit 50 --methods "$(zoo $kind)" --metrics $ZLOCAL \
+                --out "$OUT/demo-$v-directions$suffix"
+        done
+        for arch in deit3 reg_avg clip eva; do
+            caap bench --model caap-zoo-$arch --weights "$ZOO/${arch}_simple.safetensors" --data synthetic:simple \
+                --limit 50 --methods "$(zoo $kind)" --metrics $ZLOCAL --out "$OUT/zoo-$arch-simple-directions$suffix"
+        done
     done
 else
     for v in simple conjunction; do

@@ -178,10 +178,15 @@ def test_the_directions_zoo_rows_judge_the_symmetric_variant_against_every_metho
                   for m, v in methods.items()}
         return {"values": values, "config": {"every": 1, "offset": 0}}
 
+    noise = "caap:direction=noise:layers=1:3:context=mean"
     runs = {"demo-simple": run({"caap": 0.5, "gae": 0.6, "lrp": 0.7}), "demo-simple-directions": run({ours: 0.9}),
-            "zoo-clip-simple": run({"caap": 0.5, "gae": 0.6})}  # no directions run: no row
+            "zoo-clip-simple": run({"caap": 0.5, "gae": 0.6}),  # no directions run: no row
+            "zoo-clip-simple-directions-noise": run({noise: 0.1})}
     pseudo, rows = confirm.zoo_confirmed(runs)
-    assert list(pseudo) == [f"demo-simple · both ({ours})"]
+    assert list(pseudo) == [f"demo-simple · both ({ours})", f"zoo-clip-simple · noise ({noise})"]
+    assert set(pseudo[f"zoo-clip-simple · noise ({noise})"]["values"]) == {"caap", "gae"}
+    del pseudo[f"zoo-clip-simple · noise ({noise})"]
+    rows = [r for r in rows if r.run in pseudo]
     assert set(pseudo[f"demo-simple · both ({ours})"]["values"]) == {"caap", "gae", "lrp"}  # ours as caap, then all
     decided = claims.decide_all(pseudo, rows)
     assert {r["verdict"] for r in decided} == {"holds"}
