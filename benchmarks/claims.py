@@ -262,11 +262,11 @@ def main() -> int:
         import_runs(args.import_runs, args.results)
     generated = blocks(args.results)
     runs = load_runs(args.results)
-    from claims_directions import decided as directions_decided
+    from claims_directions import recorded as directions_recorded
 
     save_json(args.results / "claims.json", {
         "rows": decide_all(runs, ROWS), "subsets": decide_all(runs, SUBSET_ROWS), "zoo": decide_all(runs, ZOO_ROWS),
-        "directions": directions_decided(runs, args.results)})
+        "directions": directions_recorded(runs, args.results)})
     atomic_write_bytes(args.results / "claims.md", (generated["claims"] + "\n" + generated["claims-subsets"] + "\n"
                                                    + generated["claims-zoo"]).encode())
     if args.write or args.check:

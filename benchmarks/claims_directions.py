@@ -98,30 +98,43 @@ def zoo_confirmed(runs: dict[str, dict]) -> tuple[dict[str, dict], list[Row]]:
     return out, rows
 
 
-def decided(runs: dict[str, dict], results: Path) -> dict[str, list[dict]] | None:
-    """The decided rows (``rows``: curve metrics, ROAD, grid; ``zoo``), or None before the selection has chosen;
-    saved in claims.json beside the claim table's."""
+def chosen_variants(results: Path) -> dict[str, str] | None:
+    """``{direction: fast spec}`` the selection chose (``directions-select/chosen.json``), or None before it has."""
     path = results / "directions-select" / "chosen.json"
-    if not path.is_file():
+    return json.loads(path.read_text())["chosen"] if path.is_file() else None
+
+
+def decided(runs: dict[str, dict], results: Path) -> dict | None:
+    """The confirmation, decided once: ``pseudo`` (:func:`confirmed`'s pseudo-runs), ``rows`` (curve metrics, ROAD,
+    grid), ``zoo`` and ``zoo_runs``; None before the selection has chosen. All but ``pseudo`` go to claims.json."""
+    chosen = chosen_variants(results)
+    if chosen is None:
         return None
-    pseudo, rows = confirmed(runs, json.loads(path.read_text())["chosen"])
+    pseudo, rows = confirmed(runs, chosen)
     zoo, zoo_rows = zoo_confirmed(runs)
-    return {"rows": decide_all(pseudo, rows), "zoo": decide_all(zoo, zoo_rows), "zoo_runs": list(zoo)}
+    return {"chosen": chosen, "pseudo": pseudo, "rows": decide_all(pseudo, rows), "zoo": decide_all(zoo, zoo_rows),
+            "zoo_runs": list(zoo)}
+
+
+def recorded(runs: dict[str, dict], results: Path) -> dict | None:
+    """:func:`decided` as claims.json keeps it (the verdicts, not the per-image values)."""
+    done = decided(runs, results)
+    return None if done is None else {k: done[k] for k in ("rows", "zoo", "zoo_runs")}
 
 
 INSERTION = ("insertion:step=14", "insertion:step=14:canvas=mean")
 
 
-def targets(runs: dict[str, dict], results: Path, done: dict) -> str:
+def targets(done: dict, results: Path) -> str:
     """The issue's three targets for the symmetric variant, measured: better than every method on deletion on both
     canvases (the claim row's per-canvas verdicts), the insertion gap to AttnLRP at least halved (means on the odd
     positions, per canvas), at no more than twice the cost of the denoising map (the paired per-image ratios of
     ``benchmarks/directions_cost.py``, exact and fast, in the chosen band)."""
-    chosen = json.loads((results / "directions-select" / "chosen.json").read_text())["chosen"].get("both")
+    chosen = done["chosen"].get("both")
     if chosen is None:
         return ""
     exact = chosen.replace("caap_fast:", "caap:", 1)
-    pseudo, _ = confirmed(runs, {"both": chosen})
+    pseudo = done["pseudo"]
     both, paper = pseudo.get(f"deit-directions · both ({exact})"), pseudo.get("deit-directions · paper's CAAP")
     lines = ["| target | measured | met |", "|---|---|---|"]
     row = next((r for r in done["rows"] if r["run"] == f"deit-directions · both ({exact})"
@@ -144,43 +157,41 @@ def targets(runs: dict[str, dict], results: Path, done: dict) -> str:
     cost = results.parent / "directions_cost" / "summary.json"
     band = exact.split("layers=")[1].split(":context")[0]
     if cost.is_file() and band in (summary := json.loads(cost.read_text())["summary"]):
-        ratios = summary[band]["ratios"]
-        cells = [f"{kind}: {ratios[f'both / denoise, {kind}']['median']:.2f}× (quartiles "
-                 f"{ratios[f'both / denoise, {kind}']['p25']:.2f}–{ratios[f'both / denoise, {kind}']['p75']:.2f})"
-                 for kind in ("exact", "fast")]
-        met = all(ratios[f"both / denoise, {k}"]["median"] <= 2.0 for k in ("exact", "fast"))
+        ratios = {kind: summary[band]["ratios"][f"both / denoise, {kind}"] for kind in ("exact", "fast")}
+        cells = [f"{kind}: {r['median']:.2f}× (quartiles {r['p25']:.2f}–{r['p75']:.2f})" for kind, r in ratios.items()]
+        met = all(r["median"] <= 2.0 for r in ratios.values())
         lines.append(f"| no more than twice the denoising map's cost (per image, median) | {'; '.join(cells)} | "
                      f"{'yes' if met else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
-def against_paper(runs: dict[str, dict], chosen: dict) -> str:
-    """Each chosen variant (exact) against the paper's CAAP on the odd positions, every curve metric and canvas:
-    the paired difference (signed: positive favours the variant), one Holm family over all of them."""
-    if "deit-directions" not in runs or "deit-top" not in runs:
+def against_paper(done: dict) -> str:
+    """Each chosen variant (exact) against the paper's CAAP on the odd positions (both from :func:`confirmed`'s
+    pseudo-runs), every curve metric and canvas: the paired difference (signed: positive favours the variant), one
+    Holm family over all of them."""
+    paper = done["pseudo"].get("deit-directions · paper's CAAP")
+    if paper is None:
         return ""
-    mine, theirs = positions(runs["deit-directions"]), positions(runs["deit-top"])
-    specs = [s for r in faith("", "") for s in r.specs]
     pairs, cells = {}, {}
-    for direction, spec in chosen.items():
+    for direction, spec in done["chosen"].items():
         exact = spec.replace("caap_fast:", "caap:", 1)
-        for metric in specs:
-            ours = mine.get(exact, {}).get(metric)
-            paper = {p: v for p, v in theirs.get("caap", {}).get(metric, {}).items() if p % 2 == 1}
-            if ours and paper:
+        variant = done["pseudo"].get(f"deit-directions · {direction} ({exact})")
+        for metric in (s for r in faith("", "") for s in r.specs):
+            ours, theirs = (run["values"]["caap"].get(metric) if run else None for run in (variant, paper))
+            if ours and theirs:
                 sign = 1.0 if METRICS.get(metric).higher_is_better else -1.0
                 key = f"{direction} @ {metric}"
-                pairs[key] = ({p: sign * v for p, v in ours.items()}, {p: sign * v for p, v in paper.items()})
-                cells[key] = (exact, metric, np.mean(list(ours.values())), np.mean(list(paper.values())))
+                pairs[key] = ({p: sign * v for p, v in ours.items()}, {p: sign * v for p, v in theirs.items()})
+                cells[key] = (exact, metric, np.mean(list(ours.values())), np.mean(list(theirs.values())))
     if not pairs:
         return ""
     compared = stats.compare_all(pairs, higher_is_better=True)
     lines = ["| variant | metric | canvas | variant | paper's CAAP | variant − paper, favouring the variant "
              "[Holm-level CI] | p (Holm) | n | |", "|" + "---|" * 9]
     for key, c in compared.items():
-        exact, metric, ours, paper = cells[key]
+        exact, metric, ours, theirs = cells[key]
         word = "better" if c["better"] else "worse" if c["worse"] else "tie"
-        lines.append(f"| {exact} | {metric.split(':')[0]} | {canvas(metric)} | {ours:.3f} | {paper:.3f} | "
+        lines.append(f"| {exact} | {metric.split(':')[0]} | {canvas(metric)} | {ours:.3f} | {theirs:.3f} | "
                      f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['p_adj']:.2g} | {c['n']} | {word} |")
     return "\n".join(lines) + "\n"
 
@@ -198,6 +209,5 @@ def blocks(runs: dict[str, dict], results: Path) -> dict[str, str]:
         text += ("\nAcross backbones (each chosen variant, its band at the same fractions of the depth, against "
                  "every method of each model's zoo run, first canvas shown):\n\n"
                  + zoo_table(done["zoo"], tuple(done["zoo_runs"])))
-    chosen = json.loads((results / "directions-select" / "chosen.json").read_text())["chosen"]
-    return {"claims-directions": text, "directions-targets": targets(runs, results, done),
-            "directions-vs-paper": against_paper(runs, chosen)}
+    return {"claims-directions": text, "directions-targets": targets(done, results),
+            "directions-vs-paper": against_paper(done)}

@@ -19,7 +19,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -27,6 +26,7 @@ from caap import CAAP, Exact, Fast
 from caap.bench import provenance
 from caap.bench.options import RunOptions
 from caap.bench.runner import load
+from caap.bench.table import spread
 from caap.io import atomic_write_bytes, save_json
 from caap.methods import get
 
@@ -51,19 +51,14 @@ def calls(model, band: str, context: str) -> dict[str, object]:
     return out
 
 
-def spread(values: list[float]) -> dict:
-    p25, median, p75 = np.percentile(values, [25, 50, 75])
-    return {"median": float(median), "p25": float(p25), "p75": float(p75), "n": len(values)}
-
-
 def summarize(records: dict, bands: list[str]) -> tuple[dict, str]:
     summary, lines = {}, []
     for band in bands:
         rows = [r[band] for r in records.values() if band in r]
         if not rows:
             continue
-        seconds = {name: spread([r[name] for r in rows]) for name in rows[0]}
-        ratios = {label: spread([r[a] / r[b] for r in rows]) for label, a, b in RATIOS}
+        seconds = {name: spread(dict(enumerate(r[name] for r in rows))) for name in rows[0]}
+        ratios = {label: spread(dict(enumerate(r[a] / r[b] for r in rows))) for label, a, b in RATIOS}
         summary[band] = {"seconds": seconds, "ratios": ratios}
         lines += [f"### Band {band} ({len(rows)} images, one image per call)", "",
                   "| map | s / image, median (quartiles) |", "|---|---|"]

@@ -47,6 +47,13 @@ def group_values(scores: torch.Tensor, groups: torch.Tensor) -> np.ndarray:
     return flat[first].numpy()
 
 
+def top_overlap(exact: torch.Tensor, ours: torch.Tensor, share: float = 0.1) -> float:
+    """The share of ``exact``'s top ``share`` patches that ``ours`` also ranks in its top ``share`` (maps of one
+    shape)."""
+    k = math.ceil(share * exact.numel())
+    return len(set(exact.flatten().topk(k).indices.tolist()) & set(ours.flatten().topk(k).indices.tolist())) / k
+
+
 def explainers(model, layers: str, direction: str, refiners: bool) -> dict[str, CAAP]:
     out = {"exact": CAAP(model, layers=layers, strategy=Exact(direction)),
            "fast": CAAP(model, layers=layers, strategy=Fast(direction))}
@@ -80,9 +87,7 @@ def image_records(store: RunStore, i: int, item, explaining: dict[str, CAAP], si
             g = groups if groups is not None else torch.arange(grid[0] * grid[1]).view(grid)
             values["spearman"] = float(spearmanr(group_values(exact, g), group_values(att.scores[0], g))[0])
             if int(size) == 1:
-                k = math.ceil(0.1 * exact.numel())
-                ours = att.scores[0].flatten().topk(k).indices.tolist()
-                values["top10_overlap"] = len(set(exact.flatten().topk(k).indices.tolist()) & set(ours)) / k
+                values["top10_overlap"] = top_overlap(exact, att.scores[0])
         elif kind in ("coarse_to_fine", "fast_then_exact"):
             values["spearman"] = float(spearmanr(maps["exact_1"].flatten(), att.scores[0].flatten())[0])
         save_npy(store.map_path(i, name), att.scores[0].numpy())
