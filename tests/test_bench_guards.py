@@ -130,9 +130,8 @@ def test_target_labels_file_device_dtype_batch_size_and_versions(tmp_path):
     pred = run(BenchConfig(**{**QUICK, "target": "pred", "limit": 3}), tmp_path / "pred", progress=False,
                report=False)
     assert pred is not None
-    for path in (tmp_path / "pred" / "records").glob("*.json"):
-        r = json.loads(path.read_text())
-        assert r["target"] == r["prediction"]
+    predicted = [json.loads(p.read_text()) for p in (tmp_path / "pred" / "records").glob("*.json")]
+    assert len(predicted) == 3 and all(r["target"] == r["prediction"] for r in predicted)
     labels.write_text("file,class\ncat.png,3\n")
     with pytest.raises(CaapError, match="no row for 'dog.png'"):
         run(BenchConfig(model="caap-demo", data=str(folder), labels=str(labels), methods=["rollout"],
@@ -158,7 +157,7 @@ def test_the_table_marks_only_significant_bests_and_compares_pairs(tmp_path, cap
             save_json(store.record_path(i, method), {"index": i, "method": method, "label": 0, "prediction": 0,
                                                      "seconds": 0.1, "metrics": {"deletion": float(v),
                                                                                  "insertion": float(v)}})
-    from caap.bench.table import compare, summarize
+    from caap.bench.table import paired_table, summarize
 
     table = summarize(store, list(per), ["deletion", "insertion"], num_classes=10)
     assert table["best"]["deletion"] == "a" and table["tests"]["deletion"]["p"] < 0.05  # lower is better
@@ -169,7 +168,7 @@ def test_the_table_marks_only_significant_bests_and_compares_pairs(tmp_path, cap
     assert row["low"] < row["mean"] < row["high"] and row["n"] == 40
     md = (tmp_path / "table.md").read_text()
     assert "**" in md and "(tie)" in md and "n = 40 images" in md
-    view = compare(store, list(per), ["deletion"], "b")
+    view = paired_table(store, list(per), ["deletion"], "b")
     d = stats.paired({i: v for i, v in enumerate(per["a"])}, {i: v for i, v in enumerate(per["b"])})
     assert d["mean"] == pytest.approx(-0.05) and d["high"] < 0 and f"{d['mean']:+.4f}" in view
 

@@ -95,7 +95,12 @@ def test_the_metric_contract_gives_scores_and_curves_through_its_checks():
     with pytest.raises(CaapError, match="NaN"):
         metrics.build("deletion:step=4").score(model, x, t, torch.full((2, 4, 4), float("nan")))
     assert not metrics.get("deletion").needs_explain and metrics.get("randomization").needs_explain
-    assert metrics.build("deletion").bind(lambda *a: None) is not None
+    deletion = metrics.build("deletion")
+    assert deletion.bind(lambda *a: None) is deletion  # a metric that does not re-explain is returned as it is
+    calls = []
+    bound = metrics.build("randomization").bind(lambda m, x, t: calls.append(len(x)) or torch.rand(len(x), 4, 4))
+    bound.score(model, x, t, maps)
+    assert calls, "a re-explaining metric calls the explain function it was bound to"
 
 
 def test_offset_takes_the_other_positions_of_every_and_old_run_folders_still_resume(tmp_path):

@@ -413,7 +413,7 @@ def test_a_disk_that_refuses_writes_is_one_line(weights, pictures, tmp_path, cap
 
 def test_all_names_every_registered_method_and_metric():
     from caap import methods, metrics
-    from caap.cli import _specs
+    from caap.bench.flags import specs as _specs
 
     assert _specs("all") == methods.available()
     assert _specs(" all ", "metric") == [m for m in metrics.available() if m != "quantus"]  # quantus:NAME only

@@ -336,13 +336,38 @@ def test_two_threads_on_one_model_give_the_sequential_maps(name, training):
     assert_untouched(shared, before)
 
 
-def test_a_slow_dtype_for_the_device_warns():
+def test_a_slow_dtype_for_the_device_warns(monkeypatch):
+    import caap.core.cpu as cpu
+
     model = build("timm_vit")
-    with pytest.warns(RuntimeWarning, match="float16 on the CPU is emulated and slow"):
+    with pytest.warns(RuntimeWarning, match="float16 on the CPU is emulated and slower"):
         methods.get("saliency")(model, dtype=torch.float16)
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)  # a CPU with AVX512-BF16 / AMX: bfloat16 gains
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         methods.get("saliency")(model, dtype=torch.bfloat16)
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)  # an AVX2-only CPU: bfloat16 is emulated
+    with pytest.warns(RuntimeWarning, match="without native bfloat16 instructions"):
+        methods.get("saliency")(model, dtype=torch.bfloat16)
+
+
+def test_the_cpu_flags_say_whether_bfloat16_is_native(monkeypatch, tmp_path):
+    import caap.core.cpu as cpu
+
+    def flags(text):
+        (tmp_path / "cpuinfo").write_text(text)
+        monkeypatch.setattr(cpu, "Path", lambda _: tmp_path / "cpuinfo")
+        cpu.cpu_flags.cache_clear()
+        return cpu.native_bf16()
+
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+    try:
+        assert flags("processor : 0\nflags : fpu avx2 fma\n") is False  # AMD EPYC family 25 (Zen 3)
+        assert flags("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n") is True  # Zen 4, Cooper Lake
+        assert flags("processor : 0\nflags : fpu avx512f amx_bf16 amx_tile\n") is True  # Sapphire Rapids
+        assert flags("processor : 0\n") is None
+    finally:
+        cpu.cpu_flags.cache_clear()
 
 
 def test_long_calls_show_progress_unless_turned_off(monkeypatch, capsys):

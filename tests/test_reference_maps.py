@@ -45,20 +45,23 @@ def test_attention_baselines_match_the_authors_maps(setting, name, file):
 
 
 def test_transformer_attribution_agrees_with_the_authors_maps(setting):
-    """Chefer et al.'s transformer attribution (start layer 0 and 1). Run on this machine, the authors' own code
-    and ours agree to 6e-7 of each map's maximum (docs/BASELINES.md); the stored maps were made on another CPU,
-    and the method amplifies float32 rounding (its z-rules divide by sums that nearly cancel: float64 and float32
-    runs of the same code differ by up to 0.63 of the maximum on image 6). So the stored maps are compared by
-    rank: Spearman >= 0.9 on every image (measured min 0.916, mean 0.985) and >= 0.97 on average."""
+    """Chefer et al.'s transformer attribution (start layer 0 and 1). Run on one machine, the authors' own code
+    and ours agree to 6e-7 of each map's maximum (docs/BASELINES.md). The method amplifies float32 rounding (its
+    z-rules divide by sums that nearly cancel): our float32 maps rank patches differently on different CPUs
+    (Spearman with the stored maps 0.81 and 0.89 on images 7 and 2 on an AVX2-only AMD EPYC, 0.92 on the Xeon that
+    made them). So ours run in float64, where the amplified rounding is ~1e-9 of the maximum and the result is
+    the same on every CPU; what remains is the stored maps' own float32 rounding, a property of those files.
+    Measured in float64 (any CPU): min 0.908 (image 7), mean 0.982 / 0.985 — bounds 0.9 and 0.975."""
     from scipy.stats import spearmanr
 
     model, x, targets = setting
+    model, x = copy.deepcopy(model).double(), x.double()
     for start, file in [(0, "chefer_transformer_attribution.npy"),
                         (1, "chefer_transformer_attribution_start_layer1.npy")]:
         expected = np.load(REFERENCE / file).reshape(8, -1)
         got = methods.get("transformer_attribution")(model, start_layer=start).explain(x, target=targets).scores
         rho = [spearmanr(g, e)[0] for g, e in zip(got.reshape(8, -1).numpy(), expected, strict=True)]
-        assert min(rho) >= 0.9 and np.mean(rho) >= 0.97, (start, rho)
+        assert min(rho) >= 0.9 and np.mean(rho) >= 0.975, (start, rho)
 
 
 def test_attnlrp_equals_lxt_on_the_real_deit(setting):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -28,7 +29,11 @@ def report(tmp_path_factory):
 
 def test_report_files(report):
     page = (report / "report.html").read_text()
-    assert '<table id="results">' in page and ("<b>" in page or "(tie)" in page)  # bold only where significant
+    assert '<table id="results">' in page
+    table = json.loads((report / "table.json").read_text())  # bold only where the best beats every other method,
+    assert page.count("<td><b>") == len(table["best"])  # (tie) on the best and those it is not separated from
+    assert page.count("(tie)</td>") == sum(len(v) for v in table["ties"].values())
+    assert table["best"] or table["ties"]
     for src in re.findall(r'<img src="([^"]+)"', page):
         assert (report / src).is_file() and (report / src).stat().st_size > 1000
     assert {p.name for p in (report / "plots").glob("*.png")} == {"deletion.png", "insertion.png", "examples.png"}

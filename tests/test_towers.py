@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clip_models import IMG, open_clip_folder, open_clip_model
 from modelstate import assert_untouched, snapshot
 
 from caap import CAAP, methods
@@ -15,7 +16,6 @@ from caap.methods.caap import naive_caap
 
 open_clip = pytest.importorskip("open_clip")
 tf = pytest.importorskip("transformers")
-IMG = 32
 
 
 def open_clip_vit(patch: int, pool: str = "tok", attentional: bool = False) -> torch.nn.Module:
@@ -26,16 +26,6 @@ def open_clip_vit(patch: int, pool: str = "tok", attentional: bool = False) -> t
     cfg = CLIPVisionCfg(layers=3, width=32, head_width=16, patch_size=patch, image_size=IMG, pool_type=pool,
                         attentional_pool=attentional, attn_pooler_heads=2)
     return _build_vision_tower(16, cfg).eval()
-
-
-def open_clip_model(bias: bool = False) -> torch.nn.Module:
-    """A tiny open_clip CLIP (a ViT tower, a text transformer); ``bias``: with SigLIP's logit bias."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    torch.manual_seed(3)
-    text = CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)  # the real tokenizer
-    vision = CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=IMG)
-    return CLIP(16, vision, text, init_logit_bias=-10 if bias else None).eval()
 
 
 def open_clip_siglip_tower() -> torch.nn.Module:
@@ -168,21 +158,6 @@ def test_transformers_zero_shot_logits_equal_their_own(siglip):
     att = methods.build("caap_fast", zs).explain(x, target=2)
     exact = CAAP(zs).explain(x, target=2)
     assert torch.corrcoef(torch.stack([att.scores.flatten(), exact.scores.flatten()]))[0, 1] > 0.5
-
-
-def open_clip_folder(root):
-    """An open_clip ``local-dir`` folder (config + weights) of a tiny random-init CLIP."""
-    import json
-
-    from safetensors.torch import save_file
-
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": IMG, "layers": 2, "width": 32, "head_width": 16,
-                                           "patch_size": 8},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
-    model = open_clip_model()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "open_clip_model.safetensors"))
-    return root
 
 
 def test_one_command_explains_an_image_for_a_prompt(tmp_path, capsys):

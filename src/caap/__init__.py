@@ -14,14 +14,18 @@ first use.
 from __future__ import annotations
 
 import importlib
+import warnings
 
-from caap.adapters import Adapter, GenericAdapter, HFViTAdapter, TimmViTAdapter, adapt
-from caap.core.attribution import Attribution
-from caap.core.contexts import Black, Blur, Context, Mean, Noise, Normalization
-from caap.errors import CaapError, UnsupportedModelError
-from caap.methods import CAAP, Explainer
-from caap.methods.caap import AdaptiveCAAP, CoarseToFine, Exact, Fast, FastCAAP, FastThenExact
-from caap.version import __version__
+with warnings.catch_warnings():  # what torch & co. say at import about their own dependencies (torch: pynvml's
+    warnings.simplefilter("ignore", FutureWarning)  # deprecation) is not caap's to print; caap's own warnings
+    warnings.simplefilter("ignore", DeprecationWarning)  # come later, from calls, and are kept
+    from caap.adapters import Adapter, GenericAdapter, HFViTAdapter, TimmViTAdapter, adapt
+    from caap.core.attribution import Attribution
+    from caap.core.contexts import Black, Blur, Context, Mean, Noise, Normalization
+    from caap.errors import CaapError, UnsupportedModelError
+    from caap.methods import CAAP, Explainer
+    from caap.methods.caap import AdaptiveCAAP, CoarseToFine, Exact, Fast, FastCAAP, FastThenExact
+    from caap.version import __version__
 
 _SUBPACKAGES = ("adapters", "bench", "core", "data", "methods", "metrics", "viz")
 

@@ -8,14 +8,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
+from caap.bench import flags
 from caap.errors import CaapError, OptionError
 from caap.specs import parse_size
 from caap.version import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(?!caap\b)")  # other packages' notes
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(?!caap\b)")  # about themselves
+        return _main(argv)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, ``caap: warning: …`` (not Python's two-line form with the source line)."""
+    print(f"caap: warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -103,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="METHOD", help="also print (and write compare_METHOD.md) paired differences")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("verdict", help="does a method beat every other method of the runs, on every canvas, "
+                       "Holm-corrected? (paired bootstrap / exact McNemar over the images; docs/EVALUATION.md)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (caap bench's, or shipped evidence with "
+                   "scores.csv); several are joined by image id, images not in every run named and left out")
+    p.add_argument("--method", required=True, help="the method's label in the runs, e.g. caap or "
+                   "caap:direction=both:layers=4:8:context=blur")
+    p.add_argument("--family", default="", help="comma-separated method names or labels that are the method's own "
+                   "and not rivals (default: the method's name), e.g. caap,caap_fast,caap_adaptive")
+    p.add_argument("--metrics", default="", help="comma-separated metric names or specs to judge (default: all)")
+    p.add_argument("--json", metavar="FILE", help="also write the verdict as JSON (replaces only an earlier verdict)")
+    p.set_defaults(func=cmd_verdict)
+
     p = sub.add_parser("sweep", help="CAAP layer band x context x score sweep: a bench run over generated specs "
                        "caap:layers=S:E:context=C:score=K")
     _model_args(p)
@@ -167,67 +194,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=_size, default=None, metavar="N|HxW",
                    help="timm models: build for this input size, the weights' position embeddings resampled")
     p.add_argument("--prompts", help="an image-text model (open_clip:ARCH, a CLIP or SigLIP folder) as the zero-shot "
-                   "classifier of these prompts: a,b,c or a file of one per line")
+                   "classifier of these prompts: a,b,c, or @FILE for a UTF-8 file of one per line (the value is "
+                   "read as a file only after @)")
     p.add_argument("--templates", help="with --prompts as class names: templates such as 'a photo of a {}.' "
                    "(';'-separated), each class's embedding averaged over them")
-
-
-def _target(text: str, loaded=None) -> int | None:
-    """``--target``: None for ``auto``, else a class index, given as one or by name (with the model's names)."""
-    if text == "auto":
-        return None
-    from caap.core.targets import class_index, is_index
-
-    if is_index(text):
-        return int(text)
-    if loaded is None:
-        return None  # a name: resolved once the model (and its class names) is loaded
-
-    try:
-        index = class_index(text, loaded.class_names)
-    except CaapError as exc:
-        raise CaapError(f"--target {text!r}: {exc}") from None
-    print(f"--target {text!r}: class {index} ({loaded.class_names[index]})", file=sys.stderr)
-    return index
-
-
-def _specs(text: str, kind: str = "method") -> list[str]:
-    """The specs of ``--methods`` / ``--metrics``; ``all`` is every registered one with its default settings
-    (families that need a name, as ``quantus:NAME``, are not in it)."""
-    from caap import methods, metrics
-    from caap.specs import split_list
-
-    registry = methods if kind == "method" else metrics
-    if text.strip() == "all":
-        return [n for n in registry.available() if not hasattr(registry.get(n), "specialise")]
-    return split_list(text, registry.available())
-
-
-def explain_options(method: str, args: argparse.Namespace, loaded) -> dict:
-    """The method's options from its spec and the shorthand flags; a flag the method does not take is an error."""
-    from caap.core.contexts import CONTEXTS
-    from caap.core.state import check_device
-    from caap.data.images import load_image
-    from caap.methods import METHODS
-    from caap.specs import parse_spec
-
-    name, options = parse_spec(method, "method")
-    accepted = set(METHODS.get(name).options())
-    flags = {"layers": args.layers, "context": args.context, "score": args.score, "batch_size": args.batch_size}
-    for key, value in flags.items():
-        if value is None:
-            continue
-        target = "baseline" if key == "context" and "baseline" in accepted else key
-        if target not in accepted:
-            raise CaapError(f"method {name!r} takes no --{key.replace('_', '-')}")
-        if key == "context" and value.split(":")[0] not in CONTEXTS and Path(value).is_file():
-            value = loaded.transform(load_image(value))  # [3, H, W]: an image file (any name) as the context
-        options[target] = value
-    if args.device is not None:
-        options["device"] = check_device(args.device, "--device")
-    if args.dtype != "float32":
-        options["dtype"] = args.dtype
-    return {**options, "normalization": loaded.normalization}
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -242,16 +212,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise CaapError(f"--top-k {args.top_k}: expected a positive number of classes")
     if args.target != "auto" and args.top_k != 1:
         raise CaapError(f"--top-k {args.top_k} applies to --target auto; got --target {args.target}")
-    _target(args.target)  # an index is checked now, a name once the model's class names are known
+    flags.target(args.target)  # an index is checked now, a name once the model's class names are known
     images = expand_image_paths(args.images)
     for path in images:  # every image checked before the model is loaded
         load_image(path)
     name = parse_spec(args.method, "method")[0]
     METHODS.get(name)
-    loaded = load_model(args.model, args.weights, [name], *_prompts(args), img_size=args.img_size)
-    target = _target(args.target, loaded)
+    loaded = load_model(args.model, args.weights, [name], *flags.prompts(args), img_size=args.img_size)
+    target = flags.target(args.target, loaded)
     explainer = construct(METHODS.get(name), f"method {args.method!r}", loaded.model,
-                          **explain_options(args.method, args, loaded))
+                          **flags.explain_options(args.method, args, loaded))
     settings = {"model": args.model, "weights": str(args.weights) if args.weights else "pretrained",
                 "method": name, "spec": args.method, **({"context": args.context} if args.context else {}),
                 "target": args.target, "top_k": args.top_k,
@@ -270,11 +240,11 @@ def _load_checked(args: argparse.Namespace, specs: list[str], paths: list) -> tu
 
     for spec in specs:
         METHODS.get(spec)
-    _target(args.target)
+    flags.target(args.target)
     for path in paths:
         load_image(path)
-    loaded = load_model(args.model, args.weights, specs, *_prompts(args), img_size=args.img_size)
-    return loaded, _target(args.target, loaded)
+    loaded = load_model(args.model, args.weights, specs, *flags.prompts(args), img_size=args.img_size)
+    return loaded, flags.target(args.target, loaded)
 
 
 def _size(text: str) -> int | tuple[int, int]:
@@ -284,21 +254,10 @@ def _size(text: str) -> int | tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _prompts(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
-    """``--prompts`` and ``--templates`` as lists (None when not given)."""
-    from caap.adapters import read_prompts
-
-    if args.templates and not args.prompts:
-        raise CaapError("--templates apply to --prompts (class names); give both")
-    prompts = read_prompts(args.prompts) if args.prompts else None
-    templates = [t for t in args.templates.split(";") if t.strip()] if args.templates else None
-    return prompts, templates
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from caap.bench.explain import compare
 
-    specs = _specs(args.methods)
+    specs = flags.specs(args.methods)
     loaded, target = _load_checked(args, specs, [args.image])
     summary = compare(args.image, loaded, specs, args.out, target, fmt=args.format, display=args.display)
     print(f"compared {len(summary['methods'])} methods -> {Path(args.out) / summary['figure']}")
@@ -309,7 +268,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     from caap.bench.explore import explore
     from caap.data.datasets import expand_image_paths
 
-    specs = _specs(args.methods)
+    specs = flags.specs(args.methods)
     images = expand_image_paths(args.images)
     loaded, target = _load_checked(args, specs, images)
     page = explore(images, loaded, specs, args.out, top_k=1 if target is not None else args.top_k, target=target)
@@ -322,7 +281,7 @@ def _run_options(args: argparse.Namespace) -> dict:
     from caap.core.state import check_device
 
     device = str(check_device(args.device, "--device")) if args.device is not None else None
-    prompts, templates = _prompts(args)
+    prompts, templates = flags.prompts(args)
     return {"model": args.model, "weights": args.weights, "img_size": args.img_size, "prompts": prompts,
             "templates": templates, "data": args.data, "masks": args.masks, "limit": args.limit, "every": args.every,
             "offset": args.offset, "labels": args.labels, "target": args.target,
@@ -332,7 +291,8 @@ def _run_options(args: argparse.Namespace) -> dict:
 def cmd_bench(args: argparse.Namespace) -> int:
     from caap.bench.runner import BenchConfig, run
 
-    config = BenchConfig(**_run_options(args), methods=_specs(args.methods), metrics=_specs(args.metrics, "metric"))
+    config = BenchConfig(**_run_options(args), methods=flags.specs(args.methods),
+                         metrics=flags.specs(args.metrics, "metric"))
     if args.compare is not None and args.compare not in config.methods:
         raise CaapError(f"--compare {args.compare!r} is not one of --methods {config.methods}")
     table = run(config, args.out, rescore=args.rescore, allow_code_change=args.allow_code_change,
@@ -341,24 +301,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print((Path(args.out) / "table.md").read_text(), end="")
         if args.compare is not None:
             from caap.bench.store import RunStore
-            from caap.bench.table import compare
+            from caap.bench.table import paired_table
             from caap.io import atomic_write_bytes
             from caap.specs import file_stem
 
-            view = compare(RunStore(args.out), config.methods, config.metrics, args.compare)
+            view = paired_table(RunStore(args.out), config.methods, config.metrics, args.compare)
             atomic_write_bytes(Path(args.out) / f"compare_{file_stem(args.compare)}.md", view.encode())
             print("\n" + view, end="")
     return 0
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise CaapError(f"{flag} {text!r}: expected comma-separated integers") from None
-    if not values or min(values) < 0:
-        raise CaapError(f"{flag} {text!r}: expected non-negative integers")
-    return values
+def cmd_verdict(args: argparse.Namespace) -> int:
+    from caap.bench.store import RunStore
+    from caap.bench.verdict import verdict, write_json
+
+    runs = [RunStore(r).scores() for r in args.runs]
+    result = verdict(runs, args.method, family=[f for f in args.family.split(",") if f.strip()],
+                     metrics=[m for m in args.metrics.split(",") if m.strip()])
+    if args.json:
+        write_json(result, args.json)
+    print(result.markdown(), end="")
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -373,11 +336,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         make_context(c)
     for s in scores:
         make_score(s)
-    widths = _ints(args.widths, "--widths")
+    widths = flags.ints(args.widths, "--widths")
     if 0 in widths:
         raise CaapError(f"--widths {args.widths!r}: a band has at least one block")
-    config = SweepConfig(**_run_options(args), starts=_ints(args.starts, "--starts"), widths=widths,
-                         contexts=contexts, scores=scores, metrics=_specs(args.metrics, "metric"))
+    config = SweepConfig(**_run_options(args), starts=flags.ints(args.starts, "--starts"), widths=widths,
+                         contexts=contexts, scores=scores, metrics=flags.specs(args.metrics, "metric"))
     summary = sweep(config, args.out)
     for s in summary["settings"]:
         means = "  ".join(f"{k} {v:.4f}" for k, v in s["means"].items())

@@ -15,10 +15,11 @@ from caap.adapters.hfclip import HFImageTowerAdapter
 from caap.adapters.openclip import OpenCLIPAdapter
 from caap.adapters.timm import TimmViTAdapter
 from caap.adapters.weights import load_state_dict
-from caap.adapters.zeroshot import ZeroShot, prompts_for, read_prompts, zero_shot
+from caap.adapters.zeroshot import ZeroShot, classifier, prompts_for, read_prompts, read_templates, zero_shot
 from caap.adapters.zoo import create_model, model_data_config, model_transform
 
 __all__ = ["Adapter", "AttentionCapture", "BlockViews", "ClassifierAdapter", "FastPaths", "GenericAdapter",
            "HFImageTowerAdapter", "HFViTAdapter", "LinearRules", "ModelCard", "OpenCLIPAdapter", "TimmEvaAdapter",
-           "TimmViTAdapter", "ZeroShot", "adapt", "create_model", "load_state_dict", "model_data_config",
-           "model_transform", "prompts_for", "read_prompts", "require", "zero_shot"]
+           "TimmViTAdapter", "ZeroShot", "adapt", "classifier", "create_model", "load_state_dict", "model_data_config",
+           "model_transform", "prompts_for", "read_prompts", "read_templates", "require",
+           "zero_shot"]

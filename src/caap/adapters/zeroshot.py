@@ -28,9 +28,25 @@ def prompts_for(classes: Sequence[str], templates: Sequence[str] = TEMPLATES) ->
     if not classes:
         raise CaapError("no class names for the prompts; expected at least one")
     for t in templates:
-        if "{}" not in t:
-            raise CaapError(f"template {t!r} has no {{}} for the class name")
+        check_template(t)
     return [[t.format(c) for t in templates] for c in classes]
+
+
+def check_template(template: str) -> str:
+    """``template`` when it has exactly one ``{}`` (the class name) and no other ``str.format`` field; ``{{`` and
+    ``}}`` stand for literal braces. Anything else is refused with one line naming the template."""
+    import string
+
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:  # an unmatched brace: 'a {}}x{'
+        raise OptionError("templates", f"{template!r}: {exc}; expected one {{}} for the class name ({{{{ and }}}} "
+                                       "for literal braces)") from None
+    if fields != [("", "", None)]:
+        found = ", ".join("{" + n + (f"!{c}" if c else "") + (f":{s}" if s else "") + "}" for n, s, c in fields)
+        raise OptionError("templates", f"{template!r} has {found or 'no field'}; expected exactly one {{}} for the "
+                                       "class name ({{ and }} for literal braces)")
+    return template
 
 
 class ZeroShot(nn.Module):
@@ -129,16 +145,82 @@ def is_zero_shot(model: nn.Module) -> bool:
     return isinstance(model, ZeroShot)
 
 
-def read_prompts(text: str) -> list[str]:
-    """``--prompts``: a text file with one prompt per line, or the prompts separated by commas."""
-    from pathlib import Path
+def is_image_text(model: nn.Module) -> bool:
+    """A whole image-text model (open_clip's CLIP, a Hugging Face ``CLIPModel`` / ``SiglipModel``): its image
+    tower's outputs are embedding dimensions, which become classes only through text prompts."""
+    open_clip = type(model).__module__.startswith("open_clip") and hasattr(model, "encode_text")
+    return open_clip or type(model).__name__ in ("CLIPModel", "SiglipModel")
 
-    path = Path(text)
-    items = path.read_text().splitlines() if path.is_file() else text.split(",")
+
+def classifier(model: nn.Module, name: str, prompts: Sequence[str] | None = None,
+               templates: Sequence[str] | None = None) -> nn.Module:
+    """The classifier a command explains: the zero-shot classifier of ``prompts`` (:func:`zero_shot`); a whole
+    image-text model without prompts is refused (its "classes" would be embedding dimensions); any other model
+    as it is."""
+    if prompts:
+        return zero_shot(model, prompts, name, templates)
+    if is_image_text(model):
+        raise OptionError("prompts", f"are needed: {name!r} is an image-text model, whose outputs are embedding "
+                                     "dimensions, not classes; give the classes as text (a,b,c or @FILE)")
+    return model
+
+
+PROMPT_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".list", ".lst")
+
+
+def read_prompts(text: str) -> list[str]:
+    """``--prompts``: ``@FILE`` reads a UTF-8 text file of one prompt per line (a byte-order mark is dropped);
+    any other value is the prompts themselves, separated by commas. The text is never tried as a path: a value
+    that only names a file (one item ending in ``.txt``, ``.csv``… or ``/``) is refused with a pointer to ``@``."""
+    if not isinstance(text, str):
+        raise OptionError("prompts", f"{text!r}: expected a,b,c or @FILE")
+    if text.startswith("@"):
+        return _prompt_file(text[1:])
+    items = text.removeprefix("\ufeff").split(",")
     prompts = [p.strip() for p in items if p.strip()]
     if not prompts:
-        raise OptionError("prompts", f"{text!r} holds no prompt; expected a file of one per line, or a,b,c")
+        raise OptionError("prompts", f"{text!r} holds no prompt; expected a,b,c or @FILE (one prompt per line)")
+    if len(prompts) == 1 and (prompts[0].lower().endswith(PROMPT_FILE_SUFFIXES) or prompts[0].endswith(("/", "\\"))):
+        raise OptionError("prompts", f"{text!r} looks like a file name, not a prompt; write @{prompts[0]} to read "
+                                     "prompts from a file (one per line)")
     return prompts
+
+
+def _prompt_file(name: str) -> list[str]:
+    """The prompts of ``@FILE``: one per non-empty line; the file must exist, be a file and be UTF-8 text."""
+    from pathlib import Path
+
+    path = Path(name)
+    if not name:
+        raise OptionError("prompts", "'@' names no file; expected @FILE (one prompt per line)")
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise OptionError("prompts", f"@{name}: is a folder; expected a text file of one prompt per line") from None
+    except FileNotFoundError:
+        raise OptionError("prompts", f"@{name}: no such file; expected a text file of one prompt per line") from None
+    except OSError as exc:
+        raise OptionError("prompts", f"@{name}: cannot read it ({exc.strerror or exc})") from None
+    if b"\0" in data:
+        raise OptionError("prompts", f"@{name}: is a binary file (it holds NUL bytes); expected UTF-8 text, one "
+                                     "prompt per line")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise OptionError("prompts", f"@{name}: is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                                     f"{exc.start}); save it as UTF-8") from None
+    prompts = [p.strip() for p in text.splitlines() if p.strip()]
+    if not prompts:
+        raise OptionError("prompts", f"@{name} holds no prompt; expected one per line")
+    return prompts
+
+
+def read_templates(text: str) -> list[str]:
+    """``--templates``: ``;``-separated templates, each with one ``{}`` (:func:`check_template`); at least one."""
+    templates = [t.strip() for t in text.removeprefix("\ufeff").split(";") if t.strip()]
+    if not templates:
+        raise OptionError("templates", f"{text!r} holds no template; expected e.g. 'a photo of a {{}}.;a {{}}.'")
+    return [check_template(t) for t in templates]
 
 
 def zero_shot(model: nn.Module, prompts: Sequence[str], name: str, templates: Sequence[str] | None = None) -> ZeroShot:

@@ -77,6 +77,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, needs_v
             skeleton = timm.create_model(name, pretrained=False, **sizing)
         except TypeError as exc:
             raise OptionError("img_size", f"{img_size!r}: {name!r} takes no input size option ({exc})") from None
+    if img_size is not None:
+        check_img_size(skeleton, name, sizing["img_size"])
     adapter = adapt(skeleton)
     if needs_vit is not None and not adapter.tokens:
         raise CaapError(f"model {name!r} ({type(skeleton).__name__}) is not a ViT caap can open: method {needs_vit!r} "
@@ -113,6 +115,46 @@ def _sizing(img_size, dynamic_img_size: bool) -> dict:
     if dynamic_img_size:
         out["dynamic_img_size"] = True
     return out
+
+
+MAX_TOKENS = 16_384  # patch tokens of a model built for another size: a 128 x 128 grid (2,048 px at patch 16)
+COSTLY = 4.0  # a warning when the grid has this many times the tokens of the model's own size
+
+
+def check_img_size(skeleton: nn.Module, name: str, size: tuple[int, int]) -> None:
+    """Refuse an input size the model cannot use whole: smaller than a patch, not a multiple of the patch size
+    (timm's patch embedding would drop the remainder), or over :data:`MAX_TOKENS` patch tokens (memory grows with
+    the square of the tokens); warn when the grid has many times the tokens of the model's own size (exact CAAP
+    patches every token, so its cost grows faster than the square). ``skeleton``: the model on the meta device."""
+    import warnings
+
+    embed = getattr(skeleton, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
+    if patch is None:
+        return
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    (h, w), shown = size, f"{size[0]}x{size[1]}" if size[0] != size[1] else str(size[0])
+    if h < ph or w < pw:
+        raise OptionError("img_size", f"{shown}: smaller than one {ph}x{pw} patch of {name!r}; expected at least "
+                                      f"{ph} px a side")
+    if h % ph or w % pw:
+        below = "x".join(str(max(p, v // p * p)) for v, p in ((h, ph), (w, pw)))
+        above = "x".join(str(-(-v // p) * p) for v, p in ((h, ph), (w, pw)))
+        if h == w and ph == pw:
+            below, above = below.split("x")[0], above.split("x")[0]
+        raise OptionError("img_size", f"{shown}: not a multiple of {name!r}'s {ph}x{pw} patches (the remainder would "
+                                      f"be dropped unseen); expected e.g. {below} or {above}")
+    tokens = (h // ph) * (w // pw)
+    if tokens > MAX_TOKENS:
+        raise OptionError("img_size", f"{shown}: {tokens:,} patch tokens, more than caap builds a model for "
+                                      f"({MAX_TOKENS:,}: a {int(MAX_TOKENS ** 0.5) * ph} px square at this patch size)")
+    own = getattr(getattr(skeleton, "pretrained_cfg", None) or {}, "get", lambda *_: None)("input_size")
+    if own:
+        base = (own[1] // ph) * (own[2] // pw)
+        if base and tokens >= COSTLY * base:
+            warnings.warn(f"img_size {shown}: {tokens:,} patch tokens, {tokens / base:.0f}x the {base} of {name!r}'s "
+                          "own size; exact CAAP patches every token, so a map costs over "
+                          f"{(tokens / base) ** 2:.0f}x as much (docs/PERFORMANCE.md)", RuntimeWarning, stacklevel=3)
 
 
 def resized(model: nn.Module, state: dict) -> dict:
@@ -172,7 +214,8 @@ def model_data_config(model: nn.Module) -> dict:
                 "crop_pct": 1.0, "crop_mode": "center", "source": "open_clip"}
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "model_type") and not hasattr(model, "pretrained_cfg"):
-        size = getattr(config, "image_size", 224)
+        vision = getattr(config, "vision_config", None) or config  # CLIPModel / SiglipModel: the image tower's config
+        size = getattr(vision, "image_size", 224)
         return hf_data_config(model, int(size[0] if isinstance(size, (list, tuple)) else size))
     cfg = dict(resolve_model_data_config(model))
     built = getattr(getattr(model, "patch_embed", None), "img_size", None)  # the size the model was built for

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from caap.adapters import Adapter, adapt, create_model, model_data_config, zero_shot
+from caap.adapters import Adapter, adapt, classifier, create_model, model_data_config
 from caap.core.contexts import Normalization
 from caap.data.images import load_image
 from caap.errors import CaapError, OptionError
@@ -77,8 +77,7 @@ def load_model(name: str, weights: str | None = None, methods: Sequence[str] = (
     from timm.data import create_transform
 
     model = create_model(name, weights, needs_vit=vit_method(methods), img_size=img_size)
-    if prompts:
-        model = zero_shot(model, prompts, name, templates)
+    model = classifier(model, name, prompts, templates)
     cfg = model_data_config(model)
     adapter = adapt(model, Normalization(tuple(cfg["mean"]), tuple(cfg["std"])))
     return LoadedModel(name, weights, model, adapter, cfg,

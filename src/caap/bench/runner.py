@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from caap.adapters import adapt, create_model, model_transform, zero_shot
+from caap.adapters import adapt, classifier, create_model, model_transform
 from caap.bench import provenance
 from caap.bench.options import DataSpec, MethodSpec, RunOptions, method_specs
 from caap.bench.report import curve_plots, example_grid, write_html
@@ -124,10 +124,15 @@ def _open(store: RunStore, config: BenchConfig, explainers: dict[str, Explainer]
     previous = (store.stored() or {}).get("info")
     history = provenance.check_resume(previous, now, allow_code_change)
     weights = provenance.file_hash(config.weights)
-    if (previous or {}).get("weights_sha256") not in (None, weights):
+    recorded = (previous or {}).get("weights_sha256")
+    if recorded not in (None, weights):
         raise CaapError(f"the run was started with other weights at {config.weights!r} (sha256 "
                         f"{previous['weights_sha256'][:12]}…, now {str(weights)[:12]}…): its records would mix two "
                         "models; use another folder")
+    if previous is not None and recorded is None and weights is not None and not allow_code_change:
+        raise CaapError(f"the run's config.json records no sha256 of its weights (started by older caap), so "
+                        f"{config.weights!r} cannot be checked to be the same model; resume with allow_code_change "
+                        "to adopt these weights (their sha256 is then recorded), or use another folder")
     if rank != 0:
         return settings
     return store.open(settings, growing=("methods",), info={
@@ -267,8 +272,7 @@ def load(config: RunOptions, methods=()) -> tuple[nn.Module, Dataset]:
     data = config.check()
     labels = [m.name if isinstance(m, MethodSpec) else m for m in methods]
     model = create_model(config.model, config.weights, needs_vit=vit_method(labels), img_size=config.img_size)
-    if config.prompts:
-        model = zero_shot(model, config.prompts, config.model, config.templates)
+    model = classifier(model, config.model, config.prompts, config.templates)
     if data.kind == "synthetic":
         dataset = Synthetic(data.variant, size=config.limit * config.every if config.limit else 200)
     elif data.kind == "grid":
@@ -276,7 +280,30 @@ def load(config: RunOptions, methods=()) -> tuple[nn.Module, Dataset]:
     else:
         dataset = ImageFolder(data.path, model_transform(model), config.masks, labels=config.labels,
                               need_labels=config.target == "label")
-    return model, Subset(dataset, range(config.offset, len(dataset), config.every)[:config.limit])
+    subset = Subset(dataset, range(config.offset, len(dataset), config.every)[:config.limit])
+    if not len(subset):
+        raise OptionError("every", f"{config.every} with offset {config.offset} selects no image of the "
+                                   f"{len(dataset)} in {config.data!r}; expected a subset with at least one image")
+    if isinstance(dataset, ImageFolder) and config.target != "pred":
+        _check_labels(dataset, subset, model, config)
+    return model, subset
+
+
+def _check_labels(folder: ImageFolder, subset: Subset, model: nn.Module, config: RunOptions) -> None:
+    """Every label a run would explain names one of the model's classes (a prompt, with ``prompts``): checked on the
+    file names (or the labels file) before anything is written."""
+    classes = adapt(model).num_classes
+    if not classes:
+        return
+    for i in subset.indices:
+        path = folder.files[i]
+        label = folder.label(path)
+        if label >= classes:
+            what = f"the {classes} prompts" if config.prompts else f"the model's {classes} classes"
+            source = "the labels file" if config.labels else "its ImageNet WordNet id"
+            raise CaapError(f"image {path.name!r} has label {label} (from {source}), which is not one of {what}; "
+                            "give a labels file (labels: file,class rows, class a 0-based index"
+                            f"{' into the prompts' if config.prompts else ''}) or use target pred")
 
 
 def grid_dataset(data: DataSpec, config: RunOptions, model) -> GridPointing:

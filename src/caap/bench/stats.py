@@ -37,7 +37,7 @@ LEVEL = 0.95  # the interval of one method's mean (no comparison, no correction)
 
 
 @lru_cache(maxsize=16)
-def _counts(n: int, seed: int) -> np.ndarray:
+def _resample_counts(n: int, seed: int) -> np.ndarray:
     """``[RESAMPLES, n]`` float64: how often each image is drawn in each resample (one matrix per ``n``, seeded,
     so that every table of a run resamples the same images)."""
     rng = np.random.default_rng(seed)
@@ -51,7 +51,7 @@ def _counts(n: int, seed: int) -> np.ndarray:
 def resampled_means(values: np.ndarray, seed: int = 0) -> np.ndarray:
     """``[RESAMPLES]``: the mean of ``values`` ``[n]`` over each bootstrap resample of the images."""
     values = np.asarray(values, dtype=np.float64)
-    return _counts(len(values), seed) @ values / len(values)
+    return _resample_counts(len(values), seed) @ values / len(values)
 
 
 def _lower(means: np.ndarray, share: float) -> float:

@@ -134,7 +134,7 @@ def per_image(store: RunStore, methods: list[str],
     return values
 
 
-def compare(store: RunStore, methods: list[str], metrics: list[str], reference: str) -> str:
+def paired_table(store: RunStore, methods: list[str], metrics: list[str], reference: str) -> str:
     """Markdown: each method's paired difference to ``reference`` per metric (mean, 95 % paired bootstrap
     interval and its p, or the exact McNemar p for a binary metric, uncorrected; n)."""
     values = per_image(store, methods)
@@ -159,7 +159,8 @@ def compare(store: RunStore, methods: list[str], metrics: list[str], reference: 
 def accuracy(outcomes: dict[int, tuple[int, int]], num_classes: int | None) -> tuple[dict | None, str | None]:
     """The model's top-1 accuracy on the run's labelled images, and a warning when it is not clearly above
     chance: below ``1/K + 3·sqrt((1/K)(1 − 1/K)/n)``, three binomial standard errors above chance, so that a
-    model that does not fit the data (whose maps explain noise) is flagged with a false-alarm rate near 0.1 %."""
+    model that does not fit the data (whose maps explain noise) is flagged with a false-alarm rate near 0.1 %.
+    With too few images for that bound to lie below 100 % (two prompts and a handful of images), no warning."""
     labelled = [(p, y) for p, y in outcomes.values() if y >= 0]
     if not labelled or not num_classes:
         return None, None
@@ -168,7 +169,7 @@ def accuracy(outcomes: dict[int, tuple[int, int]], num_classes: int | None) -> t
     chance = 1 / num_classes
     threshold = chance + 3 * math.sqrt(chance * (1 - chance) / n)
     result = {"value": value, "n": n, "chance": chance, "threshold": threshold}
-    if value >= threshold:
+    if value >= threshold or threshold >= 1:
         return result, None
     return result, (f"the model's accuracy on these {n} images is {value:.1%}, not clearly above chance "
                     f"({chance:.1%}; threshold {threshold:.1%}): its maps explain predictions that do not fit the "

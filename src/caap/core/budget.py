@@ -25,9 +25,8 @@ def caap_batch_size(n_tokens: int, dim: int, device: torch.device, elem: int) ->
     """Patched variants per chunk: a memory budget on CUDA, about 96 MiB of block activations on the CPU.
 
     Per variant a block holds about ``16 D`` values per token (residual, norm, qkv, attention output,
-    MLP hidden ``4D`` and its activation) plus an ``N x N`` attention row block. On 2 CPU cores with the
-    in-place block path, DeiT-Tiny ran as fast in fp32 and 11 % faster in bf16 at this budget (39
-    variants) than at 10; ViT-B/16 (10 variants here) was no faster at 32 in fp32, and 10 % slower in bf16.
+    MLP hidden ``4D`` and its activation) plus an ``N x N`` attention row block. The CPU budget was chosen by
+    timing chunk sizes on real models: docs/PERFORMANCE.md ("Chunks sized to the device").
     """
     per_variant = elem * n_tokens * (16 * dim + n_tokens)
     if device.type == "cuda":

@@ -1,4 +1,4 @@
-"""Neutral context images for CAAP (DESIGN §1): the run that source activations are patched into.
+"""Neutral context images for CAAP (docs/METHOD.md): the run that source activations are patched into.
 
 All images here are *normalised* model inputs ``[B, 3, H, W]``; ``Normalization`` converts pixel values
 (in ``[0, 1]``) to that space where a context is defined in pixels (``black``).
@@ -131,6 +131,12 @@ class Fixed(Context):
         if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4):
             got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise CaapError(f"a context tensor must be [3, H, W] or [B, 3, H, W], got {got}")
+        if not image.is_floating_point():
+            raise CaapError(f"a context tensor must be a normalised float image, got dtype {image.dtype}")
+        bad = ~torch.isfinite(image)
+        if bad.any():
+            raise CaapError(f"a context tensor must be finite; it holds {int(bad.sum())} NaN or infinite value(s) "
+                            "(every map would be NaN)")
         self.image = image
 
     def __repr__(self) -> str:

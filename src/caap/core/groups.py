@@ -1,4 +1,4 @@
-"""Patch groups and the patched runs (variants) they define (DESIGN §1, ``groups``)."""
+"""Patch groups and the patched runs (variants) they define (docs/METHOD.md, ``groups``)."""
 
 from __future__ import annotations
 

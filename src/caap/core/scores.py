@@ -10,10 +10,18 @@ from caap.errors import CaapError
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
+def _over_classes(logits: torch.Tensor, name: str) -> torch.Tensor:
+    if logits.dim() == 2 and logits.shape[1] == 1:  # a softmax over one class is 1 whatever the image
+        raise CaapError(f"score {name!r} is a softmax over the model's classes, and this model has one (a single "
+                        "prompt?): it is constant, so every map would be 0; use score=logit or give two or more "
+                        "classes")
+    return logits.float()
+
+
 SCORES: dict[str, ScoreFn] = {
     "logit": lambda logits: logits,
-    "prob": lambda logits: logits.float().softmax(-1),
-    "logprob": lambda logits: logits.float().log_softmax(-1),
+    "prob": lambda logits: _over_classes(logits, "prob").softmax(-1),
+    "logprob": lambda logits: _over_classes(logits, "logprob").log_softmax(-1),
 }
 
 

@@ -101,9 +101,8 @@ class Explainer(ABC):
         self.model = self.adapter.model
         self.dtype = check_dtype(dtype)
         self._device = None if device is None else place(self.model, device)
-        if self.dtype == torch.float16 and self.device.type == "cpu":
-            warnings.warn("float16 on the CPU is emulated and slow (CAAP on DeiT-Tiny, 2 cores: 26.7 s against 4.2 s "
-                          "in float32); use bfloat16 or float32 on the CPU", RuntimeWarning, stacklevel=2)
+        if self.device.type == "cpu":
+            slow_dtype_warning(self.dtype)
 
     @property
     def device(self) -> torch.device:
@@ -228,3 +227,16 @@ def forward_from_leaf(adapter: Adapter, images: torch.Tensor, layer: int) -> tup
 
 METHODS: Registry[Explainer] = Registry("method")
 register = METHODS.register
+
+
+def slow_dtype_warning(dtype: torch.dtype) -> None:
+    """Warn when a reduced-precision ``dtype`` is slower than float32 on this CPU: float16 always (emulated), and
+    bfloat16 where the CPU has no native bfloat16 instructions (measured in docs/PERFORMANCE.md)."""
+    from caap.core.cpu import native_bf16
+
+    if dtype == torch.float16:
+        warnings.warn("float16 on the CPU is emulated and slower than float32; use bfloat16 (on a CPU with native "
+                      "bfloat16) or float32 (docs/PERFORMANCE.md)", RuntimeWarning, stacklevel=3)
+    elif dtype == torch.bfloat16 and native_bf16() is False:
+        warnings.warn("bfloat16 on a CPU without native bfloat16 instructions (AVX512-BF16, AMX) is emulated and "
+                      "slower than float32; use float32 here (docs/PERFORMANCE.md)", RuntimeWarning, stacklevel=3)

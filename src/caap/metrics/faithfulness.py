@@ -64,7 +64,7 @@ class _PatchCurve(CurveMetric):
         rank.scatter_(1, order, torch.arange(n_patch).expand_as(order))  # rank of every patch, 0 = top
         ph, pw = images.shape[-2] // gh, images.shape[-1] // gw
         rank_px = rank.view(-1, gh, gw).repeat_interleave(ph, 1).repeat_interleave(pw, 2).to(device)  # [B, H, W]
-        counts = self._counts(n_patch)
+        counts = self._step_counts(n_patch)
         b = images.shape[0]
         jobs = [(i, k) for i in range(b) for k in range(len(counts))]
         out = torch.empty(b, len(counts))
@@ -82,7 +82,7 @@ class _PatchCurve(CurveMetric):
                     out[i, k] = v
         return out, torch.tensor(counts, dtype=torch.float32) / n_patch
 
-    def _counts(self, n_patch: int) -> list[int]:
+    def _step_counts(self, n_patch: int) -> list[int]:
         return list(range(0, n_patch, self.step)) + [n_patch]
 
     def _readout(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -131,7 +131,7 @@ class _Perturbation(_PatchCurve):
         super().__init__(step=1, canvas=canvas if canvas is not None else "mean", score="logit",
                          batch_size=batch_size, seed=seed)
 
-    def _counts(self, n_patch: int) -> list[int]:
+    def _step_counts(self, n_patch: int) -> list[int]:
         return [round(f * n_patch) for f in self.FRACTIONS]
 
     def _readout(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

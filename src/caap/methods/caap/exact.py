@@ -1,4 +1,4 @@
-"""Exact CAAP (DESIGN §1–2): one patched run per patch group, batched.
+"""Exact CAAP (docs/METHOD.md): one patched run per patch group, batched.
 
 For every variant ``v`` (a patch group of image ``b``) the base run of ``b`` is rerun from the first patched
 block and, at the input of every patched block ``l``, the tokens of the group are overwritten with the donor

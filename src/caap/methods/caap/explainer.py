@@ -7,7 +7,7 @@ Three registry names are three presets of one class, each taking only the option
 - ``caap_fast``: :class:`~caap.methods.caap.fast.Fast` (first order in the other tokens; docs/FAST.md);
 - ``caap_adaptive``: :class:`~caap.methods.caap.refine.FastThenExact` (the fast map, its top patches exact).
 
-Every preset takes ``direction`` (``denoise``, the paper's CAAP; ``noise``; ``both``; DESIGN §1b).
+Every preset takes ``direction`` (``denoise``, the paper's CAAP; ``noise``; ``both``; docs/METHOD.md, Directions).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from caap.methods.caap.strategies import Direction, Strategy
 
 
 class CAAPBase(Explainer):
-    """What every CAAP preset shares (DESIGN §1).
+    """What every CAAP preset shares (docs/METHOD.md).
 
     Args:
         model: a timm ``VisionTransformer``, a Hugging Face ViT/DeiT/DINOv2 classifier, or a caap adapter.
@@ -77,10 +77,10 @@ class CAAPBase(Explainer):
         self.context = make_context(strategy.direction.context if context is None else context)
         self.score_name, self.score_fn = make_score(score)
         self.groups = groups
-        strategy.check(self.setting)
+        strategy.check(self.run_setting)
 
     @property
-    def setting(self) -> Setting:
+    def run_setting(self) -> Setting:
         return Setting(self.adapter, tuple(self.layers), self.score_fn, self.dtype, self.device)
 
     @property
@@ -107,7 +107,7 @@ class CAAPBase(Explainer):
         stream, scores = self.strategy.needs()
         with torch.inference_mode():
             contexts = self.context(images, self.adapter.normalization)  # [B, 3, H, W]
-            source, context = forward_runs(self.setting, images, contexts, stream, scores)
+            source, context = forward_runs(self.run_setting, images, contexts, stream, scores)
         return Forward(source.scores, Runs(base=context, donor=source))
 
     @torch.inference_mode()
@@ -121,7 +121,7 @@ class CAAPBase(Explainer):
         if groups is not None and isinstance(self.strategy, Refiner):
             raise CaapError(f"groups and refine: {type(self.strategy).__name__} chooses its own patch groups")
         resolved = check_groups(self.groups if groups is None else groups, images.shape[0], grid)
-        maps = self.strategy.maps(self.setting, runs, resolved, target, wanted, self._progress)
+        maps = self.strategy.maps(self.run_setting, runs, resolved, target, wanted, self._progress)
         meta = {**maps.meta, **self._run_scores(runs, target)}
         if classes is not None:
             meta["classes"] = wanted.tolist()

@@ -1,6 +1,6 @@
 """CAAP's fast mode: the patched tokens exact, the other tokens to first order (docs/FAST.md).
 
-Notation of DESIGN §1; ``a = min(layers)``; ``S`` the tokens of one patch group (one patch by default).
+Notation of docs/METHOD.md; ``a = min(layers)``; ``S`` the tokens of one patch group (one patch by default).
 One context run from block ``a`` (all tokens, kept with its autograd graph) and its backward pass give
 ``G_l = ∂s_c/∂o_l``, the score's gradient w.r.t. every block's attention output per head. Then, for every
 group at once:

@@ -37,7 +37,7 @@ def naive_caap(
         score: logits ``[1, C]`` -> scores ``[1, K]``.
         groups: optional ``[gh*gw]`` (or any shape, flattened) group id per patch; default one per patch.
         direction: ``"denoise"`` (the context run with the group's source stream), ``"noise"`` (the source run
-            with the group's context stream) or ``"both"`` (their mean); DESIGN §1b.
+            with the group's context stream) or ``"both"`` (their mean); docs/METHOD.md, Directions.
 
     Returns:
         float32 ``[n_patches]``: denoise ``score(context run, group patched from the source)[target] −

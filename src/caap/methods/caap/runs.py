@@ -1,7 +1,7 @@
 """The unpatched runs of a CAAP call, as a typed result: what every strategy builds on.
 
 A :class:`Side` is one unpatched run of the model — on the source images or on their contexts — kept at the
-patched blocks: the residual stream entering each patched block (``z_l``, DESIGN §1) and the run's scores.
+patched blocks: the residual stream entering each patched block (``z_l``, docs/METHOD.md) and the run's scores.
 :class:`Runs` holds both sides. Denoising patches the source's stream into the context run; noising is the
 same operation with the roles swapped (:meth:`Runs.swapped`), so every strategy serves both directions.
 """

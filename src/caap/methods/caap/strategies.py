@@ -4,7 +4,7 @@ A :class:`Strategy` answers one question — the effect of patching each group, 
 s(base run)[c]`` — for the variants of a call (:class:`~caap.core.groups.Variants`), for the target class and
 optionally for a list of classes. :class:`~caap.methods.caap.exact.Exact` runs one patched forward per
 group, :class:`~caap.methods.caap.fast.Fast` takes the other tokens to first order, and the refiners of
-:mod:`caap.methods.caap.refine` combine strategies. The **direction** (DESIGN §1b) is a parameter of every
+:mod:`caap.methods.caap.refine` combine strategies. The **direction** (docs/METHOD.md, Directions) is a parameter of every
 strategy, implemented once here:
 
 - ``denoise`` (the paper's CAAP): patch the source's stream into the context run, ``A = s(patched) − s(context)``;
@@ -142,7 +142,7 @@ class Strategy(ABC):
         ``[B, gh, gw]``: each patch gets its group's effect; patches of a negative group id are NaN."""
         variants = Variants.from_groups(groups, setting.adapter.num_prefix)
         found = self.effects(setting, runs, variants, target, classes, progress)
-        scores, class_scores = to_grid(found.target, found.classes, variants, groups.shape[0],
+        scores, class_scores = scatter_to_grid(found.target, found.classes, variants, groups.shape[0],
                                        tuple(groups.shape[1:]))
         return Maps(scores, class_scores, found.meta)
 
@@ -156,7 +156,7 @@ class Strategy(ABC):
         return f"{type(self).__name__}({options})"
 
 
-def to_grid(out: torch.Tensor, out_cls: torch.Tensor | None, variants: Variants, batch: int,
+def scatter_to_grid(out: torch.Tensor, out_cls: torch.Tensor | None, variants: Variants, batch: int,
             grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-variant effects ``[V]`` (and ``[V, K']``) as maps ``[B, gh, gw]`` (and ``[B, K', gh, gw]``); patches that
     no variant patched are NaN."""
