@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fast_agreement import top_overlap
 from scipy.stats import spearmanr
 
 from caap.bench import stats
 from caap.bench.store import RunStore
 from caap.io import save_json
+from caap.metrics.sanity import top_overlap
 
 
 def agreement(exact: np.ndarray, fast: np.ndarray) -> tuple[float, float]:

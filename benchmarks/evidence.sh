@@ -8,7 +8,7 @@
 #
 # Stream 4 is issue 25's study of CAAP's directions (benchmarks/directions.py): fast-mode variants of every direction,
 # band and context on the even positions, the chosen ones then exact and fast on the odd positions (judged there
-# against deit-top's baselines: benchmarks/claims_directions.py), the symmetric one with ROAD on every 4th odd
+# against deit-top's baselines: caap.bench.evidence_tables), the symmetric one with ROAD on every 4th odd
 # position (baselines rerun there), on the grid's cells (grid-fast's baselines) and on stream 3's models.
 # Stream 3 is the controlled-evidence benchmark on the demo models and the backbone zoo (ZOO: the folder
 # of `python -m caap.data.train --arch NAME --variant simple --max-steps STEPS --minutes 10000` weights,

@@ -16,7 +16,6 @@ with other settings or other code is refused. ``summary.json`` / ``summary.md`` 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from caap.bench.store import RunStore
 from caap.core.groups import superpatch_groups
 from caap.io import atomic_write_bytes, save_json, save_npy
 from caap.metrics import build
+from caap.metrics.sanity import top_overlap
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -45,13 +45,6 @@ def group_values(scores: torch.Tensor, groups: torch.Tensor) -> np.ndarray:
     flat, ids = scores.flatten(), groups.flatten()
     first = torch.stack([(ids == g).nonzero()[0, 0] for g in torch.unique(ids)])
     return flat[first].numpy()
-
-
-def top_overlap(exact: torch.Tensor, ours: torch.Tensor, share: float = 0.1) -> float:
-    """The share of ``exact``'s top ``share`` patches that ``ours`` also ranks in its top ``share`` (maps of one
-    shape)."""
-    k = math.ceil(share * exact.numel())
-    return len(set(exact.flatten().topk(k).indices.tolist()) & set(ours.flatten().topk(k).indices.tolist())) / k
 
 
 def explainers(model, layers: str, direction: str, refiners: bool) -> dict[str, CAAP]:

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from caap.core.groups import spread_groups
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
 PATCH_AXIS = [("vit_small_patch16_224", 224), ("vit_small_patch16_224", 384), ("vit_small_patch16_224", 512),
@@ -52,14 +54,6 @@ def build(name: str, size: int):
     model = timm.create_model(name, pretrained=False, img_size=size, num_classes=1000).eval()  # DINOv2: no head
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     return model, image
-
-
-def subset_groups(grid: tuple[int, int], k: int) -> torch.Tensor:
-    """A group map that patches ``k`` patches spread over the grid, one per group; -1 (not patched) elsewhere."""
-    total = grid[0] * grid[1]
-    groups = torch.full((total,), -1, dtype=torch.long)
-    groups[np.linspace(0, total - 1, k).round().astype(int)] = torch.arange(k)
-    return groups.view(grid)
 
 
 def _status(key: str) -> int:
@@ -84,7 +78,7 @@ def measure(name: str, size: int, method: str, rounds: int, threads: int, full: 
                  "params": sum(p.numel() for p in model.parameters())}
     base = _status("VmRSS:")
     if method == "caap":
-        calls = {k: (lambda k=k: explainer.explain(image, groups=subset_groups(grid, k))) for k in SUBSETS}
+        calls = {k: (lambda k=k: explainer.explain(image, groups=spread_groups(grid, k))) for k in SUBSETS}
         if full:
             calls[patches] = lambda: explainer.explain(image)
     else:

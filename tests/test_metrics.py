@@ -166,10 +166,6 @@ def _naive_curve(model, image, target, patch_map, canvas, insert, step, patch=8)
 
 @pytest.mark.parametrize(("name", "step"), [("deletion", 1), ("deletion", 3), ("insertion", 2)])
 def test_deletion_and_insertion_equal_a_naive_loop(name, step):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from archs import build
 
     model = build("timm_vit")
@@ -191,10 +187,6 @@ def test_deletion_and_insertion_equal_a_naive_loop(name, step):
 
 @pytest.mark.parametrize("name", ["positive_perturbation", "negative_perturbation"])
 def test_perturbation_protocol_equals_a_naive_loop(name):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from archs import build
 
     model = build("timm_vit")
@@ -241,14 +233,9 @@ def test_segmentation_metrics_against_sklearn_and_hand_counts():
 
 
 def test_randomization_cascade_against_scipy_and_leaves_the_model_untouched():
-    import sys
-    from pathlib import Path
-
-    from scipy.stats import spearmanr
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from archs import build
     from modelstate import assert_untouched, snapshot
+    from scipy.stats import spearmanr
 
     from caap import methods
 

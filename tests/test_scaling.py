@@ -1,23 +1,18 @@
-"""benchmarks/scaling.py times exact CAAP on patch subsets: a subset call must compute exactly the full map's
-values at the chosen patches (and patch nothing else), or the extrapolated cost would time other work."""
+"""benchmarks/scaling.py times exact CAAP on patch subsets (caap.core.groups.spread_groups): a subset call must
+compute exactly the full map's values at the chosen patches (and patch nothing else), or the extrapolated cost
+would time other work."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import timm
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import scaling  # noqa: E402
-
-from caap import CAAP  # noqa: E402
+from caap import CAAP
+from caap.core.groups import spread_groups
 
 
 def test_subset_groups_patch_k_spread_patches_one_per_group():
-    groups = scaling.subset_groups((14, 14), 8)
+    groups = spread_groups((14, 14), 8)
     chosen = groups[groups >= 0]
     assert sorted(chosen.tolist()) == list(range(8))
     flat = (groups.flatten() >= 0).nonzero().flatten()
@@ -31,7 +26,7 @@ def test_a_subset_call_equals_the_full_map_at_its_patches():
     explainer = CAAP(model, layers=[1, 2])
     full = explainer.explain(image).scores[0]
     grid = tuple(full.shape)
-    groups = scaling.subset_groups(grid, 5)
+    groups = spread_groups(grid, 5)
     part = explainer.explain(image, groups=groups).scores[0]
     chosen = groups >= 0
     torch.testing.assert_close(part[chosen], full[chosen], rtol=1e-5, atol=1e-6)

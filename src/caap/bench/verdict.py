@@ -59,6 +59,7 @@ class Canvas:
     methods: int
     tied: tuple[str, ...]
     discordant: tuple[int, int] | None = None
+    comparison: Mapping = field(default_factory=dict, repr=False)  # the test's full record (caap.bench.stats)
 
     def difference(self) -> str:
         """``+0.012 [+0.004, +0.020]`` or, for a binary metric, ``+0.046, 1:6 discordant``."""
@@ -99,8 +100,8 @@ class Verdict:
 
         rows = [{"metric": r.metric, "verdict": r.verdict, "higher_is_better": r.higher_is_better,
                  "comparisons": r.comparisons,
-                 "canvases": [{k: clean(v) if not isinstance(v, tuple) else list(v) for k, v in vars(c).items()}
-                              for c in r.canvases]} for r in self.rows]
+                 "canvases": [{k: clean(v) if not isinstance(v, tuple) else list(v) for k, v in vars(c).items()
+                               if k != "comparison"} for c in r.canvases]} for r in self.rows]
         return {"format": FORMAT, "method": self.method, "family": list(self.family), "runs": list(self.runs),
                 "images": self.images, "left_out": {k: list(v) for k, v in self.left_out.items()},
                 "rivals": list(self.rivals), "rows": rows}
@@ -161,7 +162,13 @@ def canvas_of(spec: str) -> tuple[str, str | None]:
     parsed = parse(spec, "metric")
     options = {k: v for k, v in parsed.options.items() if context is None or k != "canvas"}
     key = ":".join([parsed.name, *map(str, parsed.args), *(f"{k}={v}" for k, v in options.items())])
-    return key, (context.describe() if context is not None else None)
+    if context is None:
+        return key, None
+    shown = context.describe()
+    try:  # a context at its default settings by its name alone (blur, not blur:10)
+        return key, context.name if type(context)().describe() == shown else shown
+    except TypeError:  # a context that needs arguments (a tensor)
+        return key, shown
 
 
 def verdict(runs: Sequence[RunScores], method: str, family: Sequence[str] = (), metrics: Sequence[str] = (),
@@ -226,7 +233,7 @@ def _row(values: Mapping, method: str, rivals: Sequence[str], key: str, members:
         canvases.append(Canvas(spec, canvas, result, rival, c["mean"], c["low"], c["high"], c["p_adj"], c["n"],
                                means[method], means[rival], 1 + sum(sign * v > sign * means[method]
                                                                     for v in means.values()),
-                               len(means), tuple(tied), (c["b"], c["c"]) if binary else None))
+                               len(means), tuple(tied), (c["b"], c["c"]) if binary else None, c))
     overall, _ = stats.verdict(comparisons)
     return Row(key, higher, overall, tuple(canvases), len(comparisons))
 

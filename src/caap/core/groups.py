@@ -78,3 +78,14 @@ class Variants:
 
     def __len__(self) -> int:
         return self.image.shape[0]
+
+
+def spread_groups(grid: tuple[int, int], k: int) -> torch.Tensor:
+    """``[gh, gw]`` int64: ``k`` patches spread evenly over the grid in raster order, one group each (0 … k-1), and
+    -1 (not patched) elsewhere — a subset call of exact CAAP that costs ``k`` patched runs (timing its growth)."""
+    total = grid[0] * grid[1]
+    if not 1 <= k <= total:
+        raise CaapError(f"k {k!r}: expected 1 to {total} patches of the {grid[0]}x{grid[1]} grid")
+    groups = torch.full((total,), -1, dtype=torch.long)
+    groups[torch.linspace(0, total - 1, k, dtype=torch.float64).round().long()] = torch.arange(k)
+    return groups.view(grid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import torch
@@ -93,3 +94,11 @@ class Randomization(Metric):
 
     def evaluate(self, model, images, targets, maps, masks):
         return self.curve(model, images, targets, maps).mean(1)
+
+
+def top_overlap(reference: torch.Tensor, other: torch.Tensor, share: float = 0.1) -> float:
+    """The share of ``reference``'s top ``share`` cells that ``other`` also ranks in its top ``share`` (two maps of
+    one shape; how well an approximation keeps the cells that matter)."""
+    k = math.ceil(share * reference.numel())
+    top = set(reference.flatten().topk(k).indices.tolist())
+    return len(top & set(other.flatten().topk(k).indices.tolist())) / k

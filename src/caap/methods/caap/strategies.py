@@ -4,8 +4,8 @@ A :class:`Strategy` answers one question — the effect of patching each group, 
 s(base run)[c]`` — for the variants of a call (:class:`~caap.core.groups.Variants`), for the target class and
 optionally for a list of classes. :class:`~caap.methods.caap.exact.Exact` runs one patched forward per
 group, :class:`~caap.methods.caap.fast.Fast` takes the other tokens to first order, and the refiners of
-:mod:`caap.methods.caap.refine` combine strategies. The **direction** (docs/METHOD.md, Directions) is a parameter of every
-strategy, implemented once here:
+:mod:`caap.methods.caap.refine` combine strategies. The **direction** (docs/METHOD.md, Directions) is a
+parameter of every strategy, implemented once here:
 
 - ``denoise`` (the paper's CAAP): patch the source's stream into the context run, ``A = s(patched) − s(context)``;
 - ``noise``: patch the context's stream into the source run, ``A = s(source) − s(patched)`` — the same effect
