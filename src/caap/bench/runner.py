@@ -137,6 +137,7 @@ def _open(store: RunStore, config: BenchConfig, explainers: dict[str, Explainer]
         return settings
     return store.open(settings, growing=("methods",), info={
         **now, "code_history": history, "device": str(device), "weights_sha256": weights, "score_batch": score_batch,
+        "num_classes": next(iter(explainers.values())).adapter.num_classes,
         "method_settings": {label: e.settings() for label, e in explainers.items()}})
 
 

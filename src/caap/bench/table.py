@@ -7,21 +7,20 @@ from __future__ import annotations
 import csv
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 
 from caap.bench import stats
-from caap.bench.store import RunStore
-from caap.errors import CaapError, OptionError
+from caap.bench.store import OUTCOMES, SCORE_COLUMNS, RunStore
+from caap.errors import OptionError
 from caap.io import atomic_write_bytes, save_json
 from caap.metrics import METRICS
 
 
 def summarize(store: RunStore, methods: list[str], metrics: list[str], num_classes: int | None = None) -> dict:
     """:func:`build` from the run's records, written as ``table.{md,csv,json}`` and ``scores.csv``."""
-    outcomes: dict[int, tuple[int, int]] = {}  # image index -> (prediction, label)
-    table = build(per_image(store, methods, outcomes), metrics, outcomes, num_classes)
+    run = store.scores()  # the one record of a run's scores (values by image id, outcomes)
+    table = build({m: run.values.get(m, {}) for m in methods}, metrics, dict(run.outcomes), num_classes)
     save_json(store.root / "table.json", table)
     atomic_write_bytes(store.root / "table.md", markdown(table).encode())
     atomic_write_bytes(store.root / "table.csv", _csv(table).encode())
@@ -29,7 +28,6 @@ def summarize(store: RunStore, methods: list[str], metrics: list[str], num_class
     return table
 
 
-OUTCOMES = ("target", "label", "prediction")
 
 
 def build(values: dict[str, dict[str, dict[int, float]]], metrics: list[str],
@@ -68,21 +66,6 @@ def spread(seconds: dict[int, float]) -> dict:
             "min": float(v.min()), "max": float(v.max()), "n": len(v)}
 
 
-def split_outcomes(values: dict[str, dict[str, dict[int, float]]]) -> tuple[dict, dict[int, tuple[int, int]]]:
-    """Scores read back by :func:`read_scores` without the target / label / prediction rows, and
-    ``{image: (prediction, label)}`` from them."""
-    outcomes: dict[int, tuple[int, int]] = {}
-    scores = {}
-    for method, per_metric in values.items():
-        scores[method] = {c: v for c, v in per_metric.items() if c not in OUTCOMES}
-        for i, p in per_metric.get("prediction", {}).items():
-            outcomes[i] = (int(p), int(per_metric.get("label", {}).get(i, -1)))
-    return scores, outcomes
-
-
-SCORE_COLUMNS = ("image", "id", "method", "metric", "value")
-
-
 def scores_csv(store: RunStore, methods: list[str]) -> str:
     """Every per-image score of ``methods`` in the run (seconds per map as the metric ``seconds``; also the
     target, label and prediction as ``target`` / ``label`` / ``prediction``), one row each, sorted."""
@@ -104,40 +87,11 @@ def scores_csv(store: RunStore, methods: list[str]) -> str:
     return out.getvalue()
 
 
-def read_scores(path: str | Path) -> dict[str, dict[str, dict[int, float]]]:
-    """``{method: {metric: {image: value}}}`` from a ``scores.csv`` (:func:`scores_csv`)."""
-    values: dict[str, dict[str, dict[int, float]]] = {}
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = tuple(next(reader, ()))
-        if header != SCORE_COLUMNS:
-            raise CaapError(f"{str(path)!r} is not a scores file: header {header}, expected {SCORE_COLUMNS}")
-        for image, _, method, metric, value in reader:
-            values.setdefault(method, {}).setdefault(metric, {})[int(image)] = float(value)
-    return values
-
-
-def per_image(store: RunStore, methods: list[str],
-              outcomes: dict[int, tuple[int, int]] | None = None) -> dict[str, dict[str, dict[int, float]]]:
-    """``{method: {metric: {image index: value}}}`` (``"seconds"`` among the metrics), in one read of the
-    records; ``outcomes``, when given, receives ``{image index: (prediction, label)}``."""
-    values: dict[str, dict[str, dict[int, float]]] = {m: {} for m in methods}
-    for record in store.records():
-        if record["method"] not in values:
-            continue
-        if outcomes is not None and "prediction" in record:
-            outcomes[record["index"]] = (record["prediction"], record["label"])
-        cell = values[record["method"]]
-        cell.setdefault("seconds", {})[record["index"]] = record["seconds"]
-        for name, v in record["metrics"].items():
-            cell.setdefault(name, {})[record["index"]] = v
-    return values
-
-
 def paired_table(store: RunStore, methods: list[str], metrics: list[str], reference: str) -> str:
     """Markdown: each method's paired difference to ``reference`` per metric (mean, 95 % paired bootstrap
     interval and its p, or the exact McNemar p for a binary metric, uncorrected; n)."""
-    values = per_image(store, methods)
+    found = store.scores().values
+    values = {m: found.get(m, {}) for m in methods}
     if reference not in values:
         raise OptionError("compare", f"{reference!r} is not one of the run's methods {methods}")
     columns = [m for m in metrics if any(m in values[k] for k in values)]
