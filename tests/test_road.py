@@ -70,24 +70,34 @@ def test_road_noise_is_seeded_per_image_and_options_are_checked():
 
 
 def test_road_metrics_on_one_batch_share_their_solves(monkeypatch):
-    """``road``, ``road_morf`` and ``road_lerf`` on the same batch (the runner's order) solve each removal once;
-    any other batch, map or setting solves again, and the shared scores equal fresh ones."""
+    """``road``, ``road_morf`` and ``road_lerf`` given one :class:`Solves` (as the runner does) and scored on the
+    same batch solve each removal once; any other batch, map or setting solves again; metrics not shared never see
+    each other's scores; the shared scores equal fresh ones."""
     model, x, m, t = build("timm_vit"), images(2), maps(2), torch.tensor([1, 2])
     calls = []
     from caap.metrics import road as ours
 
     monkeypatch.setattr(ours, "linear_impute", lambda *a: calls.append(1) or linear_impute(*a))
-    names = ("road:percentiles=30,70", "road_morf:percentiles=30,70", "road_lerf:percentiles=30,70")
-    shared = [metrics.build(n)(model, x, t, m) for n in names]
+    names = ("road:percentiles=30,70", "road_morf:percentiles=30,70", "road_lerf:percentiles=30,70",
+             "road_morf:percentiles=30,70:seed=1")
+    built = [metrics.build(n) for n in names]
+    alone = [metrics.build(n)(model, x, t, m) for n in names[:3]]  # not shared: each solves its own
+    assert len(calls) == 2 * 2 * (2 + 1 + 1)  # images × shares × the orders each needs
+    calls.clear()
+    ours.share_solves(built)
+    assert built[0].solves is built[1].solves is built[2].solves and built[3].solves is not built[0].solves
+    shared = [metric(model, x, t, m) for metric in built[:3]]
     assert len(calls) == 2 * 2 * 2  # images × shares × orders, once
+    for a, b in zip(shared, alone, strict=True):
+        torch.testing.assert_close(a, b)
     torch.testing.assert_close(shared[0], (shared[2] - shared[1]) / 2)
-    fresh = metrics.build("road_morf:percentiles=30,70")(model, x.clone(), t, m)  # other images
+    fresh = built[1](model, x.clone(), t, m)  # other images
     assert len(calls) == 12
     torch.testing.assert_close(fresh, shared[1])
     other = m.clone()
     other[0, 0, 0] += 1
-    metrics.build("road_morf:percentiles=30,70")(model, x, t, other)  # another map
-    metrics.build("road_morf:percentiles=30,70:seed=1")(model, x, t, other)  # another setting
+    built[1](model, x, t, other)  # another map
+    built[3](model, x, t, other)  # another setting: its own solves
     assert len(calls) == 20
 
 

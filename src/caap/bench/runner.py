@@ -38,6 +38,7 @@ from caap.errors import CaapError, OptionError
 from caap.io import save_json, save_npy
 from caap.methods import Explainer
 from caap.metrics import METRICS, Metric
+from caap.metrics.road import share_solves
 
 
 @dataclass(kw_only=True)
@@ -102,7 +103,9 @@ def _checked(config: BenchConfig) -> tuple[list[MethodSpec], dict[str, Metric]]:
     methods = method_specs(config.methods)
     if not config.metrics:
         raise OptionError("metrics", "is empty; expected e.g. deletion,insertion")
-    return methods, {spec: METRICS.build(spec) for spec in config.metrics}
+    metrics = {spec: METRICS.build(spec) for spec in config.metrics}
+    share_solves(metrics.values())  # ROAD's three metrics on one batch: one set of imputations
+    return methods, metrics
 
 
 def _check_masks(metrics: dict[str, Metric], dataset: Dataset, config: BenchConfig) -> None:

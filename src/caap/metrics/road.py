@@ -151,6 +151,12 @@ class _ROAD(Metric):
             raise CaapError(f"ties must be 'random' or 'percentile', got {ties!r}")
         self.percentiles, self.noise, self.seed, self.ties = shares, float(noise), seed, ties
         self.score_name, self.score_fn = make_score(score)
+        self.solves = Solves()  # its own; share_solves() gives metrics of the same settings one
+
+    @property
+    def settings(self) -> tuple:
+        """What the scores depend on besides the batch: metrics with equal settings may share their solves."""
+        return (tuple(self.percentiles), self.noise, self.seed, self.score_name, self.score_fn, self.ties)
 
     def imputed(self, image: torch.Tensor, saliency: np.ndarray, most_relevant_first: bool,
                 grid: tuple[int, int] | None = None):
@@ -176,26 +182,9 @@ class _ROAD(Metric):
         return torch.stack(out)
 
     def means(self, model, images, targets, maps) -> dict[bool, torch.Tensor]:
-        """Mean target score over the shares ``[B]``, for each removal order (True: most relevant first).
-
-        ``road``, ``road_morf`` and ``road_lerf`` with the same settings, scored one after the other on the same
-        batch (as the benchmark runner does), share one set of sparse solves: the last batch's scores are kept
-        per thread, for the same model and images objects (weakly referenced; the images unchanged since) and
-        equal targets and maps."""
-        settings = (tuple(self.percentiles), self.noise, self.seed, self.score_name, self.score_fn, self.ties)
-        cached = getattr(_LAST, "entry", None)
-        same = (cached is not None and cached["settings"] == settings and cached["model"]() is model
-                and cached["images"]() is images and cached["version"] == images._version
-                and torch.equal(cached["targets"], targets) and torch.equal(cached["maps"], maps))
-        if not same:
-            cached = {"settings": settings, "model": weakref.ref(model), "images": weakref.ref(images),
-                      "version": images._version, "targets": targets.clone(), "maps": maps.clone(), "done": {}}
-            _LAST.entry = cached
-        done = cached["done"]
-        missing = tuple(order for order in self.orders if order not in done)
-        if missing:
-            done.update(self._score(model, images, targets, maps, missing))
-        return {order: done[order] for order in self.orders}
+        """Mean target score over the shares ``[B]``, for each removal order (True: most relevant first), from
+        this metric's :class:`Solves` (shared with the other ROAD metrics of a run by :func:`share_solves`)."""
+        return self.solves.means(self, model, images, targets, maps)
 
     @torch.inference_mode()
     def _score(self, model, images, targets, maps, orders) -> dict[bool, torch.Tensor]:
@@ -215,7 +204,42 @@ class _ROAD(Metric):
         return result
 
 
-_LAST = threading.local()  # the last batch's ROAD scores of this thread (see _ROAD.means)
+class Solves:
+    """The ROAD scores of the last batch scored through this object, per removal order: ``road``, ``road_morf``
+    and ``road_lerf`` with the same settings, given one object by :func:`share_solves` and scored one after the
+    other on the same batch (as the benchmark runner does), impute each removal once. A batch is the same when it
+    is the same model and images objects (weakly referenced; the images unchanged since), with equal targets and
+    maps and metric settings; anything else is solved afresh. One object per run (the runner's), not per thread:
+    a metric never sees another run's scores."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entry: dict | None = None
+
+    def means(self, metric: _ROAD, model, images, targets, maps) -> dict[bool, torch.Tensor]:
+        with self._lock:
+            entry = self._entry
+            same = (entry is not None and entry["settings"] == metric.settings and entry["model"]() is model
+                    and entry["images"]() is images and entry["version"] == images._version
+                    and torch.equal(entry["targets"], targets) and torch.equal(entry["maps"], maps))
+            if not same:
+                entry = {"settings": metric.settings, "model": weakref.ref(model), "images": weakref.ref(images),
+                         "version": images._version, "targets": targets.clone(), "maps": maps.clone(), "done": {}}
+                self._entry = entry
+            done = entry["done"]
+            missing = tuple(order for order in metric.orders if order not in done)
+            if missing:
+                done.update(metric._score(model, images, targets, maps, missing))
+            return {order: done[order] for order in metric.orders}
+
+
+def share_solves(metrics) -> None:
+    """Give the ROAD metrics among ``metrics`` that have equal settings one :class:`Solves`, so that scoring them on
+    the same batch imputes each removal once (the benchmark runner calls it on a run's metrics)."""
+    shared: dict[tuple, Solves] = {}
+    for metric in metrics:
+        if isinstance(metric, _ROAD):
+            metric.solves = shared.setdefault(metric.settings, Solves())
 
 
 @register
