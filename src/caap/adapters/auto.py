@@ -13,7 +13,7 @@ from caap.adapters.hf import HFViTAdapter, is_hf_classifier
 from caap.adapters.hfclip import HFImageTowerAdapter, is_hf_image_tower
 from caap.adapters.openclip import OpenCLIPAdapter, is_open_clip_model, is_open_clip_timm, is_open_clip_vit
 from caap.adapters.timm import TimmViTAdapter, is_timm_vit
-from caap.adapters.timm_families import TimmFamilyAdapter, is_timm_family
+from caap.adapters.timm_families import is_timm_family, timm_family_adapter
 from caap.adapters.zeroshot import is_zero_shot
 from caap.core.contexts import Normalization
 from caap.errors import UnsupportedModelError
@@ -35,7 +35,7 @@ def adapt(model: nn.Module | Adapter, normalization: Normalization | None = None
     if is_timm_eva(model):
         return TimmEvaAdapter(model, normalization)
     if is_timm_family(model):
-        return TimmFamilyAdapter(model, normalization)
+        return timm_family_adapter(model, normalization)
     tower = image_tower(model, normalization)
     if tower is not None:
         return tower

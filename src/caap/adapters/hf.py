@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
+from caap.adapters.attention import AttentionMaps, detach_layernorm_scales, eager_capture
 from caap.adapters.base import Adapter
 from caap.adapters.capabilities import AttentionCapture, BlockViews, LinearRules
 from caap.adapters.card import ModelCard
@@ -149,20 +149,12 @@ class HFViTAdapter(Adapter, AttentionCapture, BlockViews, LinearRules):
         """The distinct config objects of the model and its submodules (they select attention)."""
         return list({id(m.config): m.config for m in self.model.modules() if hasattr(m, "config")}.values())
 
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionMaps]:
-        """Every config's ``_attn_implementation`` is set to ``"eager"`` for the capture and the weights are
-        read from each attention module's output."""
-        maps = AttentionMaps(self.num_blocks)
-        with contextlib.ExitStack() as stack:
-            for config in self._configs():
-                stack.callback(setattr, config, "_attn_implementation", config._attn_implementation)
-                config._attn_implementation = "eager"
-            for index, block in enumerate(self.blocks):
-                for module in block.modules():
-                    if type(module).__name__.endswith("Attention"):
-                        stack.callback(module.register_forward_hook(_record_hook(maps, index)).remove)
-            yield maps
+    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionMaps]:
+        """Eager attention for the capture; the weights read from each attention module's output
+        (:func:`eager_capture`)."""
+        modules = [(index, module) for index, block in enumerate(self.blocks) for module in block.modules()
+                   if type(module).__name__.endswith("Attention")]
+        return eager_capture(self.model, modules, AttentionMaps(self.num_blocks))
 
     @contextlib.contextmanager
     def conservative(self) -> Iterator[None]:
@@ -181,14 +173,6 @@ class HFViTAdapter(Adapter, AttentionCapture, BlockViews, LinearRules):
 
 
 _HF_DETACHED = "caap_detached_eager"
-
-
-def _record_hook(maps: AttentionMaps, index: int):
-    def hook(module, args, out):
-        if isinstance(out, tuple) and len(out) > 1 and isinstance(out[1], torch.Tensor) and out[1].dim() == 4:
-            maps.record(index, out[1])
-
-    return hook
 
 
 def _detached_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):

@@ -11,12 +11,12 @@ classes; with text prompts (:mod:`caap.adapters.zeroshot`) the prompts are the c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from caap.adapters.attention import AttentionMaps
+from caap.adapters.attention import AttentionMaps, eager_capture
 from caap.adapters.base import Adapter
 from caap.adapters.capabilities import AttentionCapture, BlockViews
 from caap.adapters.card import ModelCard
@@ -109,17 +109,8 @@ class HFImageTowerAdapter(Adapter, AttentionCapture, BlockViews):
         return BlockView(heads, head_dim, float(attn.scale), layer.layer_norm1, qkv, attn.out_proj, nn.Identity(),
                          layer.layer_norm2, layer.mlp, nn.Identity())
 
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionMaps]:
-        """Every config's ``_attn_implementation`` is ``"eager"`` for the capture; the weights are read from each
-        layer's attention output."""
-        maps = AttentionMaps(self.num_blocks)
-        configs = list({id(m.config): m.config for m in self.model.modules() if hasattr(m, "config")}.values())
-        with contextlib.ExitStack() as stack:
-            for config in configs:
-                stack.callback(setattr, config, "_attn_implementation", config._attn_implementation)
-                config._attn_implementation = "eager"
-            for index, layer in enumerate(self.blocks):
-                stack.callback(layer.self_attn.register_forward_hook(
-                    lambda m, i, out, index=index: maps.record(index, out[1])).remove)
-            yield maps
+    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionMaps]:
+        """Eager attention for the capture; the weights read from each layer's attention output
+        (:func:`eager_capture`)."""
+        return eager_capture(self.model, list(enumerate(layer.self_attn for layer in self.blocks)),
+                             AttentionMaps(self.num_blocks), read=lambda out: out[1])

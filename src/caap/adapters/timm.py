@@ -15,7 +15,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from caap.adapters.attention import AttentionMaps, detach_layernorm_scales
+from caap.adapters.attention import AttentionMaps, attn_drop_capture, detach_layernorm_scales
 from caap.adapters.base import Adapter
 from caap.adapters.capabilities import AttentionCapture, BlockViews, FastPaths, LinearRules
 from caap.adapters.card import ModelCard
@@ -161,21 +161,10 @@ class TimmViTAdapter(Adapter, AttentionCapture, BlockViews, LinearRules, FastPat
                                    "average pooling into one Linear head is needed)")
         return LinearHead(m.norm, pool, m.fc_norm, m.head)
 
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionMaps]:
+    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionMaps]:
         """Each block's ``Attention.fused_attn`` is set to ``False`` for the capture (per module, not timm's
-        global flag) and the probabilities are read at ``attn_drop``'s output."""
-        maps = AttentionMaps(self.num_blocks)
-        with contextlib.ExitStack() as stack:
-            for index, block in enumerate(self.blocks):
-                attn = getattr(block, "attn", None)
-                if attn is None or not hasattr(attn, "attn_drop") or not hasattr(attn, "fused_attn"):
-                    raise UnsupportedModelError(f"block {index} ({type(block).__name__}) has no timm Attention")
-                stack.callback(setattr, attn, "fused_attn", attn.fused_attn)
-                attn.fused_attn = False
-                stack.callback(attn.attn_drop.register_forward_hook(
-                    lambda m, i, out, index=index: maps.record(index, out)).remove)
-            yield maps
+        global flag) and the probabilities are read at ``attn_drop``'s output (:func:`attn_drop_capture`)."""
+        return attn_drop_capture(self.blocks, AttentionMaps(self.num_blocks), need_fused_flag=True)
 
     @contextlib.contextmanager
     def conservative(self) -> Iterator[None]:

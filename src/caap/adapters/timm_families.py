@@ -22,12 +22,12 @@ through the blocks: :func:`patch_merging` names them, and the ViT methods refuse
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from caap.adapters.attention import AttentionMaps
+from caap.adapters.attention import AttentionMaps, attn_drop_capture
 from caap.adapters.base import Adapter
 from caap.adapters.capabilities import AttentionCapture
 from caap.adapters.card import ModelCard
@@ -65,38 +65,20 @@ def patch_merging(model: nn.Module) -> str | None:
     return f"{family} merges patches between its stages: no patch token persists through the blocks"
 
 
-@contextlib.contextmanager
-def attn_drop_capture(blocks: Sequence[nn.Module], maps: AttentionMaps) -> Iterator[AttentionMaps]:
-    """The attention probabilities at each block's ``attn.attn_drop`` (timm's attention modules), with the fused
-    path switched off per module for the capture; restored on exit."""
-    with contextlib.ExitStack() as stack:
-        for index, block in enumerate(blocks):
-            attn = getattr(block, "attn", None)
-            if attn is None or not hasattr(attn, "attn_drop"):
-                raise UnsupportedModelError(f"block {index} ({type(block).__name__}) has no attention dropout to read")
-            if hasattr(attn, "fused_attn"):
-                stack.callback(setattr, attn, "fused_attn", attn.fused_attn)
-                attn.fused_attn = False
-            stack.callback(attn.attn_drop.register_forward_hook(
-                lambda m, i, out, index=index: maps.record(index, out)).remove)
-        yield maps
-
-
 class TimmFamilyAdapter(Adapter, AttentionCapture):
-    """A timm BEiT, relative-position ViT, CaiT, XCiT or NaFlexViT model (see the module docstring)."""
+    """What timm's BEiT, relative-position ViT, CaiT, XCiT and NaFlexViT adapters share (see the module docstring);
+    :func:`timm_family_adapter` picks the family's own subclass, which owns its embedding and its blocks' call."""
+
+    class_attention = False  # CaiT, XCiT: the class token enters after the patch blocks, in the head
 
     def __init__(self, model: nn.Module, normalization: Normalization | None = None) -> None:
         if not is_timm_family(model):
             raise UnsupportedModelError(f"TimmFamilyAdapter supports timm {FAMILIES}, got {type(model).__name__}")
-        self.model, self.family = model, type(model).__name__
+        self.model = model
         self.normalization = normalization or timm_normalization(model)
-        self.class_attention = self.family in ("Cait", "Xcit")  # the class token enters after the patch blocks
         self.num_prefix = 0 if self.class_attention else int(getattr(model, "num_prefix_tokens", 1))
         token = getattr(model, "global_pool", "token") == "token"
         self.head_rows = (0,) if token and not self.class_attention and self.num_prefix else None
-        self._grids: dict[int, tuple[int, int]] = {}
-        self._rope: dict[int, object] = {}  # NaFlexViT: the rotary embedding of each token count embedded
-        self.token_subsets = not (self.family == "NaFlexVit" and getattr(model, "rope", None) is not None)
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -104,19 +86,7 @@ class TimmFamilyAdapter(Adapter, AttentionCapture):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         m = self.model
-        if self.family == "NaFlexVit":
-            out = m._forward_embeds(images, None, None, None)
-            self._rope[out["patches"].shape[1]] = out.get("rope_embeds")
-            return out["patches"]
-        if self.family == "Xcit":
-            x, (hp, wp) = m.patch_embed(images)
-            self._grids[x.shape[1]] = (hp, wp)
-            if m.pos_embed is not None:
-                x = x + m.pos_embed(x.shape[0], hp, wp).reshape(x.shape[0], -1, x.shape[1]).permute(0, 2, 1)
-            return m.pos_drop(x)
         x = m.patch_embed(images)
-        if self.family == "Cait":
-            return m.pos_drop(x + m.pos_embed)
         if getattr(m, "cls_token", None) is not None:
             x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         if getattr(m, "pos_embed", None) is not None:
@@ -124,20 +94,7 @@ class TimmFamilyAdapter(Adapter, AttentionCapture):
         return m.pos_drop(x) if hasattr(m, "pos_drop") else x
 
     def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        block, m = self.model.blocks[index], self.model
-        if self.family == "Beit":
-            return block(z, shared_rel_pos_bias=m.rel_pos_bias() if m.rel_pos_bias is not None else None)
-        if self.family == "VisionTransformerRelPos":
-            return block(z, shared_rel_pos=m.shared_rel_pos.get_bias() if m.shared_rel_pos is not None else None)
-        if self.family == "Xcit":
-            hp, wp = self._grids.get(z.shape[1]) or self.grid(tuple(m.patch_embed.img_size))
-            return block(z, hp, wp)
-        if self.family == "NaFlexVit":
-            rope = self._rope.get(z.shape[1])
-            if rope is not None and getattr(m, "rope_is_mixed", False):
-                rope = rope[index]
-            return block(z, rope=rope, attn_mask=None) if rope is not None else block(z, attn_mask=None)
-        return block(z)
+        return self.model.blocks[index](z)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         m = self.model
@@ -146,14 +103,7 @@ class TimmFamilyAdapter(Adapter, AttentionCapture):
         return m.forward_head(m.norm(z))
 
     def grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
-        if self.family == "NaFlexVit":  # any size: the embedding follows the grid
-            ph, pw = self.patch_size
-            if input_size[0] % ph or input_size[1] % pw:
-                raise UnsupportedModelError(f"input size {tuple(input_size)} is not a multiple of the patch size "
-                                            f"{(ph, pw)}")
-            return (input_size[0] // ph, input_size[1] // pw)
-        pe = self.model.patch_embed
-        size = getattr(pe, "img_size", None)
+        size = self.model.patch_embed.img_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         if tuple(input_size) != size:
             raise UnsupportedModelError(f"input size {tuple(input_size)} does not match the model's img_size {size}")
@@ -183,7 +133,94 @@ class TimmFamilyAdapter(Adapter, AttentionCapture):
         return self._modules_named(("head", "fc_norm", "norm"))
 
     def capture_attention(self) -> contextlib.AbstractContextManager[AttentionMaps]:
-        if self.family == "Xcit":
-            raise self.unsupported("capture_attention (XCiT's cross-covariance attention mixes channels, not tokens: "
-                                   "there is no token-to-token attention)")
         return attn_drop_capture(self.blocks, AttentionMaps(self.num_blocks))
+
+
+class BeitAdapter(TimmFamilyAdapter):
+    """BEiT: the shared relative position bias, when the model has one, computed once per block call as
+    ``forward_features`` does."""
+
+    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return m.blocks[index](z, shared_rel_pos_bias=m.rel_pos_bias() if m.rel_pos_bias is not None else None)
+
+
+class RelPosAdapter(TimmFamilyAdapter):
+    """``vit_relpos_*``: the shared relative position bias, when the model has one."""
+
+    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return m.blocks[index](z, shared_rel_pos=m.shared_rel_pos.get_bias() if m.shared_rel_pos is not None else None)
+
+
+class CaitAdapter(TimmFamilyAdapter):
+    """CaiT: patch tokens with positions, no class token until the class-attention blocks (the head)."""
+
+    class_attention = True
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return m.pos_drop(m.patch_embed(images) + m.pos_embed)
+
+
+class XcitAdapter(TimmFamilyAdapter):
+    """XCiT: the patch blocks take the token grid (for their local patch interaction), which is the grid of the
+    model's input size (:meth:`grid` refuses any other); no token-to-token attention to capture."""
+
+    class_attention = True
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x, (hp, wp) = m.patch_embed(images)
+        if m.pos_embed is not None:
+            x = x + m.pos_embed(x.shape[0], hp, wp).reshape(x.shape[0], -1, x.shape[1]).permute(0, 2, 1)
+        return m.pos_drop(x)
+
+    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        hp, wp = self.grid(tuple(self.model.patch_embed.img_size))
+        return self.model.blocks[index](z, hp, wp)
+
+    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionMaps]:
+        raise self.unsupported("capture_attention (XCiT's cross-covariance attention mixes channels, not tokens: "
+                               "there is no token-to-token attention)")
+
+
+class NaFlexAdapter(TimmFamilyAdapter):
+    """NaFlexViT in its standard image mode: any input size (the position embedding follows the grid). With rotary
+    embeddings, the blocks need the embedding of the grid that was embedded: ``embed`` keeps it per token count,
+    the one state an adapter carries from ``embed`` to ``run_block`` (a token count names one grid per model
+    call), and token subsets are refused."""
+
+    def __init__(self, model: nn.Module, normalization: Normalization | None = None) -> None:
+        super().__init__(model, normalization)
+        self._rope: dict[int, object] = {}
+        self.token_subsets = getattr(model, "rope", None) is None
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.model._forward_embeds(images, None, None, None)
+        self._rope[out["patches"].shape[1]] = out.get("rope_embeds")
+        return out["patches"]
+
+    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        block, rope = self.model.blocks[index], self._rope.get(z.shape[1])
+        if rope is not None and getattr(self.model, "rope_is_mixed", False):
+            rope = rope[index]
+        return block(z, rope=rope, attn_mask=None) if rope is not None else block(z, attn_mask=None)
+
+    def grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        ph, pw = self.patch_size
+        if input_size[0] % ph or input_size[1] % pw:
+            raise UnsupportedModelError(f"input size {tuple(input_size)} is not a multiple of the patch size "
+                                        f"{(ph, pw)}")
+        return (input_size[0] // ph, input_size[1] // pw)
+
+
+ADAPTERS: dict[str, type[TimmFamilyAdapter]] = {"Beit": BeitAdapter, "VisionTransformerRelPos": RelPosAdapter,
+                                                "Cait": CaitAdapter, "Xcit": XcitAdapter, "NaFlexVit": NaFlexAdapter}
+
+
+def timm_family_adapter(model: nn.Module, normalization: Normalization | None = None) -> TimmFamilyAdapter:
+    """The adapter of a timm BEiT, relative-position ViT, CaiT, XCiT or NaFlexViT model (its family's class)."""
+    if not is_timm_family(model):
+        raise UnsupportedModelError(f"timm_family_adapter supports timm {FAMILIES}, got {type(model).__name__}")
+    return ADAPTERS[type(model).__name__](model, normalization)
