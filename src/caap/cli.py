@@ -205,7 +205,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from caap.data.datasets import expand_image_paths
     from caap.data.images import load_image
     from caap.methods import METHODS
-    from caap.registry import construct
     from caap.specs import parse_spec
 
     if args.top_k < 1:
@@ -220,8 +219,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     METHODS.get(name)
     loaded = load_model(args.model, args.weights, [name], *flags.prompts(args), img_size=args.img_size)
     target = flags.target(args.target, loaded)
-    explainer = construct(METHODS.get(name), f"method {args.method!r}", loaded.model,
-                          **flags.explain_options(args.method, args, loaded))
+    spec, placement = flags.method_spec(args.method, args, loaded)
+    explainer = spec.build(loaded.model, placement)
     settings = {"model": args.model, "weights": str(args.weights) if args.weights else "pretrained",
                 "method": name, "spec": args.method, **({"context": args.context} if args.context else {}),
                 "target": args.target, "top_k": args.top_k,

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from caap.adapters import Adapter, adapt, classifier, create_model, model_data_config
+from caap.bench.options import MethodSpec, Placement
 from caap.core.contexts import Normalization
 from caap.data.images import load_image
 from caap.errors import CaapError, OptionError
@@ -61,6 +62,11 @@ class LoadedModel:
         SigLIP-style zero-shot classifier (``kind == "sigmoid"``)."""
         logits = self.adapter.forward(x.to(next(self.model.parameters()).device)).float()
         return logits.sigmoid() if getattr(self.model, "kind", "softmax") == "sigmoid" else logits.softmax(-1)
+
+    def placement(self, device: str | None = None, dtype: str | None = None,
+                  batch_size: int | None = None) -> Placement:
+        """Where the methods run on this model, with its input normalisation (:class:`Placement`)."""
+        return Placement(device, dtype, batch_size, self.normalization)
 
     def pixels(self, x: torch.Tensor):
         """A model input ``[1, 3, H, W]`` as an ``[H, W, 3]`` float image in [0, 1] for figures."""
@@ -193,7 +199,7 @@ def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: st
     check_figure_options(fmt, display)
     if not specs:
         raise OptionError("methods", "is empty; expected e.g. caap,rollout,gradcam")
-    explainers = {spec: METHODS.build(spec, loaded.model, normalization=loaded.normalization) for spec in specs}
+    explainers = {spec: MethodSpec.parse(spec).build(loaded.model, loaded.placement()) for spec in specs}
     x = loaded.transform(load_image(path))[None]
     with torch.inference_mode():
         probs = loaded.probabilities(x)[0]

@@ -10,9 +10,9 @@ import torch
 from tqdm.auto import tqdm
 
 from caap.bench.explain import LoadedModel, class_maps
+from caap.bench.options import MethodSpec
 from caap.data.images import load_image
 from caap.errors import OptionError
-from caap.methods import METHODS
 from caap.viz.explorer import PageMethod, page_image, page_maps, write_page
 
 
@@ -25,7 +25,7 @@ def explore(paths: Sequence[str | Path], loaded: LoadedModel, specs: Sequence[st
     n_classes = len(loaded.class_names)
     if not 1 <= top_k <= n_classes:
         raise OptionError("top_k", f"{top_k}: expected 1..{n_classes}")
-    explainers = {spec: METHODS.build(spec, loaded.model, normalization=loaded.normalization) for spec in specs}
+    explainers = {spec: MethodSpec.parse(spec).build(loaded.model, loaded.placement()) for spec in specs}
     pictures = [load_image(p) for p in paths]
     entries = []
     for path, picture in tqdm(list(zip(paths, pictures, strict=True)), desc="explore", unit="img",

@@ -43,31 +43,30 @@ def specs(text: str, kind: str = "method") -> list[str]:
     return split_list(text, registry.available())
 
 
-def explain_options(method: str, args: argparse.Namespace, loaded) -> dict:
-    """The method's options from its spec and the shorthand flags; a flag the method does not take is an error."""
+def method_spec(method: str, args: argparse.Namespace, loaded):
+    """``(MethodSpec, Placement)`` of ``caap explain``: the method's spec with the shorthand flags (``--layers``,
+    ``--context``, ``--score``, ``--batch-size``) as its options — a flag the method does not take is an error —
+    and where it runs (``--device``, ``--dtype``, the model's normalisation); built like a bench run's methods."""
+    from caap.bench.options import MethodSpec
     from caap.core.contexts import CONTEXTS
     from caap.core.state import check_device
     from caap.data.images import load_image
-    from caap.methods import METHODS
-    from caap.specs import parse_spec
 
-    name, options = parse_spec(method, "method")
-    accepted = set(METHODS.get(name).options())
+    spec = MethodSpec.parse(method)
+    accepted = set(spec.cls.options())
     flags = {"layers": args.layers, "context": args.context, "score": args.score, "batch_size": args.batch_size}
+    options = {}
     for key, value in flags.items():
         if value is None:
             continue
         target = "baseline" if key == "context" and "baseline" in accepted else key
         if target not in accepted:
-            raise CaapError(f"method {name!r} takes no --{key.replace('_', '-')}")
+            raise CaapError(f"method {spec.name!r} takes no --{key.replace('_', '-')}")
         if key == "context" and value.split(":")[0] not in CONTEXTS and Path(value).is_file():
             value = loaded.transform(load_image(value))  # [3, H, W]: an image file (any name) as the context
         options[target] = value
-    if args.device is not None:
-        options["device"] = check_device(args.device, "--device")
-    if args.dtype != "float32":
-        options["dtype"] = args.dtype
-    return {**options, "normalization": loaded.normalization}
+    device = str(check_device(args.device, "--device")) if args.device is not None else None
+    return spec.with_options(**options), loaded.placement(device, args.dtype if args.dtype != "float32" else None)
 
 
 def prompts(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:

@@ -79,10 +79,34 @@ class MethodSpec:
     def cls(self) -> type[Explainer]:
         return METHODS.get(self.name)
 
-    def build(self, model, run: RunOptions) -> Explainer:
+    def build(self, model, placement: Placement | RunOptions | None = None) -> Explainer:
+        """The configured explainer on ``model``: its own options and the run-wide ones it takes (device, dtype,
+        batch size, normalisation) — the one path from options to an explainer, for every command."""
         from caap.registry import construct
 
-        return construct(self.cls, f"method {self.label!r}", model, **self.options, **run.method_options(self.cls))
+        extra = placement.method_options(self.cls) if placement is not None else {}
+        return construct(self.cls, f"method {self.label!r}", model, **{**extra, **self.options})
+
+    def with_options(self, **options: Any) -> MethodSpec:
+        """This spec with ``options`` added (a command's shorthand flags), the label unchanged."""
+        return MethodSpec(self.name, {**self.options, **options}, self.label)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how every method of a command runs: ``device``, ``dtype``, ``batch_size`` (each given only to
+    the methods that take it) and the model's input ``normalization``; None leaves a method's default."""
+
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int | None = None
+    normalization: Any = None
+
+    def method_options(self, cls: type[Explainer]) -> dict:
+        accepted = set(cls.options())
+        options = {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size,
+                   "normalization": self.normalization}
+        return {k: v for k, v in options.items() if v is not None and k in accepted}
 
 
 @dataclass(kw_only=True)
@@ -133,9 +157,7 @@ class RunOptions:
 
     def method_options(self, cls: type[Explainer]) -> dict:
         """The run-wide options a method takes: ``device``, ``dtype``, ``batch_size`` where it has one."""
-        accepted = set(cls.options())
-        options = {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size}
-        return {k: v for k, v in options.items() if v is not None and k in accepted}
+        return Placement(self.device, self.dtype, self.batch_size).method_options(cls)
 
 
 def method_specs(methods) -> list[MethodSpec]:
