@@ -32,7 +32,6 @@ from caap import CAAP
 from caap.io import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def game(model, x: torch.Tensor, target: int, layers: list[int], grid: tuple[int, int]) -> np.ndarray:
@@ -92,7 +91,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "shapley.json")
     args = parser.parse_args()
-    import archs
+    from caap.adapters import tiny as archs
 
     torch.set_num_threads(2)
     rows: dict[str, list[tuple[float, float, float]]] = {}

@@ -130,16 +130,24 @@ def top_imports(path: Path) -> set[str]:
 
 def test_benchmark_scripts_import_the_package_never_each_other():
     """benchmarks/ is argument parsing, run names and calls into caap: no script imports another script (so no
-    circle can form), and none imports the tests' modules, except the two that build the tests' tiny models."""
+    circle can form), and none imports the tests' modules (the tiny models are caap.adapters.tiny)."""
     scripts = {p.stem for p in BENCHMARKS.glob("*.py")}
     test_modules = {p.stem for p in TESTS.glob("*.py")}
     bad = []
     for path in sorted(BENCHMARKS.glob("*.py")):
         found = top_imports(path)
         bad += [f"{path.name} -> {m} (a script)" for m in sorted(found & scripts)]
-        if path.stem not in ("golden", "shapley"):  # the tiny model zoo of tests/archs.py (known, see the issue)
-            bad += [f"{path.name} -> {m} (a test module)" for m in sorted(found & test_modules)]
+        bad += [f"{path.name} -> {m} (a test module)" for m in sorted(found & test_modules)]
     assert not bad, "\n".join(bad)
+
+
+def test_no_benchmark_or_test_changes_sys_path():
+    """Scripts and tests import the installed package; only the two scripts that run the authors' own code (RISE,
+    TIS) put the authors' fetched repository on the path, to import it as its README says."""
+    authors = {"rise_reference.py", "tis_reference.py"}
+    bad = [str(p.relative_to(SRC.parents[1])) for folder in (BENCHMARKS, TESTS) for p in sorted(folder.glob("*.py"))
+           if "sys.path.insert" in p.read_text() and p.name not in authors | {"test_architecture.py"}]
+    assert not bad, bad
 
 
 def test_tests_import_the_package_not_the_scripts():
