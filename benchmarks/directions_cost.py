@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -27,11 +26,12 @@ from caap.bench import provenance
 from caap.bench.options import RunOptions
 from caap.bench.runner import load
 from caap.bench.table import spread
+from caap.data.real import data_dir
 from caap.io import atomic_write_bytes, save_json
 from caap.methods import get
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 DIRECTIONS = ("denoise", "noise", "both")
 RATIOS = (("both / denoise, exact", "exact both", "exact denoise"),
           ("both / denoise, fast", "fast both", "fast denoise"),

@@ -27,20 +27,20 @@ when absent; random-init ViT-S/16 and ViT-B/16 on random inputs), layers ``range
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from caap import CAAP, FastCAAP
 from caap.bench.provenance import cpu_model
+from caap.bench.timing import gemm_peak, interleaved, occlusion_runner, process_memory, spearman, sync
+from caap.data.real import data_dir, dev_batch, dev_files, has_real_data, real_deit
 from caap.methods import get
 from caap.methods.caap import caap_macs, count_macs, naive_caap
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 LAYERS = list(range(4, 8))
 TIMM = {"deit_tiny": "deit_tiny_patch16_224", "vit_small": "vit_small_patch16_224", "vit_base": "vit_base_patch16_224"}
 
@@ -48,19 +48,12 @@ TIMM = {"deit_tiny": "deit_tiny_patch16_224", "vit_small": "vit_small_patch16_22
 def load(name: str, n: int, device: torch.device):
     """(label, model, images [n, 3, 224, 224]) or None when the real weights are absent."""
     import timm
-    from timm.data import create_transform, resolve_model_data_config
-
-    from caap.adapters import create_model
-    from caap.data.images import load_image
 
     if name == "deit_tiny":
-        weights = DATA / "deit_tiny_patch16_224.safetensors"
-        if not weights.is_file():
+        if not has_real_data(DATA):
             return None
-        model = create_model(TIMM[name], weights)
-        transform = create_transform(**resolve_model_data_config(model))
-        files = sorted((DATA / "imagenet-dev").glob("*.JPEG"))[::50][:n]  # spread over the classes
-        images = torch.stack([transform(load_image(f)) for f in files])
+        model = real_deit(DATA)
+        images = dev_batch(model, dev_files(DATA)[::50][:n])  # spread over the classes
         label = "deit_tiny_patch16_224 (real)"
     else:
         torch.manual_seed(0)
@@ -70,76 +63,14 @@ def load(name: str, n: int, device: torch.device):
     return label, model.to(device), images.to(device)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, min_seconds: float = 0.0) -> tuple[float, object]:
-    """(seconds per call, last result), repeating until ``min_seconds`` have passed."""
-    calls, result = 0, None
-    sync(device)
-    start = time.perf_counter()
-    while True:
-        result = fn()
-        calls += 1
-        sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls, result
-
-
-def gemm_peak(model, n_tokens: int, chunk: int, dtype: torch.dtype, device: torch.device) -> float:
-    """FLOP/s of the engine's matrix products (one block at ``chunk`` variants), back to back, no other work."""
-    block = model.blocks[0]
-    dim, hidden, heads = block.attn.qkv.in_features, block.mlp.fc1.out_features, block.attn.num_heads
-    rows, hd = chunk * n_tokens, dim // heads
-    gen = torch.Generator(device=device).manual_seed(0)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
-
-    shapes = [  # (a, b) with a @ b, as in one block
-        (rand(rows, dim), rand(dim, 3 * dim)),  # qkv
-        (rand(chunk * heads, n_tokens, hd), rand(chunk * heads, hd, n_tokens)),  # q k^T
-        (rand(chunk * heads, n_tokens, n_tokens), rand(chunk * heads, n_tokens, hd)),  # attn v
-        (rand(rows, dim), rand(dim, dim)),  # proj
-        (rand(rows, dim), rand(dim, hidden)),  # fc1
-        (rand(rows, hidden), rand(hidden, dim)),  # fc2
-    ]
-    flops = sum(2 * a.numel() * b.shape[-1] for a, b in shapes)
-
-    def run():
-        for a, b in shapes:
-            torch.matmul(a, b)
-
-    run()
-    seconds, _ = timed(run, device, min_seconds=1.0)
-    return flops / seconds
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of the Spearman rank correlation of two map stacks ``[B, gh, gw]``."""
-    from scipy.stats import spearmanr
-
-    return float(np.mean([spearmanr(x.flatten().numpy(), y.flatten().numpy())[0] for x, y in zip(a, b, strict=True)]))
-
-
-def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
 def _cpu_peak(name: str, batch_size: int | None, threads: int) -> int:
     """In a fresh process: resident-set high-water mark of one explain call above the level before it."""
     torch.set_num_threads(threads)
     _, model, images = load(name, 1, torch.device("cpu"))
     explainer = CAAP(model, layers=LAYERS, batch_size=batch_size)
-    base = _status("VmRSS:")
+    base = process_memory("VmRSS:")
     explainer.explain(images)
-    return _status("VmHWM:") - base
+    return process_memory("VmHWM:") - base
 
 
 def peak_memory(name: str, model, images: torch.Tensor, batch_size: int | None, device: torch.device,
@@ -162,30 +93,6 @@ def peak_memory(name: str, model, images: torch.Tensor, batch_size: int | None, 
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_cpu_peak, (name, batch_size, threads))
-
-
-def occlusion_runner(model, images: torch.Tensor, targets: list[int], n_tokens: int, chunk: int, device):
-    """A call of Captum's ``Occlusion`` with a one-patch window and stride (``None`` without Captum).
-
-    It batches ``perturbations_per_eval`` occluded images per forward: on the CPU the ~2k tokens that suit
-    module forwards best (``caap.core.budget.CPU_CHUNK_TOKENS``), on CUDA the engine's chunk."""
-    try:
-        from captum.attr import Occlusion
-    except ImportError:
-        return None
-    from caap.core.budget import CPU_CHUNK_TOKENS
-
-    patch = model.patch_embed.patch_size
-    occ = Occlusion(model)
-    per_eval = chunk if device.type == "cuda" else max(1, CPU_CHUNK_TOKENS // n_tokens)
-
-    def run():
-        with torch.no_grad():
-            return occ.attribute(images, sliding_window_shapes=(3, *patch), strides=(3, *patch), baselines=0.0,
-                                 target=targets, perturbations_per_eval=per_eval)
-
-    run()  # warm-up
-    return run
 
 
 def measure(name: str, args, device: torch.device) -> dict | None:
@@ -242,20 +149,14 @@ def measure(name: str, args, device: torch.device) -> dict | None:
     occlusion = occlusion_runner(model, images[:naive_n], ref.target[:naive_n].tolist(), n_tokens, chunk, device)
     if occlusion is not None:
         calls["occlusion"] = occlusion
-    # Rounds interleave every configuration, and each keeps its fastest round: on a shared machine the
-    # minimum is the least noisy estimate, and every ratio compares configurations measured side by side.
-    best: dict[str, float] = {}
-    every: dict[str, list[float]] = {}
-    results: dict[str, object] = {}
     peaks: dict[str, float] = {}
-    for _ in range(args.rounds):
+
+    def peak():  # the GEMM peak of every dtype, measured in every round beside the calls
         for dtype in [torch.float32, *fast]:
             key = str(dtype).replace("torch.", "")
             peaks[key] = max(peaks.get(key, 0.0), gemm_peak(model, n_tokens, chunk, dtype, device))
-        for key, fn in calls.items():
-            seconds, results[key] = timed(fn, device)
-            best[key] = min(best.get(key, float("inf")), seconds)
-            every.setdefault(key, []).append(seconds)
+
+    best, every, results = interleaved(calls, args.rounds, device, before_round=peak)
     row.update(gemm_peak_flops=peaks, macs=macs.as_dict(), batch_size=chunk, flops_per_image=2 * macs.total / n)
     for mode, explainer in explainers.items():
         achieved = 2 * counted.get(mode, macs.total) / best[mode]  # best[mode]: seconds for all n images

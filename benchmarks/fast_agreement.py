@@ -16,7 +16,6 @@ with other settings or other code is refused. ``summary.json`` / ``summary.md`` 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -30,13 +29,15 @@ from caap.bench import provenance, stats
 from caap.bench.options import RunOptions
 from caap.bench.runner import load
 from caap.bench.store import RunStore
+from caap.bench.table import spread
 from caap.core.groups import superpatch_groups
+from caap.data.real import data_dir
 from caap.io import atomic_write_bytes, save_json, save_npy
 from caap.metrics import build
 from caap.metrics.sanity import top_overlap
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 METRICS = {"deletion": "deletion:step=14", "insertion": "insertion:step=14"}
 
 
@@ -96,7 +97,8 @@ def summarize(store: RunStore, names: list[str], settings: dict) -> dict:
         if not rows:
             continue
         keys = sorted({k for r in rows.values() for k in r["metrics"]})
-        summary["maps"][name] = {"images": len(rows), "seconds": _spread([r["seconds"] for r in rows.values()])}
+        seconds = spread({i: r["seconds"] for i, r in rows.items()})
+        summary["maps"][name] = {"images": len(rows), "seconds": seconds}
         for key in keys:
             v = {i: r["metrics"][key] for i, r in rows.items() if key in r["metrics"]}
             summary["maps"][name][key] = {**stats.cell(v), "min": float(min(v.values()))}
@@ -114,11 +116,6 @@ def summarize(store: RunStore, names: list[str], settings: dict) -> dict:
                      f"{sec['median']:.3f} ({sec['p25']:.3f}–{sec['p75']:.3f}) |")
     atomic_write_bytes(store.root / "summary.md", ("\n".join(lines) + "\n").encode())
     return summary
-
-
-def _spread(values: list[float]) -> dict:
-    p25, median, p75 = np.percentile(values, [25, 50, 75])
-    return {"median": float(median), "p25": float(p25), "p75": float(p75), "n": len(values)}
 
 
 def main() -> None:

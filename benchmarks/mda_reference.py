@@ -22,11 +22,12 @@ import torch
 from scipy.stats import spearmanr
 
 from caap import methods
+from caap.data.real import data_dir
 from caap.io import save_json
 from caap.methods.mda import smooth_map
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 REFERENCE = Path(os.environ.get("CAAP_REFERENCE_DIR", ROOT.parent / "shared" / "reference" / "deit_tiny_dev8"))
 
 

@@ -25,10 +25,11 @@ import torch
 
 from caap import methods
 from caap.adapters import create_model
+from caap.data.real import data_dir
 from caap.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 REFERENCE = Path(os.environ.get("CAAP_REFERENCE_DIR", ROOT.parent / "shared" / "reference" / "deit_tiny_dev8"))
 TARGETS = [0, 125]
 MASKS, SEED = 500, 0

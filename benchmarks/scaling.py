@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from caap.bench.timing import process_memory
 from caap.core.groups import spread_groups
+from caap.data.real import data_dir, dev_batch, dev_files, real_deit
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 PATCH_AXIS = [("vit_small_patch16_224", 224), ("vit_small_patch16_224", 384), ("vit_small_patch16_224", 512),
               ("vit_small_patch14_dinov2", 518)]
 SIZE_AXIS = [("vit_tiny_patch16_224", 224), ("vit_small_patch16_224", 224), ("vit_base_patch16_224", 224),
@@ -56,13 +57,6 @@ def build(name: str, size: int):
     return model, image
 
 
-def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
 def measure(name: str, size: int, method: str, rounds: int, threads: int, full: bool) -> dict:
     """In a fresh process: seconds of one call per round (and, for exact CAAP, the two subset calls and with
     ``full`` the whole map) and the resident-set peak of the first call above the level before it."""
@@ -76,7 +70,7 @@ def measure(name: str, size: int, method: str, rounds: int, threads: int, full: 
     explainer = get(method)(model)
     out: dict = {"model": name, "size": size, "method": method,
                  "params": sum(p.numel() for p in model.parameters())}
-    base = _status("VmRSS:")
+    base = process_memory("VmRSS:")
     if method == "caap":
         calls = {k: (lambda k=k: explainer.explain(image, groups=spread_groups(grid, k))) for k in SUBSETS}
         if full:
@@ -90,7 +84,7 @@ def measure(name: str, size: int, method: str, rounds: int, threads: int, full: 
             call()
             seconds[k].append(time.perf_counter() - start)
         if round_ == 0:  # the peak of the largest call (the high-water mark only rises)
-            out["peak_bytes"] = _status("VmHWM:") - base
+            out["peak_bytes"] = process_memory("VmHWM:") - base
     if method == "caap":
         (k1, k2), best = SUBSETS, {k: min(v) for k, v in seconds.items()}
         per_run = (best[k2] - best[k1]) / (k2 - k1)
@@ -150,22 +144,16 @@ def run_agree(args: argparse.Namespace) -> dict:
     from scipy.stats import spearmanr
 
     from caap import CAAP, FastCAAP
-    from caap.adapters import create_model, model_transform
     from caap.bench.provenance import record
-    from caap.data.images import load_image
 
     torch.set_num_threads(args.threads)
-    weights = DATA / "deit_tiny_patch16_224.safetensors"
-    if not weights.is_file():
-        raise SystemExit(f"no real DeiT-Tiny at {weights}; set CAAP_DATA_DIR")
-    model = create_model("deit_tiny_patch16_224", weights, img_size=args.size)
-    transform = model_transform(model)  # preprocessing at the built size
-    files = sorted((DATA / "imagenet-dev").glob("*.JPEG"))
+    model = real_deit(DATA, img_size=args.size)  # preprocessing at the built size
+    files = dev_files(DATA)
     files = files[:: max(1, len(files) // args.images)][: args.images]
     exact, fast = CAAP(model), FastCAAP(model)
     rows = []
     for path in files:
-        image = transform(load_image(path))[None]
+        image = dev_batch(model, [path])
         start = time.perf_counter()
         e = exact.explain(image)
         t_exact = time.perf_counter() - start

@@ -16,20 +16,20 @@ own fresh folder, one after the other in the same process, so their ratio is mea
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from caap.bench.provenance import record
 from caap.bench.runner import BenchConfig, run
 from caap.bench.store import RunStore
+from caap.bench.table import spread
+from caap.data.real import DEV, WEIGHTS, data_dir, has_real_data
 from caap.io import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 METHODS = ["caap_fast", "gae", "transformer_attribution", "attnlrp", "bidirectional", "gradcam"]
 METRICS = ["deletion:step=14", "insertion:step=14", "positive_perturbation", "negative_perturbation"]
 
@@ -48,12 +48,11 @@ def main() -> None:
     if args.out.exists():
         raise SystemExit(f"{args.out} exists: throughput is measured on a fresh run folder")
     torch.set_num_threads(args.threads)
-    weights = DATA / "deit_tiny_patch16_224.safetensors"
-    if not weights.is_file():
-        raise SystemExit(f"no real DeiT-Tiny at {weights}; set CAAP_DATA_DIR")
+    if not has_real_data(DATA):
+        raise SystemExit(f"no real DeiT-Tiny and dev images under {DATA}; set CAAP_DATA_DIR")
     every = max(1, 200 // args.images)
     metrics = [f"{m}:batch_size={args.metric_batch_size}" if args.metric_batch_size else m for m in METRICS]
-    config = BenchConfig(model="deit_tiny_patch16_224", weights=str(weights), data=str(DATA / "imagenet-dev"),
+    config = BenchConfig(model="deit_tiny_patch16_224", weights=str(DATA / WEIGHTS), data=str(DATA / DEV),
                          every=every, limit=args.images, target="label", device=args.device, methods=METHODS,
                          metrics=metrics)
     runs = []
@@ -74,16 +73,13 @@ def main() -> None:
 
 
 def measured(out: Path, wall: float, batch: int) -> dict:
-    """One run's throughput from its wall time and its records' map seconds."""
-    maps: dict[str, list[float]] = {m: [] for m in METHODS}
-    for rec in RunStore(out).records():
-        maps[rec["method"]].append(float(rec["seconds"]))
-    map_seconds = sum(sum(v) for v in maps.values())
-    images = max(len(v) for v in maps.values())
+    """One run's throughput from its wall time and its records' map seconds (per method: a distribution)."""
+    seconds = {m: v.get("seconds", {}) for m, v in RunStore(out).scores().values.items() if m in METHODS}
+    map_seconds = sum(sum(v.values()) for v in seconds.values())
+    images = max(len(v) for v in seconds.values())
     return {"score_batch": batch, "images": images, "wall_s": wall, "images_per_s": images / wall,
             "maps_per_s": images * len(METHODS) / wall, "map_s_total": map_seconds, "rest_s_total": wall - map_seconds,
-            "map_s": {m: {"median": float(np.median(v)), "q25": float(np.percentile(v, 25)),
-                          "q75": float(np.percentile(v, 75))} for m, v in maps.items() if v}}
+            "map_s": {m: spread(v) for m, v in seconds.items() if v}}
 
 
 if __name__ == "__main__":
