@@ -198,3 +198,17 @@ def test_the_noising_variants_extra_runs_are_judged_against_the_baselines_of_the
                      ("deit-road-directions", "deit-road-directions-noise"), noise)]
     row = evidence.decide(next(c for c in rows if c.method == noise and c.specs == ("road",)), runs)
     assert row["canvases"][0]["other"] == "gae"  # the noising map against GAE; the paper's CAAP is family
+
+
+def test_the_shipped_directions_sweep_equals_what_the_package_chooses_from_the_scores():
+    """docs/DIRECTIONS.md's sweep table and benchmarks/results/evidence/directions-select/chosen.json are what
+    caap.bench.selection gives on the selection run's shipped per-image scores."""
+    import json
+
+    from caap.bench.store import RunStore
+
+    folder = ROOT / "benchmarks" / "results" / "evidence" / "directions-select"
+    result = selection.choose(RunStore(folder).scores().values)
+    assert result["chosen"] == json.loads((folder / "chosen.json").read_text())["chosen"]
+    text = (ROOT / "docs" / "DIRECTIONS.md").read_text()
+    assert evidence.stale_blocks(text, {"directions": selection.table(result)}) == []
