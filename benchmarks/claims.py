@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from caap.bench.evidence import import_runs, load, replace_blocks, stale_blocks
-from caap.bench.evidence_tables import blocks, claims_record
+from caap.bench.evidence_tables import blocks, claims_record, write_frontier_figures
 from caap.io import atomic_write_bytes, save_json
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evidence"
@@ -41,6 +41,7 @@ def main() -> int:
         return 1 if stale else 0
     if args.write:
         atomic_write_bytes(args.write, replace_blocks(args.write.read_text(), generated).encode())
+        write_frontier_figures(runs, args.write.parent / "figures")
     print(generated["claims"])
     return 0
 

@@ -247,6 +247,73 @@ def directions_blocks(runs: Mapping[str, RunScores], folder: Path) -> dict[str, 
             "directions-vs-paper": against_paper(done, runs)}
 
 
+FRONTIER_RUNS = ("deit-top", "deit-directions")  # every method of deit-top and the directions' variants, same images
+
+
+def frontier_values(runs: Mapping[str, RunScores]) -> dict | None:
+    """The frontier's values: deit-top joined with deit-directions by image id (the 100 odd dev positions)."""
+    if not all(r in runs for r in FRONTIER_RUNS):
+        return None
+    return join([runs[r] for r in FRONTIER_RUNS])[0]
+
+
+def frontier_block(runs: Mapping[str, RunScores]) -> str:
+    """Which method at which budget (every curve metric and canvas), and links to the frontier figures."""
+    from caap.bench.frontier import budget_table
+
+    values = frontier_values(runs)
+    if values is None:
+        return "The frontier's runs are not in the repository.\n"
+    specs = [s for _, pair in FAITH for s in pair]
+    n = len(values["caap"][specs[0]])
+    figures = "\n".join(f"![{spec}](figures/{frontier_file(spec)})" for spec in specs)
+    table = budget_table(values, specs, budgets=(0.5, 1.0, 10.0, 100.0))
+    for label in sorted({m for m in values}, key=len, reverse=True):  # the figures' short names
+        table = table.replace(label, short(label)) if ":" in label else table
+    return (f"{n} images (the odd dev positions: {', '.join(FRONTIER_RUNS)} joined by image id). Best mean among the "
+            "methods whose median seconds per map fit the budget; bold where it beats every other affordable method "
+            "(Holm), else `(tie: …)` names those it is not separated from. Seconds as measured inside each run (one "
+            "thread, runs side by side on two cores), so they compare methods of one run more exactly than across "
+            "runs. Short names: `caap both 4:8 blur` is `caap:direction=both:layers=4:8:context=blur`.\n\n" + table
+            + "\n" + figures + "\n")
+
+
+def frontier_file(spec: str) -> str:
+    key, canvas = canvas_of(spec)
+    return f"frontier_{key.split(':')[0]}_{(canvas or 'none').replace(':', '')}.png"
+
+
+def write_frontier_figures(runs: Mapping[str, RunScores], folder: Path) -> list[Path]:
+    """The frontier figure of every curve metric and canvas, written into ``folder`` (docs/figures)."""
+    from caap.bench.frontier import frontier
+    from caap.io import save_figure
+    from caap.viz.frontier import frontier_figure
+
+    values = frontier_values(runs)
+    written = []
+    for spec in ([] if values is None else [s for _, pair in FAITH for s in pair]):
+        points = frontier(values, spec)
+        key, canvas = canvas_of(spec)
+        arrow = "↑" if METRICS.get(spec).higher_is_better else "↓"
+        fig = frontier_figure([short(p.method) for p in points], [p.seconds for p in points],
+                              [p.score for p in points], [short(p.method) for p in points if p.on_front],
+                              title=f"{key.split(':')[0]} {arrow}, {canvas} canvas — real DeiT-Tiny, odd dev positions",
+                              ylabel=f"mean {key.split(':')[0]} AUC (95 % CI)")
+        path = Path(folder) / frontier_file(spec)
+        save_figure(path, fig, dpi=120)
+        written.append(path)
+    return written
+
+
+def short(label: str) -> str:
+    """A method label for a figure: ``caap:direction=both:layers=4:8:context=blur`` -> ``caap both 4:8 blur``."""
+    if ":" not in label:
+        return label
+    name, rest = label.split(":", 1)
+    parts = rest.replace("direction=", "").replace("layers=", "").replace("context=", "").split(":")
+    return " ".join([name, parts[0], ":".join(parts[1:3]), *parts[3:]])
+
+
 def blocks(runs: Mapping[str, RunScores], folder: Path) -> dict[str, str]:
     """Every generated block of docs/RESULTS.md, by name."""
     out = {"provenance": provenance_table(runs), "claims": claim_table(decide_all(ROWS, runs)),
@@ -257,6 +324,7 @@ def blocks(runs: Mapping[str, RunScores], folder: Path) -> dict[str, str]:
     if "deit-cross" in runs:
         out["cross"] = cross_table(runs["deit-cross"])
     out.update(directions_blocks(runs, folder))
+    out["frontier"] = frontier_block(runs)
     return out
 
 
