@@ -1,4 +1,4 @@
-"""CAAP in both directions (issue 25, DESIGN §1b): denoising (the paper), noising and their mean, against the naive
+"""CAAP in both directions (issue 25, docs/METHOD.md): denoising (the paper), noising and their mean, against the naive
 hook loop on every adapter, the identity that ties them, and the fast mode for noising checked as the denoising
 one is (its error falls with the square of the perturbation)."""
 
