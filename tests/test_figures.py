@@ -104,6 +104,15 @@ def test_figures_in_svg_and_pdf_without_runtimes_in_titles(tmp_path):
     assert main(["compare", str(picture), *common, "--methods", "rollout,saliency", "--format", "pdf",
                  "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "compare.pdf").read_bytes()[:5] == b"%PDF-"
+    other = tmp_path / "q.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(other)
+    assert main(["compare", str(picture), str(other), *common, "--methods", "rollout,saliency,gae",
+                 "--out", str(tmp_path / "c")]) == 0  # images x methods: a row per image
+    summary = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert [r["image"] for r in summary["images"]] == [str(picture), str(other)]
+    assert all(set(r["seconds"]) == {"rollout", "saliency", "gae"} for r in summary["images"])
+    width, height = Image.open(tmp_path / "c" / "compare.png").size
+    assert width > height  # two rows of three maps
 
 
 def test_an_unsigned_map_with_a_floor_is_clear_at_the_floor():

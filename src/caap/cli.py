@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("compare", help="one image, several methods side by side in one grid image")
-    p.add_argument("image", metavar="IMAGE")
+    p = sub.add_parser("compare", help="images x methods in one grid image (a row per image)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     _figure_args(p)
     _model_args(p)
     p.add_argument("--methods", default="caap,rollout,gae,gradcam,lrp,occlusion,input_insertion,integrated_gradients",
@@ -255,11 +255,14 @@ def _size(text: str) -> int | tuple[int, int]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from caap.bench.explain import compare
+    from caap.data.datasets import expand_image_paths
 
     specs = flags.specs(args.methods)
-    loaded, target = _load_checked(args, specs, [args.image])
-    summary = compare(args.image, loaded, specs, args.out, target, fmt=args.format, display=args.display)
-    print(f"compared {len(summary['methods'])} methods -> {Path(args.out) / summary['figure']}")
+    images = expand_image_paths(args.images)
+    loaded, target = _load_checked(args, specs, images)
+    summary = compare(images, loaded, specs, args.out, target, fmt=args.format, display=args.display)
+    figure = Path(args.out) / summary["figure"]
+    print(f"compared {len(summary['methods'])} methods on {len(images)} image(s) -> {figure}")
     return 0
 
 

@@ -192,34 +192,41 @@ def explain_files(paths: Sequence[str | Path], loaded: LoadedModel, explainer: E
     return results
 
 
-def compare(path: str | Path, loaded: LoadedModel, specs: Sequence[str], out: str | Path,
+def compare(paths: str | Path | Sequence[str | Path], loaded: LoadedModel, specs: Sequence[str], out: str | Path,
             target: int | None = None, *, fmt: str = "png", display: str = "bilinear") -> dict:
-    """One image, several methods (``NAME[:KEY=VALUE…]`` specs) side by side, each with its colour bar:
-    ``compare.<fmt>`` and ``compare.json`` (target, methods, seconds per method)."""
+    """Images (one or several) × methods (``NAME[:KEY=VALUE…]`` specs) in one grid, a row per image, each map with
+    its colour bar: ``compare.<fmt>`` and ``compare.json`` (per image its target and seconds per method; for the
+    first image also at the top level). ``target``: one class for every image, else each image's top-1 class."""
     check_figure_options(fmt, display)
     if not specs:
         raise OptionError("methods", "is empty; expected e.g. caap,rollout,gradcam")
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     explainers = {spec: MethodSpec.parse(spec).build(loaded.model, loaded.placement()) for spec in specs}
-    x = loaded.transform(load_image(path))[None]
-    with torch.inference_mode():
-        probs = loaded.probabilities(x)[0]
-    if target is not None and not 0 <= target < probs.shape[0]:
-        raise OptionError("target", f"{target} is out of range; expected a class index in 0..{probs.shape[0] - 1}")
-    target = int(probs.argmax()) if target is None else target
-    maps, titles, timing = [], [], {}
-    for spec, explainer in explainers.items():
-        start = time.perf_counter()
-        maps.append(explainer.explain(x, target=target).scores[0])
-        timing[spec] = time.perf_counter() - start
-        titles.append(spec)
-    class_name = loaded.class_names[target]
-    image = loaded.pixels(x)
-    fig = grid_figure([image] * len(maps), maps, titles, columns=min(5, len(maps)), mode=display,
-                      signed=[e.signed for e in explainers.values()],
-                      suptitle=f"{Path(path).name}: {class_name} (class {target}), p={probs[target]:.3f}")
+    images, maps, titles, rows = [], [], [], []
+    for path in paths:
+        x = loaded.transform(load_image(path))[None]
+        with torch.inference_mode():
+            probs = loaded.probabilities(x)[0]
+        if target is not None and not 0 <= target < probs.shape[0]:
+            raise OptionError("target", f"{target} is out of range; expected a class index in 0..{probs.shape[0] - 1}")
+        chosen = int(probs.argmax()) if target is None else target
+        timing = {}
+        for k, (spec, explainer) in enumerate(explainers.items()):
+            start = time.perf_counter()
+            maps.append(explainer.explain(x, target=chosen).scores[0])
+            timing[spec] = time.perf_counter() - start
+            head = f"{Path(path).name}: {loaded.class_names[chosen]} (p={probs[chosen]:.2f}) · " if k == 0 else ""
+            titles.append(head + spec)
+            images.append(loaded.pixels(x))
+        rows.append({"image": str(path), "target": chosen, "class": loaded.class_names[chosen], "seconds": timing})
+    one = len(paths) == 1
+    suptitle = (f"{Path(paths[0]).name}: {rows[0]['class']} (class {rows[0]['target']})" if one
+                else f"{loaded.name}: {len(paths)} images × {len(specs)} methods")
+    fig = grid_figure(images, maps, titles, columns=min(5, len(specs)) if one else len(specs), mode=display,
+                      signed=[e.signed for e in explainers.values()] * len(paths), suptitle=suptitle)
     out = Path(out)
     save_figure(out / f"compare.{fmt}", fig, dpi=110)
-    summary = {"image": str(path), "model": loaded.name, "target": target, "methods": list(specs), "seconds": timing,
-               "figure": f"compare.{fmt}"}
+    summary = {"image": str(paths[0]), "model": loaded.name, "target": rows[0]["target"], "methods": list(specs),
+               "seconds": rows[0]["seconds"], "images": rows, "figure": f"compare.{fmt}"}
     save_json(out / "compare.json", summary)
     return summary
