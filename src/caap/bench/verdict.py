@@ -135,8 +135,9 @@ def join(runs: Sequence[RunScores]) -> tuple[dict[str, dict[str, dict[str, float
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise CaapError(f"run {next(n for n in names if names.count(n) > 1)!r} is given twice")
-    common = set.intersection(*(r.ids() for r in runs))
-    left_out = {r.name: tuple(sorted(r.ids() - common)) for r in runs if r.ids() - common}
+    ids = {r.name: r.ids() for r in runs}  # each run's images, read once
+    common = set.intersection(*ids.values())
+    left_out = {name: tuple(sorted(found - common)) for name, found in ids.items() if found - common}
     if not common:
         raise CaapError(f"the runs {names} share no image id; a verdict pairs the same images")
     joined: dict[str, dict[str, dict[str, float]]] = {}
@@ -194,7 +195,7 @@ def verdict(runs: Sequence[RunScores], method: str, family: Sequence[str] = (), 
         groups.setdefault(key, []).append((spec, canvas))
     rows = tuple(r for r in (_row(values, method, rivals, key, members, seed) for key, members in groups.items())
                  if r is not None)
-    images = len(set.intersection(*(r.ids() for r in runs)))
+    images = len(runs[0].ids()) - len(left_out.get(runs[0].name, ()))  # the images every run has
     return Verdict(method, tuple(sorted(own - {method})), tuple(r.name for r in runs), images, left_out, rivals,
                    rows)
 
