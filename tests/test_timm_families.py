@@ -11,7 +11,7 @@ from modelstate import assert_untouched, snapshot
 
 from caap import CAAP, methods
 from caap.adapters import adapt
-from caap.errors import UnsupportedModelError
+from caap.errors import CaapError, UnsupportedModelError
 from caap.methods.caap import naive_caap
 
 IMG = 32
@@ -101,3 +101,26 @@ def test_naflexvit_takes_any_size_and_aspect_ratio():
     torch.testing.assert_close(att.scores[0].flatten(), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(UnsupportedModelError, match="token_subsets"):
         methods.build("token_occlusion", model)
+
+
+@pytest.mark.parametrize("name", ["naflexvit_rope", "naflexvit_rope_mixed"])
+def test_a_block_rotates_by_the_grid_its_caller_passes_not_by_the_last_embedding(name):
+    """Rotary models: 32 x 64 and 64 x 32 images both have 8 patches, on a 2 x 4 and a 4 x 2 grid. Whatever was
+    embedded last, each batch's blocks rotate by its own grid (``run_block``'s ``grid``); nothing is kept from
+    ``embed`` (an adapter keyed by token count gave the first batch the second one's rotation)."""
+    model = build(name)
+    adapter = adapt(model)
+    wide = torch.randn(1, 3, 32, 64, generator=torch.Generator().manual_seed(4))
+    tall = torch.randn(1, 3, 64, 32, generator=torch.Generator().manual_seed(5))
+    before = dict(vars(adapter))
+    with torch.no_grad():
+        zw, zt = adapter.embed(wide), adapter.embed(tall)  # both [1, 8, D]
+        assert vars(adapter).keys() == before.keys()
+        for index in range(adapter.num_blocks):
+            zw, zt = adapter.run_block(index, zw, (2, 4)), adapter.run_block(index, zt, (4, 2))
+        torch.testing.assert_close(adapter.head(zw), model(wide), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(adapter.head(zt), model(tall), rtol=1e-5, atol=1e-5)
+        with pytest.raises(CaapError, match=r"grid \(3, 3\) has 9 patches, the stream 8"):
+            adapter.run_block(0, zw, (3, 3))
+    assert not torch.allclose(CAAP(model, layers=[1]).explain(wide, target=3).scores.flatten(),
+                              CAAP(model, layers=[1]).explain(tall, target=3).scores.flatten())

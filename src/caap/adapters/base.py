@@ -97,10 +97,30 @@ class Adapter(ABC):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images ``[B, 3, H, W]`` -> ``z_0`` ``[B, N, D]``."""
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        """``z_{l+1} = B_l(z_l)``, ``[B, N, D] -> [B, N, D]``."""
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """``z_{l+1} = B_l(z_l)``, ``[B, N, D] -> [B, N, D]``.
+
+        ``grid`` is the patch grid ``(gh, gw)`` of the images ``z`` comes from: the one per-call fact a block may
+        need beyond its input (rotary position embeddings, XCiT's local patch interaction). Callers that embedded
+        the images pass it; ``None`` means the model's own input grid (:meth:`stream_grid`)."""
         out = self.blocks[index](z)
         return out[0] if isinstance(out, tuple) else out
+
+    def stream_grid(self, z: torch.Tensor, grid: tuple[int, int] | None) -> tuple[int, int]:
+        """The patch grid of the residual stream ``z`` ``[B, N, D]``: ``grid`` checked against ``N``, or, when
+        ``None``, the grid of the model's own input size if its token count matches (an error otherwise)."""
+        patches = z.shape[1] - self.num_prefix
+        if grid is None:
+            size = self.card.input_size
+            if size is None or self.num_prefix + (own := self.grid(tuple(size)))[0] * own[1] != z.shape[1]:
+                raise CaapError(f"{type(self.model).__name__}: a stream of {z.shape[1]} tokens is not the model's "
+                                "own grid; pass grid=(gh, gw), the patch grid of the images embedded")
+            return own
+        gh, gw = (int(g) for g in grid)
+        if gh * gw != patches:
+            raise CaapError(f"grid {tuple(grid)} has {gh * gw} patches, the stream {patches} "
+                            f"({z.shape[1]} tokens, {self.num_prefix} prefix)")
+        return gh, gw
 
     @abstractmethod
     def head(self, z: torch.Tensor) -> torch.Tensor:
@@ -119,9 +139,9 @@ class Adapter(ABC):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The model's logits ``[B, C]``, computed through ``embed``, every block and ``head``."""
-        z = self.embed(images)
+        z, grid = self.embed(images), self.grid((images.shape[2], images.shape[3]))
         for index in range(self.num_blocks):
-            z = self.run_block(index, z)
+            z = self.run_block(index, z, grid)
         return self.head(z)
 
     def check_input(self, images: torch.Tensor) -> tuple[int, int]:

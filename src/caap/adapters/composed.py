@@ -36,8 +36,8 @@ class Composed(Adapter):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner.embed(images)
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        return self.inner.run_block(index, z)
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.inner.run_block(index, z, grid)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         return self._after(self.inner.head(z))

@@ -3,21 +3,19 @@ position embeddings, SwiGLU, layer scale, registers, average or attention poolin
 
 Like :class:`~caap.adapters.timm.TimmViTAdapter` it calls timm's own modules in the order of
 ``Eva.forward_features`` / ``forward_head``. What differs is the rotary embedding: ``Eva._pos_embed`` returns it
-beside the tokens, and every block takes it (one per block in the ``rope_mixed`` variants). The adapter keeps it
-per token layout, so any batch of runs on the same grid gets the same embedding; runs on a subset of the tokens
-(token occlusion, TIS) would need each kept token's own rotation and are refused in one line.
+beside the tokens, and every block takes it (one per block in the ``rope_mixed`` variants). ``run_block`` computes
+it from the ``grid`` its caller passes, as ``Eva._pos_embed`` does, so nothing is carried from ``embed`` to
+``run_block``; runs on a subset of the tokens (token occlusion, TIS) would need each kept token's own rotation
+and are refused in one line.
 """
 
 from __future__ import annotations
-
-import threading
 
 import torch
 from torch import nn
 
 from caap.adapters.timm import TimmViTAdapter
 from caap.adapters.views import BlockView, LinearBlock, LinearHead
-from caap.core.contexts import Normalization
 from caap.core.workspace import Workspace
 from caap.errors import UnsupportedModelError
 
@@ -37,11 +35,6 @@ class TimmEvaAdapter(TimmViTAdapter):
     accepts = staticmethod(is_timm_eva)
     family = "a timm Eva model"
 
-    def __init__(self, model: nn.Module, normalization: Normalization | None = None) -> None:
-        super().__init__(model, normalization)
-        self._rope: dict[tuple, torch.Tensor | None] = {}
-        self._lock = threading.Lock()
-
     @staticmethod
     def _head_rows(model: nn.Module) -> tuple[int, ...] | None:
         if getattr(model, "attn_pool", None) is not None or model.global_pool != "token":
@@ -50,27 +43,27 @@ class TimmEvaAdapter(TimmViTAdapter):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         m = self.model
-        x, rope = m._pos_embed(m.patch_embed(images))  # [B, N, D], the rotary embedding of this grid
-        if rope is not None:
-            with self._lock:
-                self._rope[self._key(x)] = rope
+        x, _ = m._pos_embed(m.patch_embed(images))  # [B, N, D]; the rotation is run_block's (from the grid)
         return m.norm_pre(x)
 
-    def _key(self, z: torch.Tensor) -> tuple:
-        return (int(z.shape[1]), z.device, self.model.training)
-
-    def _rope_for(self, index: int, z: torch.Tensor) -> torch.Tensor | None:
-        if getattr(self.model, "rope", None) is None:
+    def rope(self, z: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor | None:
+        """The rotary embedding of the grid ``z`` ``[B, N, D]`` runs on (all blocks' in ``rope_mixed``), or None."""
+        m = self.model
+        if getattr(m, "rope", None) is None:
             return None
-        rope = self._rope.get(self._key(z))
-        if rope is None:
-            raise UnsupportedModelError(
-                f"{type(self.model).__name__}: no rotary embedding for a sequence of {z.shape[1]} tokens (the "
-                "rotations belong to the patches' positions: runs on a subset of the tokens are not supported)")
-        return rope[index] if getattr(self.model, "rope_mixed", False) else rope
+        if m.dynamic_img_size:
+            return m.rope.get_embed(shape=list(self.stream_grid(z, grid)))
+        own = tuple(m.patch_embed.grid_size)
+        if self.stream_grid(z, grid) != own:
+            raise UnsupportedModelError(f"{type(m).__name__}: a stream of {z.shape[1]} tokens on grid {grid} is not "
+                                        f"the model's grid {own} (runs on a subset of the tokens are not supported)")
+        return m.rope.get_embed() if hasattr(m.rope, "feat_shape") else m.rope.get_embed(shape=list(own))
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        return self.model.blocks[index](z, rope=self._rope_for(index, z))
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        rope = self.rope(z, grid)
+        if rope is not None and getattr(self.model, "rope_mixed", False):
+            rope = rope[index]
+        return self.model.blocks[index](z, rope=rope)
 
     def run_block_rows(self, index: int, z: torch.Tensor, rows: int) -> torch.Tensor | None:
         return None

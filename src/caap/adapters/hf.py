@@ -65,7 +65,7 @@ class HFViTAdapter(Adapter, AttentionCapture, BlockViews, LinearRules):
         weight = self.backbone.embeddings.patch_embeddings.projection.weight
         return self.backbone.embeddings(images.to(weight.dtype))  # [B, N, D]
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         out = self._blocks[index](z)
         return out[0] if isinstance(out, tuple) else out
 

@@ -65,7 +65,7 @@ class HFImageTowerAdapter(Adapter, AttentionCapture, BlockViews):
         z = self.vision.embeddings(images.to(weight.dtype))  # [B, N, D]
         return self.vision.pre_layrnorm(z) if self.clip else z
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         out = self.blocks[index](z, attention_mask=None)
         return out[0] if isinstance(out, tuple) else out
 

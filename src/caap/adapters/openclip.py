@@ -74,7 +74,7 @@ class OpenCLIPAdapter(Adapter, AttentionCapture, BlockViews):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.model._embeds(images.to(self.model.conv1.weight.dtype))  # [B, N, D]
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         if getattr(self.model.transformer, "batch_first", True):
             return self.blocks[index](z)
         return self.blocks[index](z.transpose(0, 1)).transpose(0, 1)  # the tower runs [N, B, D]

@@ -66,7 +66,7 @@ class TimmViTAdapter(Adapter, AttentionCapture, BlockViews, LinearRules, FastPat
         x = m.patch_drop(x)
         return m.norm_pre(x)
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         return self.model.blocks[index](z)
 
     def run_block_rows(self, index: int, z: torch.Tensor, rows: int) -> torch.Tensor | None:

@@ -93,7 +93,7 @@ class TimmFamilyAdapter(Adapter, AttentionCapture):
             x = x + m.pos_embed
         return m.pos_drop(x) if hasattr(m, "pos_drop") else x
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         return self.model.blocks[index](z)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
@@ -140,7 +140,7 @@ class BeitAdapter(TimmFamilyAdapter):
     """BEiT: the shared relative position bias, when the model has one, computed once per block call as
     ``forward_features`` does."""
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         m = self.model
         return m.blocks[index](z, shared_rel_pos_bias=m.rel_pos_bias() if m.rel_pos_bias is not None else None)
 
@@ -148,7 +148,7 @@ class BeitAdapter(TimmFamilyAdapter):
 class RelPosAdapter(TimmFamilyAdapter):
     """``vit_relpos_*``: the shared relative position bias, when the model has one."""
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         m = self.model
         return m.blocks[index](z, shared_rel_pos=m.shared_rel_pos.get_bias() if m.shared_rel_pos is not None else None)
 
@@ -176,9 +176,8 @@ class XcitAdapter(TimmFamilyAdapter):
             x = x + m.pos_embed(x.shape[0], hp, wp).reshape(x.shape[0], -1, x.shape[1]).permute(0, 2, 1)
         return m.pos_drop(x)
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        hp, wp = self.grid(tuple(self.model.patch_embed.img_size))
-        return self.model.blocks[index](z, hp, wp)
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.model.blocks[index](z, *self.stream_grid(z, grid))
 
     def capture_attention(self) -> contextlib.AbstractContextManager[AttentionMaps]:
         raise self.unsupported("capture_attention (XCiT's cross-covariance attention mixes channels, not tokens: "
@@ -187,25 +186,29 @@ class XcitAdapter(TimmFamilyAdapter):
 
 class NaFlexAdapter(TimmFamilyAdapter):
     """NaFlexViT in its standard image mode: any input size (the position embedding follows the grid). With rotary
-    embeddings, the blocks need the embedding of the grid that was embedded: ``embed`` keeps it per token count,
-    the one state an adapter carries from ``embed`` to ``run_block`` (a token count names one grid per model
-    call), and token subsets are refused."""
+    embeddings, a block needs the rotation of the grid it runs on: ``run_block`` computes it from the ``grid`` its
+    caller passes (``model.rope.get_embed``, as ``_forward_embeds`` does), so nothing is carried from ``embed``
+    to ``run_block``; token subsets are refused."""
 
     def __init__(self, model: nn.Module, normalization: Normalization | None = None) -> None:
         super().__init__(model, normalization)
-        self._rope: dict[int, object] = {}
         self.token_subsets = getattr(model, "rope", None) is None
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.model._forward_embeds(images, None, None, None)
-        self._rope[out["patches"].shape[1]] = out.get("rope_embeds")
-        return out["patches"]
+    def _read_card(self) -> ModelCard:
+        card = super()._read_card()
+        size = (getattr(self.model, "pretrained_cfg", None) or {}).get("input_size")
+        return card if card.input_size or not size else ModelCard(card.class_names, card.num_classes,
+                                                                  tuple(size[1:]), card.defaults)
 
-    def run_block(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        block, rope = self.model.blocks[index], self._rope.get(z.shape[1])
-        if rope is not None and getattr(self.model, "rope_is_mixed", False):
-            rope = rope[index]
-        return block(z, rope=rope, attn_mask=None) if rope is not None else block(z, attn_mask=None)
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model._forward_embeds(images, None, None, None)["patches"]
+
+    def run_block(self, index: int, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        block, rope = self.model.blocks[index], getattr(self.model, "rope", None)
+        if rope is None:
+            return block(z, attn_mask=None)
+        embed = rope.get_embed(shape=list(self.stream_grid(z, grid)))
+        return block(z, rope=embed[index] if getattr(self.model, "rope_is_mixed", False) else embed, attn_mask=None)
 
     def grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
         ph, pw = self.patch_size

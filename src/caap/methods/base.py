@@ -215,13 +215,13 @@ def forward_from_leaf(adapter: Adapter, images: torch.Tensor, layer: int) -> tup
     """A differentiable forward whose residual stream entering block ``layer`` is a leaf: ``(leaf [B, N, D],
     logits [B, C])`` (``layer=0``: the token embeddings ``z_0``)."""
     with torch.enable_grad():
-        z = adapter.embed(images)
+        z, grid = adapter.embed(images), adapter.grid((images.shape[2], images.shape[3]))
         for index in range(layer):
-            z = adapter.run_block(index, z)
+            z = adapter.run_block(index, z, grid)
         leaf = z.detach().requires_grad_(True)  # [B, N, D]
         z = leaf
         for index in range(layer, adapter.num_blocks):
-            z = adapter.run_block(index, z)
+            z = adapter.run_block(index, z, grid)
         return leaf, adapter.head(z)
 
 

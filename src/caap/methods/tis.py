@@ -67,10 +67,10 @@ class TIS(TokenSubsets):
 
     def _forward(self, images: torch.Tensor) -> Forward:
         with torch.inference_mode():
-            z = self.adapter.embed(images)  # [B, N, D]
+            z, grid = self.adapter.embed(images), self.adapter.grid((images.shape[2], images.shape[3]))  # [B, N, D]
             outputs, h = [], z
             for index in range(self.adapter.num_blocks):
-                h = self.adapter.run_block(index, h)
+                h = self.adapter.run_block(index, h, grid)
                 outputs.append(h)
             scores = apply_score(self.score_fn, self.adapter.head(h))
         return Forward(scores, (z, torch.cat(outputs, -1)))  # activations [B, N, L·D]

@@ -39,12 +39,15 @@ class TokenSubsets(Explainer):
     def _forward(self, images: torch.Tensor) -> Forward:
         with torch.inference_mode():
             z = self.adapter.embed(images)  # [B, N, D]; the full run resolves the target
-            scores = apply_score(self.score_fn, self._blocks_and_head(z))
+            grid = self.adapter.grid((images.shape[2], images.shape[3]))
+            scores = apply_score(self.score_fn, self._blocks_and_head(z, grid))
         return Forward(scores, z)
 
-    def _blocks_and_head(self, z: torch.Tensor) -> torch.Tensor:
+    def _blocks_and_head(self, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """The blocks and head on ``z`` ``[B, N, D]`` (``grid``: the full images' patch grid; None for runs on a
+        subset of the tokens, which only adapters with ``token_subsets`` take)."""
         for index in range(self.adapter.num_blocks):
-            z = self.adapter.run_block(index, z)
+            z = self.adapter.run_block(index, z, grid)
         return self.adapter.head(z)
 
     @torch.inference_mode()

@@ -126,7 +126,7 @@ def patched_chunk(setting: Setting, zc, donor, img, rows, toks, head_rows, works
         else:
             inplace = paths.run_block_inplace(index, zc, workspace) if owned else None
             owned = inplace is not None
-            zc = inplace if owned else adapter.run_block(index, zc)
+            zc = inplace if owned else adapter.run_block(index, zc, setting.grid)
         rows_used = rows_used or (head_rows if rows_only is not None else 0)
     return apply_score(setting.score_fn, adapter.head(zc)), rows_used
 

@@ -13,6 +13,7 @@ Every preset takes ``direction`` (``denoise``, the paper's CAAP; ``noise``; ``bo
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -121,7 +122,8 @@ class CAAPBase(Explainer):
         if groups is not None and isinstance(self.strategy, Refiner):
             raise CaapError(f"groups and refine: {type(self.strategy).__name__} chooses its own patch groups")
         resolved = check_groups(self.groups if groups is None else groups, images.shape[0], grid)
-        maps = self.strategy.maps(self.run_setting, runs, resolved, target, wanted, self._progress)
+        setting = replace(self.run_setting, grid=tuple(grid))
+        maps = self.strategy.maps(setting, runs, resolved, target, wanted, self._progress)
         meta = {**maps.meta, **self._run_scores(runs, target)}
         if classes is not None:
             meta["classes"] = wanted.tolist()

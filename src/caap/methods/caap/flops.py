@@ -116,7 +116,7 @@ def caap_macs(explainer, input_size: tuple[int, int] | None = None, images: int 
             if index == last:
                 z_last = z
             with count_macs() as c:
-                z = adapter.run_block(index, z)
+                z = adapter.run_block(index, z, grid)
             block[index] = c["macs"]
         with count_macs() as c:
             adapter.head(z)

@@ -21,13 +21,15 @@ from caap.errors import CaapError
 @dataclass(frozen=True)
 class Setting:
     """What a CAAP call is configured with, for the strategies: the model's adapter, the patched blocks
-    (sorted, 0-based), the score, the autocast dtype (None: float32) and the device."""
+    (sorted, 0-based), the score, the autocast dtype (None: float32), the device and the patch grid of the
+    call's images (None before a call: the blocks' per-call fact, :meth:`Adapter.run_block`)."""
 
     adapter: Adapter
     layers: tuple[int, ...]
     score_fn: ScoreFn
     dtype: torch.dtype | None
     device: torch.device
+    grid: tuple[int, int] | None = None
 
     @property
     def first(self) -> int:
@@ -71,7 +73,7 @@ def forward_runs(setting: Setting, images: torch.Tensor, contexts: torch.Tensor,
     in) and to its scores (``context_scores``)."""
     adapter, layers = setting.adapter, setting.layers
     with autocast(setting.device, setting.dtype):
-        z = adapter.embed(images)  # [B, N, D]
+        z, grid = adapter.embed(images), adapter.grid((images.shape[2], images.shape[3]))  # [B, N, D]
         expected = adapter.num_prefix + _patches(adapter, images)
         if z.shape[1] != expected:
             raise CaapError(f"embed gave {z.shape[1]} tokens, expected {adapter.num_prefix} prefix + "
@@ -80,7 +82,7 @@ def forward_runs(setting: Setting, images: torch.Tensor, contexts: torch.Tensor,
         for index in range(adapter.num_blocks):
             if index in layers:
                 stream[index] = z
-            z = adapter.run_block(index, z)
+            z = adapter.run_block(index, z, grid)
         source = Side(stream, apply_score(setting.score_fn, adapter.head(z)))  # [B, K]
 
         c = adapter.embed(contexts)
@@ -89,7 +91,7 @@ def forward_runs(setting: Setting, images: torch.Tensor, contexts: torch.Tensor,
         for index in range(stop):
             if index == setting.first or (context_stream and index in layers):
                 kept[index] = c
-            c = adapter.run_block(index, c)
+            c = adapter.run_block(index, c, grid)
         if stop == setting.first:
             kept[setting.first] = c
         scores = apply_score(setting.score_fn, adapter.head(c)) if context_scores else None
