@@ -11,6 +11,7 @@ from caap.methods import (  # noqa: F401  (they register themselves)
     chefer,
     extremal,
     gradients,
+    legrad,
     lrp,
     mda,
     perturbation,
