@@ -5,6 +5,7 @@ Every built-in method is registered when this package is imported; ``register`` 
 """
 
 from caap.methods import (  # noqa: F401  (they register themselves)
+    atman,
     attention,
     attnlrp,
     cam,
