@@ -21,7 +21,7 @@
 # and ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks); MDA and
 # extremal perturbations on every 10th; on the grids the fast methods on all cells, slower ones on every 4th.
 set -euo pipefail
-STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4}
+STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4|5}
 DATA=${CAAP_DATA_DIR:-../shared/data}
 OUT=${OUT:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -60,6 +60,14 @@ bidirectional,gradcam --metrics road,road_morf,road_lerf --every 4 --out "$OUT/d
     bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" \
         --methods caap,gae,caap_adaptive,integrated_gradients,smoothgrad,input_insertion --metrics $LOCAL --every 4 \
         --out "$OUT/grid-slow"
+elif [ "$STREAM" = 5 ]; then
+    # issue 34: the newer rivals on the images of the runs they join (by image id), and the pools completed:
+    # LeGrad and AtMan beside deit-top; Grad-CAM on grid-slow's cells; TIS, LeGrad and AtMan beside deit-road
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods legrad,atman --metrics $FAITH --out "$OUT/deit-top-2025"
+    caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods gradcam,legrad,atman --metrics $LOCAL --every 4 \
+        --out "$OUT/grid-slow-2025"
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods tis,legrad,atman --metrics road,road_morf,road_lerf \
+        --every 4 --out "$OUT/deit-road-2025"
 elif [ "$STREAM" = 4 ]; then
     here=$(dirname "$0")
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \
