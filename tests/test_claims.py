@@ -215,9 +215,9 @@ def test_the_shipped_directions_sweep_equals_what_the_package_chooses_from_the_s
 
 
 def test_the_numbers_quoted_about_both_directions_come_from_the_records():
-    """README.md and docs/DIRECTIONS.md quote the insertion gap to AttnLRP that `both` leaves (a ratio of the paper's
-    CAAP's gap with its paired-bootstrap interval) and what still beats `both`: recomputed here from the shipped
-    scores (deit-top joined with deit-directions, the 100 odd dev positions), formatted as the prose gives them."""
+    """docs/RESULTS.md ("In brief") and docs/DIRECTIONS.md quote the insertion gap to AttnLRP that `both` leaves (a
+    ratio of the paper's CAAP's gap with its paired-bootstrap interval) and what still beats `both`: recomputed
+    here from the shipped scores (deit-top joined with deit-directions, the 100 odd dev positions), formatted as the prose gives them."""
     from caap.bench.stats import _resample_counts
     from caap.bench.verdict import join
 
@@ -232,7 +232,7 @@ def test_the_numbers_quoted_about_both_directions_come_from_the_records():
     low, high = np.quantile(ratios, [0.025, 0.975])
     quoted = f"0.39 of the paper's gap (95 % bootstrap interval {low:.2f}–{high:.2f})"
     assert f"{(attn - ours).mean() / (attn - paper).mean():.2f}" == "0.39"
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "docs" / "RESULTS.md").read_text().split())  # its "In brief" (once README's)
     directions = " ".join((ROOT / "docs" / "DIRECTIONS.md").read_text().split())
     assert quoted in readme and f"95 % paired-bootstrap interval {low:.2f}–{high:.2f}" in directions
     rows = {(r["label"], c["canvas"]): c for r in evidence_tables.directions_record(runs, folder)["rows"]

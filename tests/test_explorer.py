@@ -143,3 +143,38 @@ def test_hostile_file_and_class_names_neither_blank_nor_break_the_page(run, tmp_
                  "--html", "--out", str(tmp_path / "out")]) == 0
     seen = shown_names(tmp_path / "out" / "explore.html")
     assert seen["ran"] and any(HOSTILE.rsplit(".", 1)[0] in name for name in seen["images"])
+
+
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "figures" / "explore.png"
+VIEWPORT = {"width": 760, "height": 610}
+
+
+@needs_browser
+def test_the_docs_screenshot_is_this_pages(tmp_path):
+    """docs/figures/explore.png is taken here: ``caap explore`` on two glyph images of the embedded demo model
+    (offline), exact and fast CAAP, LeGrad and GAE, the second method shown, in headless Chromium at a fixed
+    viewport. The shot must show the page (not blank: many colours); the stored one must be a shot of this page at
+    this viewport. ``CAAP_WRITE_SCREENSHOT=1 pytest tests/test_explorer.py -k screenshot`` writes it."""
+    import os
+
+    from caap.data.synthetic import SyntheticConfig, generate
+
+    paths = []
+    for i in (1, 6):
+        paths.append(tmp_path / f"glyph{i}.png")
+        Image.fromarray(generate(SyntheticConfig(), i).image).save(paths[-1])
+    out = tmp_path / "out"
+    assert main(["explore", *map(str, paths), "--model", "caap-demo", "--methods", "caap,caap_fast,legrad,gae",
+                 "--top-k", "3", "--out", str(out)]) == 0
+    shot = tmp_path / "explore.png"
+    with opened(out / "explore.html") as page:
+        page.set_viewport_size(VIEWPORT)
+        page.select_option("#method", "caap_fast")
+        page.screenshot(path=str(shot), full_page=False)
+    picture = np.asarray(Image.open(shot).convert("RGB"))
+    assert picture.shape[:2] == (VIEWPORT["height"], VIEWPORT["width"])
+    assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 500  # maps and images, not a blank page
+    if os.environ.get("CAAP_WRITE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
+    stored = np.asarray(Image.open(SCREENSHOT).convert("RGB"))
+    assert stored.shape == picture.shape

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -184,11 +184,11 @@ class GenericAdapter(Adapter):
     def __init__(
         self,
         model: nn.Module,
-        embed,
+        embed: Callable[[torch.Tensor], torch.Tensor],
         blocks: Sequence[nn.Module],
-        head,
+        head: Callable[[torch.Tensor], torch.Tensor],
         num_prefix: int,
-        grid,
+        grid: tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]],
         patch_size: int | tuple[int, int] | None = None,
         normalization: Normalization | None = None,
         head_rows: tuple[int, ...] | None = None,
