@@ -217,7 +217,8 @@ def test_the_shipped_directions_sweep_equals_what_the_package_chooses_from_the_s
 def test_the_numbers_quoted_about_both_directions_come_from_the_records():
     """docs/RESULTS.md ("In brief") and docs/DIRECTIONS.md quote the insertion gap to AttnLRP that `both` leaves (a
     ratio of the paper's CAAP's gap with its paired-bootstrap interval) and what still beats `both`: recomputed
-    here from the shipped scores (deit-top joined with deit-directions, the 100 odd dev positions), formatted as the prose gives them."""
+    here from the shipped scores (deit-top joined with deit-directions, the 100 odd dev positions), formatted as
+    the prose gives them."""
     from caap.bench.stats import _resample_counts
     from caap.bench.verdict import join
 
