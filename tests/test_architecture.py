@@ -143,8 +143,8 @@ def test_benchmark_scripts_import_the_package_never_each_other():
 
 def test_no_benchmark_or_test_changes_sys_path():
     """Scripts and tests import the installed package; only the scripts that run the authors' own code (RISE, TIS,
-    LeGrad, AtMan) put the authors' fetched repository on the path, to import it as its README says."""
-    authors = {"rise_reference.py", "tis_reference.py", "legrad_reference.py", "atman_reference.py"}
+    LeGrad, AtMan, ViT-CX) put the authors' fetched repository on the path, to import it as its README says."""
+    authors = {f"{name}_reference.py" for name in ("rise", "tis", "legrad", "atman", "vitcx")}
     bad = [str(p.relative_to(SRC.parents[1])) for folder in (BENCHMARKS, TESTS) for p in sorted(folder.glob("*.py"))
            if "sys.path.insert" in p.read_text() and p.name not in authors | {"test_architecture.py"}]
     assert not bad, bad

@@ -18,6 +18,7 @@ from caap.methods import (  # noqa: F401  (they register themselves)
     perturbation,
     tis,
     tokens,
+    vitcx,
 )
 from caap.methods.base import METHODS, Explainer, Forward, Maps, register
 from caap.methods.caap import CAAP, AdaptiveCAAP, FastCAAP
