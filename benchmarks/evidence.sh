@@ -21,7 +21,7 @@
 # and ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks); MDA and
 # extremal perturbations on every 10th; on the grids the fast methods on all cells, slower ones on every 4th.
 set -euo pipefail
-STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4|5}
+STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4|5|6}
 DATA=${CAAP_DATA_DIR:-../shared/data}
 OUT=${OUT:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -68,6 +68,11 @@ elif [ "$STREAM" = 5 ]; then
         --out "$OUT/grid-slow-2025"
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods tis,legrad,atman --metrics road,road_morf,road_lerf \
         --every 4 --out "$OUT/deit-road-2025"
+elif [ "$STREAM" = 6 ]; then
+    # issue 34, beside stream 5: ViT-CX (a pixel method, ~2K forwards per map) on deit-top's images and grid-slow's cells
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods vit_cx --metrics $FAITH --out "$OUT/deit-top-vitcx"
+    caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods vit_cx --metrics $LOCAL --every 4 \
+        --out "$OUT/grid-slow-vitcx"
 elif [ "$STREAM" = 4 ]; then
     here=$(dirname "$0")
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \
