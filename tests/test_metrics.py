@@ -132,7 +132,8 @@ def test_relevance_mass_of_signed_maps_counts_positive_relevance():
 
 def test_metric_metadata_and_errors():
     with_model = {"deletion", "insertion", "positive_perturbation", "negative_perturbation", "randomization",
-                  "quantus", "road", "road_morf", "road_lerf"}
+                  "quantus", "road", "road_morf", "road_lerf", "deletion_tis", "insertion_tis",
+                  "positive_perturbation_chefer", "negative_perturbation_chefer"}
     assert {n for n in metrics.available() if metrics.get(n).needs_model} == with_model
     assert metrics.get("pointing_game").needs_masks and metrics.get("pointing_game").higher_is_better
     images, t, maps, masks = _case()

@@ -20,6 +20,12 @@ from caap.metrics.localisation import (
     patch_mask,
     pointing_game_hits,
 )
+from caap.metrics.protocols import (
+    CheferNegativePerturbation,
+    CheferPositivePerturbation,
+    TISDeletion,
+    TISInsertion,
+)
 from caap.metrics.quantus import QuantusMetric
 from caap.metrics.road import ROAD, ROADLeastRelevantFirst, ROADMostRelevantFirst
 from caap.metrics.sanity import Randomization
@@ -28,8 +34,9 @@ available = METRICS.available
 get = METRICS.get
 build = METRICS.build
 
-__all__ = ["METRICS", "CurveMetric", "Deletion", "EnergyPointingGame", "Insertion", "Metric", "NegativePerturbation",
-           "PointingGame", "PositivePerturbation", "QuantusMetric", "ROAD", "ROADLeastRelevantFirst",
-           "ROADMostRelevantFirst", "Randomization", "RelevanceMass", "RelevanceRank", "Scored", "SegmentationAP",
-           "SegmentationMIoU", "SegmentationPixelAccuracy", "Sparseness", "available", "build", "get", "patch_mask",
-           "pointing_game_hits", "register"]
+__all__ = ["METRICS", "CheferNegativePerturbation", "CheferPositivePerturbation", "CurveMetric", "Deletion",
+           "EnergyPointingGame", "Insertion", "Metric", "NegativePerturbation", "PointingGame",
+           "PositivePerturbation", "QuantusMetric", "ROAD", "ROADLeastRelevantFirst", "ROADMostRelevantFirst",
+           "Randomization", "RelevanceMass", "RelevanceRank", "Scored", "SegmentationAP", "SegmentationMIoU",
+           "SegmentationPixelAccuracy", "Sparseness", "TISDeletion", "TISInsertion", "available", "build", "get",
+           "patch_mask", "pointing_game_hits", "register"]
