@@ -68,14 +68,24 @@ def single(claim: str, data: str, key: str, metrics, runs: tuple[str, ...] = (),
     return [Claim(claim, data, key, label, (spec,), runs, method) for label, spec in metrics]
 
 
-ROWS = [*faith("real DeiT-Tiny, 200 images", "deit-top"),
-        *single("faithful (ROAD)", "real DeiT-Tiny, 50 images", "deit-road", ROAD),
+# runs that add rivals on the images of a base run (issue 34: the newer rivals, TIS on ROAD, Grad-CAM on grid-slow),
+# joined with it by image id in every row the base run has
+SUPPLEMENTS: dict[str, tuple[str, ...]] = {}
+
+
+def supplemented(base: str) -> tuple[str, ...]:
+    """The runs a row over ``base`` joins: the base run and its supplements."""
+    return (base, *SUPPLEMENTS.get(base, ()))
+
+
+ROWS = [*faith("real DeiT-Tiny, 200 images", "deit-top", supplemented("deit-top")),
+        *single("faithful (ROAD)", "real DeiT-Tiny, 50 images", "deit-road", ROAD, supplemented("deit-road")),
         *single("localised", "real DeiT-Tiny, grid", "grid-fast", GRID)]
 SUBSET_ROWS = [  # the slower methods on subsets of the images: CAAP against them on the same images
     *faith("real DeiT-Tiny, 50 images (weaker fast methods)", "deit-rest"),
     *faith("real DeiT-Tiny, 20 images (slow methods)", "deit-slow"),
     *faith("real DeiT-Tiny, 20 images (MDA, extremal perturbations)", "deit-slowest"),
-    *single("localised", "real DeiT-Tiny, grid, slower methods", "grid-slow", GRID)]
+    *single("localised", "real DeiT-Tiny, grid, slower methods", "grid-slow", GRID, supplemented("grid-slow"))]
 ZOO_ROWS = [c for run in ZOO_RUNS for c in single("localised across backbones", run, run, ZOO_METRICS)]
 
 

@@ -33,6 +33,7 @@ from caap.bench.evidence import (
     provenance_table,
     run_table,
     single,
+    supplemented,
     zoo_table,
 )
 from caap.bench.store import RunScores
@@ -139,7 +140,8 @@ def direction_claims(runs: Mapping[str, RunScores], chosen: Mapping[str, str]) -
             if (method == "caap" and not paper) or (method != "caap" and method not in getattr(
                     runs.get(source), "values", {})):  # a variant is judged where its own run holds it
                 continue
-            key, data, joined = f"{source} · {name}", f"{name}, {kept}", tuple(dict.fromkeys((base, source)))
+            key, data = f"{source} · {name}", f"{name}, {kept}"
+            joined = tuple(dict.fromkeys((*supplemented(base), source)))
             if metrics is FAITH:
                 rows += faith(data, key, joined, method)
             else:
