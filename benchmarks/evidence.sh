@@ -21,7 +21,7 @@
 # and ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks); MDA and
 # extremal perturbations on every 10th; on the grids the fast methods on all cells, slower ones on every 4th.
 set -euo pipefail
-STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4|5|6}
+STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4|5|6|7}
 DATA=${CAAP_DATA_DIR:-../shared/data}
 OUT=${OUT:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -73,6 +73,11 @@ elif [ "$STREAM" = 6 ]; then
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods vit_cx --metrics $FAITH --out "$OUT/deit-top-vitcx"
     caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods vit_cx --metrics $LOCAL --every 4 \
         --out "$OUT/grid-slow-vitcx"
+elif [ "$STREAM" = 7 ]; then
+    # issue 34's robustness table: TIS under two more k-means seeds on every 10th image (seed 0 is deit-top's)
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods tis:seed=1,tis:seed=2 --every 10 \
+        --metrics deletion:step=14,deletion:step=14:canvas=blur,insertion:step=14,insertion:step=14:canvas=mean \
+        --out "$OUT/deit-tis-seeds"
 elif [ "$STREAM" = 4 ]; then
     here=$(dirname "$0")
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \

@@ -36,6 +36,7 @@ from caap.bench.evidence import (
     supplemented,
     zoo_table,
 )
+from caap.bench.robustness import robustness_table
 from caap.bench.store import RunScores
 from caap.bench.verdict import canvas_of, join
 from caap.metrics import METRICS
@@ -327,6 +328,7 @@ def blocks(runs: Mapping[str, RunScores], folder: Path) -> dict[str, str]:
         out["cross"] = cross_table(runs["deit-cross"])
     out.update(directions_blocks(runs, folder))
     out["frontier"] = frontier_block(runs)
+    out["robustness"] = robustness_table(runs)
     return out
 
 
