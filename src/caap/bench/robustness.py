@@ -2,7 +2,7 @@
 
 TIS's masks come from k-means over the blocks' activation channels, started from a random draw of centroids; the
 claim rows keep the authors' setting (seed 0 of their k-means, :mod:`caap.methods.tis`). The run
-``deit-tis-seeds`` recomputes TIS with seeds 1 and 2 on every 10th dev image; joined by image id with deit-top
+``deit-tis-seeds`` recomputes TIS with seeds 1 and 2 on every 20th dev image; joined by image id with deit-top
 (TIS seed 0 and CAAP on the same images), each TIS seed is compared with CAAP on each canvas by the claim rule's test
 (paired bootstrap of the mean difference, Holm over the seeds × canvases of a metric): does TIS's win over CAAP hold
 under every seed, or is it one initialisation's?
