@@ -189,9 +189,10 @@ def run_table(run: RunScores) -> str:
 
 
 def provenance_table(runs: Mapping[str, RunScores]) -> str:
-    """Per run: methods, images, metrics, the code (commits and source hashes), CPU, versions and device."""
+    """Per run: methods, images, metrics, the code (commits and source hashes), CPU, versions, device and the
+    sha256 of the weights file (recorded by runs started since issue 36; "not recorded" before)."""
     lines = ["| run | methods | images | metrics | code (commit, source hash) | CPU (cores, threads) | torch / timm "
-             "| device |", "|" + "---|" * 8]
+             "| device | weights sha256 |", "|" + "---|" * 9]
     for name, run in runs.items():
         info = run.config.get("info", {})
         history = info.get("code_history") or []
@@ -200,7 +201,8 @@ def provenance_table(runs: Mapping[str, RunScores]) -> str:
         machine, v = info.get("machine", {}), info.get("versions", {})
         lines.append(f"| {name} | {len(run.values)} | {len(run.ids())} | {len(run.config.get('metrics', []))} | "
                      f"{code} | {machine.get('cpu', '?')} ({machine.get('cores', '?')}, {machine.get('threads', '?')})"
-                     f" | {v.get('torch', '?')} / {v.get('timm', '?')} | {info.get('device', '?')} |")
+                     f" | {v.get('torch', '?')} / {v.get('timm', '?')} | {info.get('device', '?')} | "
+                     f"{(info.get('weights_sha256') or 'not recorded')[:12]} |")
     return "\n".join(lines) + "\n"
 
 
