@@ -21,7 +21,7 @@
 # and ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks); MDA and
 # extremal perturbations on every 10th; on the grids the fast methods on all cells, slower ones on every 4th.
 set -euo pipefail
-STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4|5|6|7}
+STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4|5|6|7|8}
 DATA=${CAAP_DATA_DIR:-../shared/data}
 OUT=${OUT:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -78,6 +78,12 @@ elif [ "$STREAM" = 7 ]; then
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods tis:seed=1,tis:seed=2 --every 20 \
         --metrics deletion:step=14,deletion:step=14:canvas=blur,insertion:step=14,insertion:step=14:canvas=mean \
         --out "$OUT/deit-tis-seeds"
+elif [ "$STREAM" = 8 ]; then
+    # issue 34: the newer rivals on the demo models' images (the zoo's other backbones need their retrained weights)
+    for v in simple conjunction; do
+        caap bench --model caap-demo-$v --data synthetic:$v --limit 50 --methods legrad,atman,vit_cx --metrics $ZLOCAL \
+            --out "$OUT/demo-$v-2025"
+    done
 elif [ "$STREAM" = 4 ]; then
     here=$(dirname "$0")
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \

@@ -86,7 +86,8 @@ SUBSET_ROWS = [  # the slower methods on subsets of the images: CAAP against the
     *faith("real DeiT-Tiny, 20 images (slow methods)", "deit-slow"),
     *faith("real DeiT-Tiny, 20 images (MDA, extremal perturbations)", "deit-slowest"),
     *single("localised", "real DeiT-Tiny, grid, slower methods", "grid-slow", GRID, supplemented("grid-slow"))]
-ZOO_ROWS = [c for run in ZOO_RUNS for c in single("localised across backbones", run, run, ZOO_METRICS)]
+ZOO_ROWS = [c for run in ZOO_RUNS for c in single("localised across backbones", run, run, ZOO_METRICS,
+                                                   supplemented(run))]
 
 
 def load(folder: str | Path) -> dict[str, RunScores]:
