@@ -153,7 +153,7 @@ def direction_claims(runs: Mapping[str, RunScores], chosen: Mapping[str, str]) -
         ours = next((m for m in getattr(runs.get(source), "values", {}) if f"direction={direction}" in m), None)
         if ours is not None:
             zoo += single("localised across backbones", base, f"{base} · {direction} ({ours})", ZOO_METRICS,
-                          (base, source), ours)
+                          (*supplemented(base), source), ours)
     return rows, zoo
 
 
