@@ -69,8 +69,9 @@ def single(claim: str, data: str, key: str, metrics, runs: tuple[str, ...] = (),
 
 
 # runs that add rivals on the images of a base run (issue 34: the newer rivals, TIS on ROAD, Grad-CAM on grid-slow),
-# joined with it by image id in every row the base run has
-SUPPLEMENTS: dict[str, tuple[str, ...]] = {}
+# joined with it by image id in every row the base run has, where they are in the results folder
+SUPPLEMENTS: dict[str, tuple[str, ...]] = {"demo-simple": ("demo-simple-2025",),
+                                           "demo-conjunction": ("demo-conjunction-2025",)}
 
 
 def supplemented(base: str) -> tuple[str, ...]:
@@ -98,10 +99,11 @@ def load(folder: str | Path) -> dict[str, RunScores]:
 def decide(claim: Claim, runs: Mapping[str, RunScores]) -> dict | None:
     """The row of ``claim`` as the claim tables and ``claims.json`` keep it, or None when a run, the method or every
     rival is missing."""
-    if any(r not in runs for r in claim.sources):
+    supplements = {r for extra in SUPPLEMENTS.values() for r in extra}
+    if any(r not in runs for r in claim.sources if r not in supplements):
         return None
-    try:
-        result = verdict([runs[r] for r in claim.sources], claim.method, FAMILY, metrics=claim.specs)
+    try:  # a supplement joins where it is shipped (the provenance table lists every run the rows read)
+        result = verdict([runs[r] for r in claim.sources if r in runs], claim.method, FAMILY, metrics=claim.specs)
     except CaapError:
         return None
     row = next((r for r in result.rows if {c.spec for c in r.canvases} <= set(claim.specs)), None)
