@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from caap.adapters import adapt
-from caap.core.state import model_lock
+from caap.core.state import eval_mode, model_lock
 from caap.errors import CaapError
 from caap.registry import Registry
 
@@ -67,6 +67,30 @@ def ranked(values: torch.Tensor, keys: torch.Tensor, descending: bool) -> torch.
     by_key = torch.argsort(keys)  # [n]: items in tie-break order
     order = torch.argsort(values[:, by_key], dim=1, descending=descending, stable=True)
     return by_key[order]
+
+
+def rank_curve(adapter, images: torch.Tensor, canvas: torch.Tensor, rank_px: torch.Tensor, counts: list[int],
+               insert: bool, readout, targets, batch_size: int) -> torch.Tensor:
+    """The readouts ``[B, len(counts)]`` of a deletion or insertion curve: after step ``k`` the pixels whose rank
+    (``rank_px`` ``[B, H, W]``, 0 = changed first) is below ``counts[k]`` show the image on the ``canvas``
+    (insertion) or the canvas in the image (deletion); ``readout(logits [n, C], targets [n]) -> [n]``. The
+    composites of every image and step go through the model ``batch_size`` at a time, in eval mode."""
+    device = images.device
+    jobs = [(i, k) for i in range(images.shape[0]) for k in range(len(counts))]
+    out = torch.empty(images.shape[0], len(counts))
+    tgt = torch.as_tensor(targets, dtype=torch.int64).to(device)
+    with eval_mode(adapter.model):
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            img = torch.tensor([i for i, _ in chunk], device=device)
+            changed = torch.tensor([counts[k] for _, k in chunk], device=device)
+            flip = (rank_px[img] < changed[:, None, None])[:, None]  # [n, 1, H, W]: pixels changed so far
+            composite = torch.where(flip, images[img], canvas[img]) if insert else \
+                torch.where(flip, canvas[img], images[img])
+            values = readout(adapter.forward(composite), tgt[img]).float().cpu()
+            for (i, k), v in zip(chunk, values, strict=True):
+                out[i, k] = v
+    return out
 
 
 @dataclass(frozen=True)

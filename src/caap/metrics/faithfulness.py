@@ -7,9 +7,8 @@ import torch
 from caap.adapters import adapt
 from caap.core.contexts import make_context
 from caap.core.scores import apply_score, make_score
-from caap.core.state import eval_mode
 from caap.errors import CaapError
-from caap.metrics.base import CurveMetric, ranked, register, tie_break, to_grid
+from caap.metrics.base import CurveMetric, rank_curve, ranked, register, tie_break, to_grid
 
 
 class _PatchCurve(CurveMetric):
@@ -65,21 +64,8 @@ class _PatchCurve(CurveMetric):
         ph, pw = images.shape[-2] // gh, images.shape[-1] // gw
         rank_px = rank.view(-1, gh, gw).repeat_interleave(ph, 1).repeat_interleave(pw, 2).to(device)  # [B, H, W]
         counts = self._step_counts(n_patch)
-        b = images.shape[0]
-        jobs = [(i, k) for i in range(b) for k in range(len(counts))]
-        out = torch.empty(b, len(counts))
-        tgt = torch.as_tensor(targets, dtype=torch.int64).to(device)
-        with eval_mode(adapter.model):
-            for start in range(0, len(jobs), self.batch_size):
-                chunk = jobs[start : start + self.batch_size]
-                img = torch.tensor([i for i, _ in chunk], device=device)
-                changed = torch.tensor([counts[k] for _, k in chunk], device=device)
-                flip = (rank_px[img] < changed[:, None, None])[:, None]  # [n, 1, H, W]: patches changed so far
-                show_image = flip if self.insert else ~flip
-                composite = torch.where(show_image, images[img], canvas[img])
-                values = self._readout(adapter.forward(composite), tgt[img]).float().cpu()
-                for (i, k), v in zip(chunk, values, strict=True):
-                    out[i, k] = v
+        out = rank_curve(adapter, images, canvas, rank_px, counts, self.insert, self._readout, targets,
+                         self.batch_size)
         return out, torch.tensor(counts, dtype=torch.float32) / n_patch
 
     def _step_counts(self, n_patch: int) -> list[int]:

@@ -30,9 +30,8 @@ import torch.nn.functional as F
 
 from caap.adapters import adapt
 from caap.core.contexts import make_context
-from caap.core.state import eval_mode
 from caap.errors import CaapError
-from caap.metrics.base import CurveMetric, ranked, register, tie_break
+from caap.metrics.base import CurveMetric, rank_curve, ranked, register, tie_break
 
 
 def upsampled(maps: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
@@ -47,6 +46,7 @@ class _PixelCurve(CurveMetric):
     """Base: pixels ranked by the upsampled map, changed ``counts[k]`` at step ``k``; the readout of each step."""
 
     most_relevant_first = True
+    insert = False
     antialias = False
 
     def __init__(self, batch_size: int = 32, seed: int = 0) -> None:
@@ -79,26 +79,11 @@ class _PixelCurve(CurveMetric):
         order = ranked(pixels, tie_break(n, self.seed), self.most_relevant_first)
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(n).expand_as(order))
-        rank = rank.view(-1, 1, h, w).to(device)  # 0 = changed first
-        canvas = self._canvas(images, adapter)
+        rank = rank.view(-1, h, w).to(device)  # 0 = changed first
         counts = self._counts(n)
-        jobs = [(i, k) for i in range(images.shape[0]) for k in range(len(counts))]
-        out = torch.empty(images.shape[0], len(counts))
-        tgt = torch.as_tensor(targets, dtype=torch.int64).to(device)
-        with eval_mode(adapter.model):
-            for start in range(0, len(jobs), self.batch_size):
-                chunk = jobs[start : start + self.batch_size]
-                img = torch.tensor([i for i, _ in chunk], device=device)
-                changed = torch.tensor([counts[k] for _, k in chunk], device=device)
-                flip = rank[img] < changed[:, None, None, None]  # [n, 1, H, W]
-                composite = torch.where(flip, canvas[img], images[img]) if not self.insert else \
-                    torch.where(flip, images[img], canvas[img])
-                values = self._readout(adapter.forward(composite), tgt[img]).float().cpu()
-                for (i, k), v in zip(chunk, values, strict=True):
-                    out[i, k] = v
+        out = rank_curve(adapter, images, self._canvas(images, adapter), rank, counts, self.insert, self._readout,
+                         targets, self.batch_size)
         return out, torch.tensor(counts, dtype=torch.float32) / n
-
-    insert = False
 
 
 class _TISCurve(_PixelCurve):
