@@ -70,7 +70,10 @@ def single(claim: str, data: str, key: str, metrics, runs: tuple[str, ...] = (),
 
 # runs that add rivals on the images of a base run (issue 34: the newer rivals, TIS on ROAD, Grad-CAM on grid-slow),
 # joined with it by image id in every row the base run has, where they are in the results folder
-SUPPLEMENTS: dict[str, tuple[str, ...]] = {"demo-simple": ("demo-simple-2025",),
+SUPPLEMENTS: dict[str, tuple[str, ...]] = {"deit-top": ("deit-top-2025", "deit-top-vitcx"),
+                                           "grid-slow": ("grid-slow-2025", "grid-slow-vitcx"),
+                                           "deit-road": ("deit-road-2025",),
+                                           "demo-simple": ("demo-simple-2025",),
                                            "demo-conjunction": ("demo-conjunction-2025",)}
 
 

@@ -180,14 +180,15 @@ def cell(values: Mapping[int, float]) -> dict:
 
 def best(per_method: Mapping[str, Mapping[int, float]], higher_is_better: bool, binary: bool = False) -> dict | None:
     """The method with the best mean in one column and whether it beats *every* other method (:func:`versus`):
-    ``{"method", "significant", "tied": [methods not separated from it], "p": the largest Holm-adjusted p}``."""
+    ``{"method", "significant", "tied": [methods not separated from it], "p": the largest Holm-adjusted p}``;
+    None for an empty column or a column of one method."""
     means = {m: float(np.mean(list(v.values()))) for m, v in per_method.items() if v}
     if not means:
         return None
     top = sorted(means, key=lambda m: (-means[m] if higher_is_better else means[m], m))[0]
     rivals = {m: per_method[m] for m in means if m != top}
-    if not rivals:
-        return {"method": top, "significant": True, "tied": [], "p": None}
+    if not rivals:  # one method: nothing to be better than, no mark
+        return None
     result = versus(per_method[top], rivals, higher_is_better, binary)
     p = max((c["p_adj"] for c in result["comparisons"].values()), default=None)
     return {"method": top, "significant": result["verdict"] == "holds", "tied": result["tied"], "p": p}
