@@ -32,6 +32,8 @@ def test_the_real_deit_tiny_equals_the_authors_functions():
     inputs = torch.from_numpy(np.load(INPUTS))[:2]
     explainer = methods.get("atman")(model, factor=float(ref["factor"]), threshold=float(ref["threshold"]))
     att = explainer.explain(inputs, target=ref["targets"][:2].tolist())
+    # cross-entropy changes up to ~3 in float32 after 12 manipulated blocks, batched here, one by one there:
+    # measured 5e-6; 2e-5 is ~1e-5 relative to the largest value
     np.testing.assert_allclose(att.scores.numpy(), -ref["maps"][:2], rtol=0, atol=2e-5)
 
 

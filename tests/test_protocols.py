@@ -68,6 +68,7 @@ def test_tis_protocol_equals_the_naive_loop(setting, name, insert):
     ours = metrics.get(name)()(model, images, targets, maps)
     with torch.no_grad():
         expected = torch.stack([tis_naive(model, images[b], maps[b], int(targets[b]), insert) for b in range(2)])
+    # softmax probabilities in float32, batched here, one at a time there: a few ulps of values in [0, 1]
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
 
 
