@@ -91,9 +91,9 @@ def test_the_real_deit_tiny_equals_the_naive_loop(start):
     att = methods.get("legrad")(model, start_layer=start).explain(inputs, target=TARGETS[:2])
     for b in range(2):
         expected = naive_legrad(model, inputs[b : b + 1], TARGETS[b], start % 12)
-        # min-max maps in [0, 1]; the loop recomputes attention unfused (float32, 12 blocks, gradients through
-        # them): differences ~1e-6 of a gradient's scale, amplified by the normalisation of small sums; 1e-4
-        torch.testing.assert_close(att.scores[b].flatten(), expected, rtol=0, atol=1e-4)
+        # min-max maps in [0, 1]; both compute the attention unfused in float32: measured equal here, 1e-6 for
+        # another CPU's summation order
+        torch.testing.assert_close(att.scores[b].flatten(), expected, rtol=0, atol=1e-6)
 
 
 def test_bad_options_are_refused_in_one_line():
