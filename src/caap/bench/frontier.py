@@ -64,7 +64,10 @@ def budget_table(values: Mapping[str, Mapping[str, Mapping[str, float]]], specs:
         cells = []
         for budget in budgets:
             affordable = {m: values[m][spec] for m, p in points.items() if p.seconds[1] <= budget}
-            best = stats.best(affordable, metric.higher_is_better, metric.binary) if affordable else None
+            if len(affordable) == 1:  # alone within the budget: the best, trivially
+                best = {"method": next(iter(affordable)), "significant": True, "tied": []}
+            else:
+                best = stats.best(affordable, metric.higher_is_better, metric.binary) if affordable else None
             if best is None:
                 cells.append("—")
                 continue
