@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from caap.data.real import data_dir
 from caap.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 REFERENCE = Path(os.environ.get("CAAP_REFERENCE_DIR", ROOT.parent / "shared" / "reference" / "deit_tiny_dev8"))
 TARGETS = [0, 125, 250, 375, 500, 625, 750, 875]  # the reference README's true labels
 COMMIT, FACTOR, THRESHOLD = "847f09078c6c5614ac89866d28c3a25787d4782d", 0.1, 0.6

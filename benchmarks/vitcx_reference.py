@@ -28,10 +28,11 @@ import timm
 import torch
 from safetensors.torch import load_file
 
+from caap.data.real import data_dir
 from caap.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CAAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = data_dir(ROOT)
 REFERENCE = Path(os.environ.get("CAAP_REFERENCE_DIR", ROOT.parent / "shared" / "reference" / "deit_tiny_dev8"))
 TARGETS = [0, 125, 250, 375, 500, 625, 750, 875]  # the reference README's true labels
 COMMIT = "a120d99"
