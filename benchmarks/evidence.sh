@@ -21,7 +21,7 @@
 # and ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks); MDA and
 # extremal perturbations on every 10th; on the grids the fast methods on all cells, slower ones on every 4th.
 set -euo pipefail
-STREAM=${1:?usage: benchmarks/evidence.sh 1|2|3|4|5|6|7|8}
+STREAM=${1:?usage: benchmarks/evidence.sh 1|2|...|12}
 DATA=${CAAP_DATA_DIR:-../shared/data}
 OUT=${OUT:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -30,6 +30,7 @@ FAITH=deletion:step=14,deletion:step=14:canvas=blur,insertion:step=14,insertion:
 positive_perturbation,positive_perturbation:canvas=blur,negative_perturbation,negative_perturbation:canvas=blur
 CROSS=deletion:step=14,deletion:step=14:canvas=blur,deletion:step=14:canvas=black,insertion:step=14,\
 insertion:step=14:canvas=mean,insertion:step=14:canvas=black
+PUBLISHED=deletion_tis,insertion_tis,positive_perturbation_chefer,negative_perturbation_chefer
 LOCAL=pointing_game,pointing_game:resolution=pixel,relevance_mass:resolution=patch,relevance_mass,\
 energy_pointing_game:resolution=patch
 TOP=caap,caap_fast,gae,transformer_attribution,attnlrp,bidirectional,tis
@@ -83,6 +84,37 @@ elif [ "$STREAM" = 8 ]; then
     for v in simple conjunction; do
         caap bench --model caap-demo-$v --data synthetic:$v --limit 50 --methods legrad,atman,vit_cx --metrics $ZLOCAL \
             --out "$OUT/demo-$v-2025"
+    done
+elif [ "$STREAM" = 9 ]; then
+    # issue 34: the newer rivals in the pools still without them (the grid's fast pool on all 108 cells; the
+    # directions' own ROAD images, TIS included), then the published protocols on every 10th image
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods tis,legrad,atman --metrics road,road_morf,road_lerf \
+        --every 4 --offset 1 --out "$OUT/deit-road-directions-2025"
+    caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods legrad,atman,vit_cx --metrics $LOCAL \
+        --out "$OUT/grid-fast-2025"
+elif [ "$STREAM" = 11 ]; then
+    # issue 34: LibraGrad (a gradient method: one backward per map) beside every run the other new rivals joined
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods libragrad --metrics $FAITH --out "$OUT/deit-top-libragrad"
+    caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods libragrad --metrics $LOCAL \
+        --out "$OUT/grid-fast-libragrad"
+    for offset in 0 1; do  # deit-road's images, then the directions' own ROAD images
+        suffix=$([ $offset = 1 ] && echo -directions || true)
+        caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods libragrad --metrics road,road_morf,road_lerf \
+            --every 4 --offset $offset --out "$OUT/deit-road$suffix-libragrad"
+    done
+    for v in simple conjunction; do
+        caap bench --model caap-demo-$v --data synthetic:$v --limit 50 --methods libragrad --metrics $ZLOCAL \
+            --out "$OUT/demo-$v-libragrad"
+    done
+elif [ "$STREAM" = 12 ]; then
+    # issue 34: the published protocols (TIS's insertion/deletion, Chefer et al.'s perturbation) on every 10th image
+    bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods $TOP,legrad,atman,vit_cx,libragrad --metrics $PUBLISHED \
+        --every 10 --out "$OUT/deit-protocols"
+elif [ "$STREAM" = 10 ]; then
+    # issue 34: the newer rivals on the zoo's images (ZOO: the retrained weights, checked against the zoo's sha256)
+    for arch in deit3 reg_avg clip eva; do
+        caap bench --model caap-zoo-$arch --weights "$ZOO/${arch}_simple.safetensors" --data synthetic:simple \
+            --limit 50 --methods legrad,atman,vit_cx --metrics $ZLOCAL --out "$OUT/zoo-$arch-simple-2025"
     done
 elif [ "$STREAM" = 4 ]; then
     here=$(dirname "$0")

@@ -13,6 +13,7 @@ from caap.methods import (  # noqa: F401  (they register themselves)
     extremal,
     gradients,
     legrad,
+    libragrad,
     lrp,
     mda,
     perturbation,
