@@ -21,7 +21,7 @@
 # and ROAD (18 sparse solves per map) on every 4th; the slow methods on every 10th (RISE with 1,000 masks); MDA and
 # extremal perturbations on every 10th; on the grids the fast methods on all cells, slower ones on every 4th.
 set -euo pipefail
-STREAM=${1:?usage: benchmarks/evidence.sh 1|2|...|12}
+STREAM=${1:?usage: benchmarks/evidence.sh 1|2|...|13}
 DATA=${CAAP_DATA_DIR:-../shared/data}
 OUT=${OUT:-runs}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -30,6 +30,7 @@ FAITH=deletion:step=14,deletion:step=14:canvas=blur,insertion:step=14,insertion:
 positive_perturbation,positive_perturbation:canvas=blur,negative_perturbation,negative_perturbation:canvas=blur
 CROSS=deletion:step=14,deletion:step=14:canvas=blur,deletion:step=14:canvas=black,insertion:step=14,\
 insertion:step=14:canvas=mean,insertion:step=14:canvas=black
+ROBUST=deletion:step=14,deletion:step=14:canvas=blur,insertion:step=14,insertion:step=14:canvas=mean
 PUBLISHED=deletion_tis,insertion_tis,positive_perturbation_chefer,negative_perturbation_chefer
 LOCAL=pointing_game,pointing_game:resolution=pixel,relevance_mass:resolution=patch,relevance_mass,\
 energy_pointing_game:resolution=patch
@@ -77,8 +78,7 @@ elif [ "$STREAM" = 6 ]; then
 elif [ "$STREAM" = 7 ]; then
     # issue 34's robustness table: TIS under two more k-means seeds on every 20th image (seed 0 is deit-top's)
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods tis:seed=1,tis:seed=2 --every 20 \
-        --metrics deletion:step=14,deletion:step=14:canvas=blur,insertion:step=14,insertion:step=14:canvas=mean \
-        --out "$OUT/deit-tis-seeds"
+        --metrics $ROBUST --out "$OUT/deit-tis-seeds"
 elif [ "$STREAM" = 8 ]; then
     # issue 34: the newer rivals on the demo models' images (the zoo's other backbones need their retrained weights)
     for v in simple conjunction; do
@@ -87,7 +87,8 @@ elif [ "$STREAM" = 8 ]; then
     done
 elif [ "$STREAM" = 9 ]; then
     # issue 34: the newer rivals in the pools still without them (the grid's fast pool on all 108 cells; the
-    # directions' own ROAD images, TIS included), then the published protocols on every 10th image
+    # directions' own ROAD images, TIS included). (The zoo's self-trained backbones are not here: retrained with
+    # their recorded commands on this CPU, their weights differ from those the zoo's runs used; RESULTS says so.)
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods tis,legrad,atman --metrics road,road_morf,road_lerf \
         --every 4 --offset 1 --out "$OUT/deit-road-directions-2025"
     caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods legrad,atman,vit_cx --metrics $LOCAL \
@@ -110,12 +111,14 @@ elif [ "$STREAM" = 12 ]; then
     # issue 34: the published protocols (TIS's insertion/deletion, Chefer et al.'s perturbation) on every 10th image
     bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods $TOP,legrad,atman,vit_cx,libragrad --metrics $PUBLISHED \
         --every 10 --out "$OUT/deit-protocols"
-elif [ "$STREAM" = 10 ]; then
-    # issue 34: the newer rivals on the zoo's images (ZOO: the retrained weights, checked against the zoo's sha256)
-    for arch in deit3 reg_avg clip eva; do
-        caap bench --model caap-zoo-$arch --weights "$ZOO/${arch}_simple.safetensors" --data synthetic:simple \
-            --limit 50 --methods legrad,atman,vit_cx --metrics $ZLOCAL --out "$OUT/zoo-$arch-simple-2025"
-    done
+elif [ "$STREAM" = 13 ]; then
+    # issue 34's robustness table: TIS with fast-pytorch-kmeans 0.2.2's start (seeds 0-2) on deit-tis-seeds' images;
+    # AttnLRP with CP-LRP's attention rule on every 4th image
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 20 \
+        --methods tis:kmeans=0.2.2,tis:kmeans=0.2.2:seed=1,tis:kmeans=0.2.2:seed=2 --metrics $ROBUST \
+        --out "$OUT/deit-tis-kmeans"
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 4 --methods attnlrp:attention=constant \
+        --metrics $ROBUST --out "$OUT/deit-attnlrp-rules"
 elif [ "$STREAM" = 4 ]; then
     here=$(dirname "$0")
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \

@@ -101,3 +101,16 @@ def test_it_differs_from_attnlrp_where_the_rules_do():
 def test_bad_options_name_the_value():
     with pytest.raises(CaapError, match="softmax must be true or false, got 'yes'"):
         methods.get("libragrad")(timm_vit(), softmax="yes")
+
+
+def test_cp_lrp_in_attnlrp_is_libragrads_logit_variant():
+    """AttnLRP's CP-LRP option (the attention a constant) and LibraGrad's logit variant are the same four rules:
+    equal maps; the authors' uniform rule differs."""
+    torch.manual_seed(0)
+    model = timm_vit().eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    cp = methods.get("attnlrp")(model, attention="constant").explain(x, target=[4, 5]).scores
+    libra = methods.get("libragrad")(model, softmax=False).explain(x, target=[4, 5]).scores
+    torch.testing.assert_close(cp, libra)
+    with pytest.raises(CaapError, match="attention must be one of uniform, constant, got 'half'"):
+        methods.get("attnlrp")(model, attention="half")

@@ -13,7 +13,7 @@ from archs import GRID, IMG, build, run_on
 from conftest import DEIT_TINY, needs_real_data
 
 from caap import methods
-from caap.core.kmeans import initial_points, kmeans
+from caap.core.kmeans import initial_points, initial_points_022, kmeans
 from caap.errors import CaapError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,24 @@ def test_the_initial_centroids_are_numpys_draw():
         np.random.set_state(state)
     with pytest.raises(CaapError, match="clusters"):
         initial_points(5, 6, 0)
+
+
+def test_the_0_2_2_start_is_torchs_draw_with_repeats():
+    """fast-pytorch-kmeans 0.2.2's default start: ``torch.randint(0, n, [k])`` after the caller's
+    ``torch.manual_seed`` (repeats allowed); caap draws the same indices from a private generator. (Against the
+    0.2.2 package itself, outside the test dependencies: the centroids were bitwise equal for seeds 0, 1, 2 on
+    300 points, 120 clusters.) A repeated start leaves a cluster empty, whose centroid is then 0."""
+    with torch.random.fork_rng():
+        for seed, n, k in ((0, 2304, 1024), (3, 50, 7)):
+            torch.manual_seed(seed)
+            expected = torch.randint(0, n, [k])
+            torch.testing.assert_close(initial_points_022(n, k, seed), expected)
+    assert len(set(initial_points_022(2304, 1024, 0).tolist())) < 1024  # ~190 repeats
+    points = torch.from_numpy(np.random.default_rng(0).normal(size=(300, 20)).astype(np.float32))
+    centroids = kmeans(points, 120, seed=0, init="0.2.2")
+    assert (centroids.abs().sum(1) == 0).any() and not (kmeans(points, 120, seed=0).abs().sum(1) == 0).any()
+    with pytest.raises(CaapError, match="initialisation must be one of 0.1.6, 0.2.2, got '0.3'"):
+        kmeans(points, 5, init="0.3")
 
 
 def test_kmeans_equals_scikit_learns_lloyd_iterations_from_the_same_start():

@@ -11,6 +11,11 @@ Transformers"), in its gradient × input form (as the authors' ``lxt.efficient``
 
 The map is ``Σ_d z_0 ⊙ ∂s_c/∂z_0`` at the patch tokens of the token embeddings ``z_0`` (patch embedding plus
 position embedding), for the target's logit ``s_c``; its total is the logit minus the biases' share.
+
+``attention="constant"`` is the rule AttnLRP's paper compares itself with, CP-LRP (Ali et al., ICML 2022: the
+attention weights a constant, so nothing reaches the queries and keys and the values get the whole gradient); the
+claim rows keep the authors' ``"uniform"``, the robustness table reads both. (CP-LRP on a ViT is LibraGrad's logit
+variant, ``libragrad:softmax=false``: the same four rules.)
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from torch import nn
 
 from caap.adapters.attention import layer_norm_detached
-from caap.errors import UnsupportedModelError
+from caap.errors import CaapError, UnsupportedModelError
 from caap.methods.base import Explainer, Forward, Maps, register, target_grad
 from caap.methods.relevance import Rules, check_linear, linear_forward
 
@@ -70,23 +75,43 @@ class AttnLRPRules(Rules):
         return _ScaleGrad.apply(q, 0.25), _ScaleGrad.apply(k, 0.25), _ScaleGrad.apply(v, 0.5)
 
 
+class ConstantAttentionRules(AttnLRPRules):
+    """CP-LRP's attention rule in AttnLRP's frame: the attention weights a constant."""
+
+    def attention_inputs(self, q, k, v):
+        return q.detach(), k.detach(), v
+
+
+ATTENTION_RULES = {"uniform": AttnLRPRules, "constant": ConstantAttentionRules}
+
+
 @register
 class AttnLRP(Explainer):
-    """AttnLRP (Achtibat et al., ICML 2024) at the token embeddings (see the module docstring); signed."""
+    """AttnLRP (Achtibat et al., ICML 2024) at the token embeddings (see the module docstring); signed.
+
+    Args:
+        attention: the rule of the attention's two matmuls: ``"uniform"`` (AttnLRP's) or ``"constant"`` (CP-LRP's).
+    """
 
     name = "attnlrp"
     resolution = "patch"
     needs_grad = True
     needs_attention = True
 
-    def __init__(self, model, **kwargs) -> None:
+    def __init__(self, model, attention: str = "uniform", **kwargs) -> None:
         super().__init__(model, **kwargs)
+        if attention not in ATTENTION_RULES:
+            raise CaapError(f"attention must be one of {', '.join(ATTENTION_RULES)}, got {attention!r}")
         check_linear(self.adapter)
+        self.attention = attention
+
+    def settings(self) -> dict:
+        return {**super().settings(), "attention": self.attention}
 
     def _forward(self, images: torch.Tensor) -> Forward:
         with torch.enable_grad():
             z0 = self.adapter.embed(images).detach().requires_grad_(True)  # [B, N, D]
-            logits = linear_forward(self.adapter, z0, AttnLRPRules())
+            logits = linear_forward(self.adapter, z0, ATTENTION_RULES[self.attention]())
         return Forward(logits.detach(), (z0, logits))
 
     def _attribute(self, images, target, *, grid, forward) -> Maps:

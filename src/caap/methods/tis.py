@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from caap.core.kmeans import kmeans
+from caap.core.kmeans import INITS, KMEANS_016, kmeans
 from caap.core.scores import ScoreFn, apply_score
 from caap.errors import CaapError
 from caap.methods.base import Forward, Maps, register
@@ -36,6 +36,8 @@ class TIS(TokenSubsets):
             channels (``L · D``) than ``masks`` gets one cluster per channel (meta ``masks``).
         keep: share of the patch tokens each mask keeps (``int(keep · P)``; the authors' 0.5).
         seed: the k-means initialisation's seed (the same for every image).
+        kmeans: whose k-means initialisation, ``"0.1.6"`` (the authors' pinned fast-pytorch-kmeans: distinct
+            points) or ``"0.2.2"`` (that package's later default: points drawn with repeats; robustness studies).
         max_iter, tol: the k-means stopping rule (the authors' package defaults, 100 and 1e-4).
         normalise: min-max scale each map to [0, 1], as the authors' default does.
         score: ``"prob"`` (the authors'), ``"logit"``, ``"logprob"`` or a callable.
@@ -45,7 +47,8 @@ class TIS(TokenSubsets):
     signed = False
 
     def __init__(self, model, masks: int = 1024, keep: float = 0.5, seed: int = 0, max_iter: int = 100,
-                 tol: float = 1e-4, normalise: bool = True, score: str | ScoreFn = "prob", **kwargs) -> None:
+                 tol: float = 1e-4, normalise: bool = True, score: str | ScoreFn = "prob", kmeans: str = KMEANS_016,
+                 **kwargs) -> None:
         super().__init__(model, score=score, **kwargs)
         for option, value in (("masks", masks), ("max_iter", max_iter)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -58,12 +61,15 @@ class TIS(TokenSubsets):
             raise CaapError(f"tol must be a non-negative number, got {tol!r}")
         if not isinstance(normalise, bool):
             raise CaapError(f"normalise must be True or False, got {normalise!r}")
+        if kmeans not in INITS:
+            raise CaapError(f"kmeans must be one of {', '.join(INITS)} (fast-pytorch-kmeans releases), got {kmeans!r}")
+        self.kmeans = kmeans
         self.n_masks, self.keep, self.seed = masks, float(keep), seed
         self.max_iter, self.tol, self.normalise = max_iter, float(tol), normalise
 
     def settings(self) -> dict:
         return {**super().settings(), "masks": self.n_masks, "keep": self.keep, "seed": self.seed,
-                "max_iter": self.max_iter, "tol": self.tol, "normalise": self.normalise}
+                "max_iter": self.max_iter, "tol": self.tol, "normalise": self.normalise, "kmeans": self.kmeans}
 
     def _forward(self, images: torch.Tensor) -> Forward:
         with torch.inference_mode():
@@ -80,7 +86,7 @@ class TIS(TokenSubsets):
         image's block outputs ``[N, L · D]``."""
         channels = activations[self.adapter.num_prefix :].T.float()  # [L·D, P]: one point per channel
         clusters = min(self.n_masks, channels.shape[0])
-        centroids = kmeans(channels, clusters, self.seed, self.max_iter, self.tol)  # [M, P]
+        centroids = kmeans(channels, clusters, self.seed, self.max_iter, self.tol, init=self.kmeans)  # [M, P]
         return centroids.topk(int(self.keep * n_patch), dim=1).indices
 
     def _attribute(self, images, target, *, grid, forward) -> Maps:
