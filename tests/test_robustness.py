@@ -1,10 +1,11 @@
-"""The robustness block (issue 34): TIS's seeds against CAAP on the seeds' images, from hand-made scores."""
+"""The robustness block (issue 34): a rival's settings against CAAP on the settings' images, from hand-made
+scores."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from caap.bench.robustness import robustness_table, seeds
+from caap.bench.robustness import robustness_table, seeds, setting
 from caap.bench.store import RunScores
 
 SPECS = ("deletion:step=14", "deletion:step=14:canvas=blur", "insertion:step=14:canvas=mean", "insertion:step=14")
@@ -15,7 +16,7 @@ def run(name, per_method, ids):
                                 for m, v in per_method.items()}, {})
 
 
-def test_each_seed_is_compared_with_caap_on_the_seeds_images_only():
+def test_each_setting_is_compared_with_caap_on_the_settings_images_only():
     rng = np.random.default_rng(0)
     top_ids, seed_ids = [f"im{i}" for i in range(40)], [f"im{i}" for i in range(0, 40, 2)]
     caap = {s: rng.uniform(0.3, 0.4, 40) for s in SPECS}
@@ -23,14 +24,23 @@ def test_each_seed_is_compared_with_caap_on_the_seeds_images_only():
     base = run("deit-top", {"caap": caap, "tis": tis0}, top_ids)
     tis1 = {s: (caap[s][::2] + rng.normal(0, 0.05, 20)) for s in SPECS}  # another seed: no systematic difference
     extra = run("deit-tis-seeds", {"tis:seed=1": tis1}, seed_ids)
-    assert seeds({"tis": 0, "tis:seed=1": 0, "caap": 0}) == {"seed 0 (the authors')": "tis", "seed 1": "tis:seed=1"}
+    assert seeds({"tis": 0, "tis:seed=1": 0, "caap": 0}) == {"k-means 0.1.6, seed 0 (the authors')": "tis",
+                                                            "k-means 0.1.6, seed 1": "tis:seed=1"}
     table = robustness_table({"deit-top": base, "deit-tis-seeds": extra})
     lines = table.splitlines()
-    assert len(lines) == 2 + 4
-    deletion_mean = lines[2].split("|")
-    assert deletion_mean[3].strip() == "20"  # the join keeps the seeds' images
-    assert deletion_mean[4].strip() == f"{caap[SPECS[0]][::2].mean():.3f}"
-    assert deletion_mean[5].strip().startswith(f"{tis0[SPECS[0]][::2].mean():.3f}; +0.100")  # favouring TIS
-    insertion = lines[4].split("|")
-    assert insertion[5].strip().startswith(f"{tis0[SPECS[2]][::2].mean():.3f}; -0.100")
+    assert len(lines) == 2 + 4 * 2  # 2 metrics × 2 canvases × 2 settings
+    first = [cell.strip() for cell in lines[2].split("|")]
+    assert first[1:4] == ["deletion ↓", "mean", "TIS: k-means 0.1.6, seed 0 (the authors')"]
+    assert first[4] == "20"  # the join keeps the seeds' images
+    assert first[5] == f"{caap[SPECS[0]][::2].mean():.3f}" and first[6] == f"{tis0[SPECS[0]][::2].mean():.3f}"
+    assert first[7].startswith("+0.100")  # favouring TIS
+    insertion = [cell.strip() for cell in lines[6].split("|")]
+    assert insertion[1] == "insertion ↑" and insertion[7].startswith("-0.100")
     assert robustness_table({"deit-top": base}) == ""
+
+
+def test_the_settings_are_named_from_their_specs():
+    assert setting("tis:kmeans=0.2.2:seed=2", "tis") == "k-means 0.2.2, seed 2"
+    assert setting("tis:kmeans=0.2.2", "tis") == "k-means 0.2.2, seed 0"
+    assert setting("attnlrp:attention=constant", "attnlrp") == "constant attention (CP-LRP)"
+    assert setting("attnlrp", "attnlrp") == "uniform rule (the authors')"

@@ -40,8 +40,8 @@ def shipped(runs: tuple[str, ...]) -> tuple[str, ...]:
 def cases() -> list[tuple[tuple[str, ...], str, list[dict]]]:
     """``(runs, method, claims.json rows)`` for every run and pseudo-run of the claim table."""
     groups: dict[tuple[tuple[str, ...], str], list[dict]] = {}
-    for section in ("rows", "subsets", "zoo"):
-        for row in CLAIMS[section]:
+    for section in ("rows", "subsets", "zoo", "protocols"):
+        for row in CLAIMS.get(section, []):
             groups.setdefault((shipped((row["run"],)), "caap"), []).append(row)
     for row in CLAIMS["directions"]["rows"] + CLAIMS["directions"]["zoo"]:
         source, name = row["run"].split(" · ")

@@ -70,11 +70,14 @@ def single(claim: str, data: str, key: str, metrics, runs: tuple[str, ...] = (),
 
 # runs that add rivals on the images of a base run (issue 34: the newer rivals, TIS on ROAD, Grad-CAM on grid-slow),
 # joined with it by image id in every row the base run has, where they are in the results folder
-SUPPLEMENTS: dict[str, tuple[str, ...]] = {"deit-top": ("deit-top-2025", "deit-top-vitcx"),
-                                           "grid-slow": ("grid-slow-2025", "grid-slow-vitcx"),
-                                           "deit-road": ("deit-road-2025",),
-                                           "demo-simple": ("demo-simple-2025",),
-                                           "demo-conjunction": ("demo-conjunction-2025",)}
+SUPPLEMENTS: dict[str, tuple[str, ...]] = {
+    "deit-top": ("deit-top-2025", "deit-top-vitcx", "deit-top-libragrad"),
+    "grid-fast": ("grid-fast-2025", "grid-fast-libragrad"),
+    "grid-slow": ("grid-slow-2025", "grid-slow-vitcx", "grid-fast-libragrad"),  # the last: on every cell, joined
+    "deit-road": ("deit-road-2025", "deit-road-libragrad"),
+    "deit-road-directions": ("deit-road-directions-2025", "deit-road-directions-libragrad"),
+    "demo-simple": ("demo-simple-2025", "demo-simple-libragrad"),
+    "demo-conjunction": ("demo-conjunction-2025", "demo-conjunction-libragrad")}
 
 
 def supplemented(base: str) -> tuple[str, ...]:
@@ -90,6 +93,10 @@ SUBSET_ROWS = [  # the slower methods on subsets of the images: CAAP against the
     *faith("real DeiT-Tiny, 20 images (slow methods)", "deit-slow"),
     *faith("real DeiT-Tiny, 20 images (MDA, extremal perturbations)", "deit-slowest"),
     *single("localised", "real DeiT-Tiny, grid, slower methods", "grid-slow", GRID, supplemented("grid-slow"))]
+PROTOCOLS = (("deletion, TIS's protocol ↓", "deletion_tis"), ("insertion, TIS's protocol ↑", "insertion_tis"),
+             ("pos. perturbation, Chefer et al.'s ↓", "positive_perturbation_chefer"),
+             ("neg. perturbation, Chefer et al.'s ↑", "negative_perturbation_chefer"))
+PROTOCOL_ROWS = single("faithful (published protocols)", "real DeiT-Tiny, 20 images", "deit-protocols", PROTOCOLS)
 ZOO_ROWS = [c for run in ZOO_RUNS for c in single("localised across backbones", run, run, ZOO_METRICS,
                                                    supplemented(run))]
 

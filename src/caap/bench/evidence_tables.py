@@ -19,6 +19,7 @@ from caap.bench import stats
 from caap.bench.evidence import (
     FAITH,
     GRID,
+    PROTOCOL_ROWS,
     ROAD,
     ROWS,
     SUBSET_ROWS,
@@ -321,7 +322,8 @@ def blocks(runs: Mapping[str, RunScores], folder: Path) -> dict[str, str]:
     """Every generated block of docs/RESULTS.md, by name."""
     out = {"provenance": provenance_table(runs), "claims": claim_table(decide_all(ROWS, runs)),
            "claims-subsets": claim_table(decide_all(SUBSET_ROWS, runs)),
-           "claims-zoo": zoo_table(decide_all(ZOO_ROWS, runs))}
+           "claims-zoo": zoo_table(decide_all(ZOO_ROWS, runs)),
+           "claims-protocols": claim_table(decide_all(PROTOCOL_ROWS, runs))}
     out.update({f"table {name}": run_table(run) for name, run in runs.items()})
     out.update({"pointing-rule": pointing_rule_table(runs), "speed": speed_table(runs)})
     if "deit-cross" in runs:
@@ -336,4 +338,5 @@ def claims_record(runs: Mapping[str, RunScores], folder: Path) -> dict:
     """What ``claims.json`` holds: the decided rows of the claim table, its subsets, the zoo and the directions."""
     done = directions_record(runs, folder)
     return {"rows": decide_all(ROWS, runs), "subsets": decide_all(SUBSET_ROWS, runs), "zoo": decide_all(ZOO_ROWS, runs),
+            "protocols": decide_all(PROTOCOL_ROWS, runs),
             "directions": None if done is None else {k: done[k] for k in ("rows", "zoo", "zoo_runs")}}
