@@ -119,6 +119,9 @@ elif [ "$STREAM" = 13 ]; then
         --out "$OUT/deit-tis-kmeans"
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 4 --methods attnlrp:attention=constant \
         --metrics $ROBUST --out "$OUT/deit-attnlrp-rules"
+    # the 0.2.2 start on more images (every 4th: 50), seed 0
+    caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 4 --methods tis:kmeans=0.2.2 --metrics $ROBUST \
+        --out "$OUT/deit-tis-kmeans-50"
 elif [ "$STREAM" = 4 ]; then
     here=$(dirname "$0")
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --every 2 --methods "$(python "$here/directions.py" variants)" \

@@ -35,7 +35,8 @@ class Study:
     label: str
 
 
-STUDIES = (Study("tis", ("deit-tis-seeds", "deit-tis-kmeans"), "TIS"),
+STUDIES = (Study("tis", ("deit-tis-seeds", "deit-tis-kmeans"), "TIS"),  # every 20th image
+           Study("tis", ("deit-tis-kmeans-50",), "TIS (every 4th image)"),
            Study("attnlrp", ("deit-attnlrp-rules",), "AttnLRP"))
 
 
@@ -56,7 +57,7 @@ def setting(method: str, rival: str) -> str:
 def seeds(values: Mapping[str, dict], rival: str = "tis") -> dict[str, str]:
     """``{setting: method}`` of the rival's methods in ``values``: the authors' (the bare name) first."""
     found = {setting(rival, rival): rival} if rival in values else {}
-    found.update({setting(m, rival): m for m in sorted(values) if m.startswith(f"{rival}:")})
+    found.update(sorted((setting(m, rival), m) for m in values if m.startswith(f"{rival}:")))
     return found
 
 
