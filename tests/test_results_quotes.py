@@ -1,0 +1,105 @@
+"""Every number docs/RESULTS.md's prose quotes about the claim rows, recomputed from the shipped records
+(``benchmarks/results/evidence/claims.json`` and the per-image scores) and formatted as the prose gives it, so a
+sentence cannot drift from the records (issue 34). The generated blocks themselves are checked by
+tests/test_claims.py; this file checks the sentences around them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from caap.bench.evidence import FAITH, load, supplemented
+from caap.bench.verdict import join
+from caap.metrics import METRICS
+
+ROOT = Path(__file__).resolve().parents[1]
+EVIDENCE = ROOT / "benchmarks" / "results" / "evidence"
+CLAIMS = json.loads((EVIDENCE / "claims.json").read_text())
+TEXT = " ".join((ROOT / "docs" / "RESULTS.md").read_text().split())
+ZOO_MODELS = ("demo-simple", "demo-conjunction", "zoo-deit3-simple", "zoo-reg_avg-simple", "zoo-clip-simple",
+              "zoo-eva-simple")
+
+
+def row(section: str, run: str, label: str) -> dict:
+    return next(r for r in CLAIMS[section] if r["run"] == run and r["label"] == label)
+
+
+def canvas(r: dict, name: str | None) -> dict:
+    return next(c for c in r["canvases"] if c["canvas"] == name)
+
+
+def ordinal(n: int) -> str:
+    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n if n < 20 else n % 10, 'th')}"
+
+
+def test_the_deit_top_sentences():
+    deletion = row("rows", "deit-top", "deletion ↓")
+    mean, blur = canvas(deletion, "mean"), canvas(deletion, "blur")
+    assert mean["other"] == blur["other"] == "tis" and deletion["verdict"] == "does not hold"
+    p = max(mean["comparison"]["p_adj"], blur["comparison"]["p_adj"])
+    assert (f"deletion {mean['other_value']:.3f} against CAAP's {mean['caap']:.3f} on the mean canvas, "
+            f"{blur['other_value']:.3f} against {blur['caap']:.3f} on the blurred one; Holm p = {p:.2g}") in TEXT
+    insertion = canvas(row("rows", "deit-top", "insertion ↑"), "blur")
+    assert insertion["other"] == "attnlrp"
+    assert f"insertion {insertion['other_value']:.3f} against {insertion['caap']:.3f}" in TEXT
+    negative = {c["canvas"]: c["other"] for c in row("rows", "deit-top", "neg. perturbation ↑")["canvases"]}
+    assert set(negative.values()) == {"libragrad", "attnlrp"}
+    cells = [c for r in CLAIMS["rows"] if r["run"] == "deit-top" for c in r["canvases"]]
+    ranks, methods = sorted(c["rank"] for c in cells), {c["methods"] for c in cells}
+    assert f"CAAP ranks {ordinal(ranks[0])} to {ordinal(ranks[-1])} of {methods.pop()}" in TEXT and not methods
+
+
+def better_cells(method: str) -> int:
+    """On how many of deit-top's eight metric × canvas cells ``method`` has a better mean than CAAP."""
+    runs = load(EVIDENCE)
+    values, _ = join([runs[r] for r in supplemented("deit-top") if r in runs])
+    count = 0
+    for _, specs in FAITH:
+        for spec in specs:
+            mine = sum(values[method][spec].values()) / len(values[method][spec])
+            caap = sum(values["caap"][spec].values()) / len(values["caap"][spec])
+            count += (mine > caap) == METRICS.build(spec).higher_is_better
+    return count
+
+
+@pytest.mark.parametrize(("method", "phrase"), [("libragrad", "LibraGrad has a better mean than CAAP on {n} of"),
+                                                ("legrad", "LeGrad on {n},"), ("atman", "AtMan and ViT-CX on none"),
+                                                ("vit_cx", "AtMan and ViT-CX on none")])
+def test_the_newer_rivals_cells(method, phrase):
+    n = better_cells(method)
+    assert phrase.format(n=n) in TEXT and ("none" not in phrase or n == 0)
+
+
+def test_the_road_and_grid_sentences():
+    road = [row("rows", "deit-road", label) for label in ("ROAD ↑", "ROAD MoRF ↓", "ROAD LeRF ↑")]
+    assert [r["canvases"][0]["other"] for r in road] == ["tis", "tis", "attnlrp"]
+    assert all(r["verdict"] == "does not hold" for r in road)
+    assert "TIS beats it on the combined score and on MoRF and AttnLRP on LeRF" in TEXT
+    assert row("rows", "grid-fast", "pointing game ↑")["verdict"] == "tie"
+    mass = row("rows", "grid-fast", "relevance mass (patch) ↑")["canvases"][0]
+    assert mass["other"] == "gradcam" and mass["verdict"] == "does not hold"
+    assert f"Grad-CAM puts more mass in the right cell ({mass['other_value']:.2f} against {mass['caap']:.2f})" in TEXT
+
+
+def test_the_zoo_sentence():
+    rows = [canvas(row("zoo", run, "relevance mass (patch) ↑"), None) for run in ZOO_MODELS]
+    assert {c["other"] for c in rows} <= {"lrp", "attnlrp", "integrated_gradients"}
+    caap, other = [c["caap"] for c in rows], [c["other_value"] for c in rows]
+    assert (f"relevance mass: CAAP {min(caap):.2f}–{max(caap):.2f}, the best other "
+            f"{min(other):.2f}–{max(other):.2f}") in TEXT
+    holds = [r for r in CLAIMS["zoo"] if r["run"] in ZOO_MODELS and r["verdict"] == "holds"]
+    assert not holds and "CAAP beats every other method on no localisation metric" in TEXT
+
+
+def test_the_cheaper_maps_sentence():
+    """CAAP against the weaker fast methods (deit-rest, every 4th image): best mean on 7 of 8 cells, no row holds
+    (GAE is not separated from it), and the cheap newer rivals behind it on deit-top."""
+    cells = [c for r in CLAIMS["subsets"] if r["run"] == "deit-rest" for c in r["canvases"]]
+    first, methods = sum(c["rank"] == 1 for c in cells), {c["methods"] for c in cells}
+    assert f"best mean of {methods.pop()} on {first} of {len(cells)} metric × canvas cells" in TEXT and not methods
+    assert all(r["verdict"] == "tie" and "gae" in {c["other"] for c in r["canvases"]} | set(r["canvases"][0]["tied"])
+               for r in CLAIMS["subsets"] if r["run"] == "deit-rest")
+    assert f"is behind CAAP's mean on {8 - better_cells('legrad')} of deit-top's 8 cells" in TEXT
+    assert f"LibraGrad, another, on {8 - better_cells('libragrad')})" in TEXT
