@@ -238,9 +238,16 @@ def test_the_numbers_quoted_about_both_directions_come_from_the_records():
     assert quoted in readme and f"95 % paired-bootstrap interval {low:.2f}–{high:.2f}" in directions
     rows = {(r["label"], c["canvas"]): c for r in evidence_tables.directions_record(runs, folder)["rows"]
             if r["run"] == f"deit-directions · both ({both})" for c in r["canvases"]}
-    for label, canvas, other in (("deletion ↓", "mean", "tis"), ("pos. perturbation ↓", "mean", "tis"),
-                                 ("insertion ↑", "mean", "attnlrp")):
+    for label, canvas, other, result in (("deletion ↓", "mean", "tis", "does not hold"),
+                                         ("pos. perturbation ↓", "mean", "tis", "does not hold"),
+                                         ("insertion ↑", "mean", "attnlrp", "tie")):
         c = rows[(label, canvas)]
-        assert c["other"] == other and c["verdict"] == "does not hold"
+        assert c["other"] == other and c["verdict"] == result
         assert f"{c['other_value']:.3f} against {c['caap']:.3f}" in readme
         assert f"Holm p {c['comparison']['p_adj']:.2g}" in readme
+    road = {r["label"]: r["canvases"][0] for r in evidence_tables.directions_record(runs, folder)["rows"]
+            if r["run"] == f"deit-road-directions · both ({both})"}
+    morf = road["ROAD MoRF ↓"]
+    assert morf["other"] == "tis" and morf["verdict"] == "does not hold"
+    assert f"MoRF ({morf['other_value']:.3f} against {morf['caap']:.3f}, Holm p {morf['comparison']['p_adj']:.2g})" \
+        in readme

@@ -103,3 +103,43 @@ def test_the_cheaper_maps_sentence():
                for r in CLAIMS["subsets"] if r["run"] == "deit-rest")
     assert f"is behind CAAP's mean on {8 - better_cells('legrad')} of deit-top's 8 cells" in TEXT
     assert f"LibraGrad, another, on {8 - better_cells('libragrad')})" in TEXT
+
+
+def test_the_zoo_ranks_sentence():
+    """What "What the table says" gives of relevance rank and AP on the six small models."""
+    verdicts = {(run, label): row("zoo", run, label) for run in ZOO_MODELS for label in ("relevance rank ↑", "AP ↑")}
+    v = {k: r["verdict"] for k, r in verdicts.items()}
+    assert v["zoo-clip-simple", "relevance rank ↑"] == v["zoo-clip-simple", "AP ↑"] == "tie"
+    assert (v["demo-simple", "AP ↑"], v["demo-simple", "relevance rank ↑"]) == ("tie", "does not hold")
+    assert verdicts["demo-simple", "relevance rank ↑"]["canvases"][0]["other"] == "vit_cx"
+    assert (v["demo-conjunction", "relevance rank ↑"], v["demo-conjunction", "AP ↑"]) == ("tie", "does not hold")
+    assert verdicts["demo-conjunction", "AP ↑"]["canvases"][0]["other"] == "rollout"
+    ranks = {k: (r["canvases"][0]["rank"], r["canvases"][0]["methods"]) for k, r in verdicts.items()}
+    deit3, reg, eva = "zoo-deit3-simple", "zoo-reg_avg-simple", "zoo-eva-simple"
+    assert all(v[m, label] == "does not hold" for m in (deit3, reg, eva) for label in ("relevance rank ↑", "AP ↑"))
+    rr = [ranks[m, "relevance rank ↑"] for m in (deit3, reg, eva)]
+    ap = [ranks[m, "AP ↑"][0] for m in (deit3, reg, eva)]
+    assert (f"on relevance rank CAAP is {ordinal(rr[0][0])} of {rr[0][1]} on the DeiT-3- and register-style models "
+            f"and {ordinal(rr[2][0])} of {rr[2][1]} on the Eva-style one (AP: {ordinal(ap[0])}, {ordinal(ap[1])} and "
+            f"{ordinal(ap[2])})") in TEXT and rr[0] == rr[1]
+
+
+def test_the_grid_slow_and_road_details():
+    """The grid-slow relevance-mass row and deit-road's rows as "What the table says" quotes them."""
+    def interval(c):
+        low, high = (f"{v:+.3f}".replace("-", "−") for v in (c["comparison"]["low"], c["comparison"]["high"]))
+        return f"{c['comparison']['mean']:+.3f}".replace("-", "−") + f" [{low}, {high}]"
+
+    mass = row("subsets", "grid-slow", "relevance mass (patch) ↑")["canvases"][0]
+    assert mass["other"] == "gradcam"
+    assert (f"Grad-CAM puts more mass in the right cell ({mass['other_value']:.3f} against {mass['caap']:.3f}, "
+            f"{interval(mass)}, Holm p = {mass['comparison']['p_adj']:.2g}") in TEXT
+    road, morf, lerf = (row("rows", "deit-road", label)["canvases"][0]
+                        for label in ("ROAD ↑", "ROAD MoRF ↓", "ROAD LeRF ↑"))
+    assert (f"TIS is better on the combined score ({road['other_value']:.3f} against {road['caap']:.3f}, "
+            f"{interval(road)}, Holm p = {road['comparison']['p_adj']:.2g}) and on MoRF ({morf['other_value']:.3f} "
+            f"against {morf['caap']:.3f}, p = {morf['comparison']['p_adj']:.2g}), AttnLRP on LeRF "
+            f"({lerf['other_value']:.3f} against {lerf['caap']:.3f}, {interval(lerf)}, p = "
+            f"{lerf['comparison']['p_adj']:.2g})") in TEXT
+    ranks = sorted(row("rows", "deit-road", label)["canvases"][0]["rank"] for label in ("ROAD ↑", "ROAD MoRF ↓"))
+    assert f"CAAP ranks {ordinal(min(ranks))} to {ordinal(max(ranks))} of {road['methods']}" in TEXT
