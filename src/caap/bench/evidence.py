@@ -87,7 +87,7 @@ def supplemented(base: str) -> tuple[str, ...]:
 
 ROWS = [*faith("real DeiT-Tiny, 200 images", "deit-top", supplemented("deit-top")),
         *single("faithful (ROAD)", "real DeiT-Tiny, 50 images", "deit-road", ROAD, supplemented("deit-road")),
-        *single("localised", "real DeiT-Tiny, grid", "grid-fast", GRID)]
+        *single("localised", "real DeiT-Tiny, grid", "grid-fast", GRID, supplemented("grid-fast"))]
 SUBSET_ROWS = [  # the slower methods on subsets of the images: CAAP against them on the same images
     *faith("real DeiT-Tiny, 50 images (weaker fast methods)", "deit-rest"),
     *faith("real DeiT-Tiny, 20 images (slow methods)", "deit-slow"),
