@@ -143,3 +143,36 @@ def test_the_grid_slow_and_road_details():
             f"{lerf['comparison']['p_adj']:.2g})") in TEXT
     ranks = sorted(row("rows", "deit-road", label)["canvases"][0]["rank"] for label in ("ROAD ↑", "ROAD MoRF ↓"))
     assert f"CAAP ranks {ordinal(min(ranks))} to {ordinal(max(ranks))} of {road['methods']}" in TEXT
+
+
+def test_the_robustness_sentences():
+    """The robustness prose quotes the generated table's rows: every number here is read from the same records."""
+    from caap.bench.robustness import STUDIES, study_rows
+
+    runs = load(EVIDENCE)
+    rows = {}
+    for study in STUDIES:
+        for line in study_rows(study, runs):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0], cells[1], cells[2]] = cells
+    tis = "TIS (every 4th image): k-means "
+    authors = rows["deletion ↓", "mean", tis + "0.1.6, seed 0 (the authors')"]
+    later = rows["deletion ↓", "mean", tis + "0.2.2, seed 0"]
+    sign = str.maketrans({"-": "−"})
+    assert (f"with the authors' k-means TIS − CAAP is {authors[6].translate(sign)} on the mean canvas (Holm p "
+            f"{authors[7]}), with 0.2.2's start {later[6].translate(sign)} (p {later[7]}), a tie") in TEXT
+    def label(version: str, seed: int) -> str:
+        return f"TIS: k-means {version}, seed {seed}" + (" (the authors')" if (version, seed) == ("0.1.6", 0) else "")
+
+    ten = [rows["deletion ↓", c, label(v, k)] for c in ("mean", "blur") for v in ("0.1.6", "0.2.2") for k in (0, 1, 2)]
+    old = [float(r[5]) for r in ten if "0.1.6" in r[2]]
+    new = [float(r[5]) for r in ten if "0.2.2" in r[2]]
+    caap = [float(r[4]) for r in ten]
+    assert f"under every seed ({min(old):.3f}–{max(old):.3f} against {min(caap):.3f}–{max(caap):.3f}" in TEXT
+    assert f"loses the lead under every seed ({min(new):.3f}–{max(new):.3f}, every interval across 0)" in TEXT
+    assert all(float(r[6].split("[")[1].split(",")[0]) < 0 for r in ten if "0.2.2" in r[2])
+    uniform = [rows["insertion ↑", c, "AttnLRP: uniform rule (the authors')"] for c in ("mean", "blur")]
+    constant = [rows["insertion ↑", c, "AttnLRP: constant attention (CP-LRP)"] for c in ("mean", "blur")]
+    assert (f"(+{float(uniform[0][6].split(' ')[0]):.3f} and +{float(uniform[1][6].split(' ')[0]):.3f}, Holm p "
+            f"{uniform[0][7]} over") in TEXT and uniform[0][7] == uniform[1][7]
+    assert f"(−{-float(constant[0][6].split(' ')[0]):.3f} on both, p {constant[0][7]})" in TEXT
