@@ -176,3 +176,15 @@ def test_the_robustness_sentences():
     assert (f"(+{float(uniform[0][6].split(' ')[0]):.3f} and +{float(uniform[1][6].split(' ')[0]):.3f}, Holm p "
             f"{uniform[0][7]} over") in TEXT and uniform[0][7] == uniform[1][7]
     assert f"(−{-float(constant[0][6].split(' ')[0]):.3f} on both, p {constant[0][7]})" in TEXT
+
+
+def test_the_grid_fast_sentence():
+    point = row("rows", "grid-fast", "pointing game ↑")["canvases"][0]
+    mass = row("rows", "grid-fast", "relevance mass (patch) ↑")["canvases"][0]
+    c = point["comparison"]
+    assert point["other"] == "legrad" and "tis" in point["tied"] and c["b"] == 0
+    assert (f"the pointing game is a tie (CAAP {point['caap']:.3f}, LeGrad and TIS {point['other_value']:.3f}: "
+            f"{c['c']} discordant cells, all theirs, Holm p = {c['p_adj']:.2g}) and Grad-CAM puts more of its mass in "
+            f"the right cell ({mass['other_value']:.3f} against {mass['caap']:.3f}, p = "
+            f"{mass['comparison']['p_adj']:.2g}); CAAP ranks {ordinal(point['rank'])} and {ordinal(mass['rank'])} of "
+            f"{point['methods']}") in TEXT

@@ -91,13 +91,16 @@ def pointing_rule_table(runs: Mapping[str, RunScores]) -> str:
              "|---|---|---|---|"]
     for name in (n for n in POINTING_RUNS if n in runs):
         changed = []
-        for method, per in runs[name].values.items():
-            patch, pixel = per.get("pointing_game", {}), per.get("pointing_game:resolution=pixel", {})
-            if patch and pixel and not np.isclose(np.mean(list(patch.values())), np.mean(list(pixel.values()))):
-                changed.append(f"{method} {np.mean(list(pixel.values())):.3f} → {np.mean(list(patch.values())):.3f}")
+        joined = supplemented(name)  # the run and the runs of the newer rivals on its images, as the claim rows
+        for run in (runs[r] for r in joined if r in runs):
+            for method, per in run.values.items():
+                patch, pixel = per.get("pointing_game", {}), per.get("pointing_game:resolution=pixel", {})
+                if patch and pixel and not np.isclose(np.mean(list(patch.values())), np.mean(list(pixel.values()))):
+                    changed.append(f"{method} {np.mean(list(pixel.values())):.3f} → "
+                                   f"{np.mean(list(patch.values())):.3f}")
         verdicts = []
         for spec in ("pointing_game", "pointing_game:resolution=pixel"):
-            row = decide(Claim("localised", name, name, spec, (spec,)), runs)
+            row = decide(Claim("localised", name, name, spec, (spec,), joined), runs)
             if row is None:
                 verdicts.append("—")
                 continue
