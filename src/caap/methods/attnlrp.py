@@ -26,7 +26,7 @@ from torch import nn
 from caap.adapters.attention import layer_norm_detached
 from caap.errors import CaapError, UnsupportedModelError
 from caap.methods.base import Explainer, Forward, Maps, register, target_grad
-from caap.methods.relevance import Rules, check_linear, linear_forward
+from caap.methods.relevance import Rules, check_linear, embedded_forward
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -60,11 +60,13 @@ class _IdentityRule(torch.autograd.Function):
 class AttnLRPRules(Rules):
     """The AttnLRP rules as changes of the backward pass (see the module docstring)."""
 
+    method = "attnlrp"  # the name an unsupported model's error gives
+
     def norm(self, module, x):
         if isinstance(module, nn.Identity):
             return x
         if not isinstance(module, nn.LayerNorm):
-            raise UnsupportedModelError(f"attnlrp has no rule for the norm {type(module).__name__}; expected "
+            raise UnsupportedModelError(f"{self.method} has no rule for the norm {type(module).__name__}; expected "
                                         "nn.LayerNorm")
         return layer_norm_detached(module, x)
 
@@ -109,9 +111,7 @@ class AttnLRP(Explainer):
         return {**super().settings(), "attention": self.attention}
 
     def _forward(self, images: torch.Tensor) -> Forward:
-        with torch.enable_grad():
-            z0 = self.adapter.embed(images).detach().requires_grad_(True)  # [B, N, D]
-            logits = linear_forward(self.adapter, z0, ATTENTION_RULES[self.attention]())
+        z0, logits = embedded_forward(self.adapter, images, ATTENTION_RULES[self.attention]())  # [B, N, D], [B, C]
         return Forward(logits.detach(), (z0, logits))
 
     def _attribute(self, images, target, *, grid, forward) -> Maps:

@@ -27,31 +27,19 @@ logit; LibraGrad stops it at the queries and keys, keeps the values' whole, and 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from caap.adapters.attention import layer_norm_detached
-from caap.errors import CaapError, UnsupportedModelError
-from caap.methods.attnlrp import _IdentityRule
+from caap.errors import CaapError
+from caap.methods.attnlrp import ConstantAttentionRules
 from caap.methods.base import Explainer, Forward, Maps, register, target_grad
-from caap.methods.relevance import Rules, check_linear, linear_forward
+from caap.methods.relevance import check_linear, embedded_forward
 
 
-class LibraGradRules(Rules):
-    """The backward pass of LibraGrad's ``LX1`` gradient mode (module docstring)."""
+class LibraGradRules(ConstantAttentionRules):
+    """The backward pass of LibraGrad's ``LX1`` gradient mode (module docstring): on a ViT the same four rules as
+    CP-LRP's in AttnLRP's frame — LayerNorm's variance and the activation's gate constant (AttnLRP's identity
+    rules), the attention's queries and keys constant."""
 
-    def norm(self, module, x):
-        if isinstance(module, nn.Identity):
-            return x
-        if not isinstance(module, nn.LayerNorm):
-            raise UnsupportedModelError(f"libragrad has no rule for the norm {type(module).__name__}; expected "
-                                        "nn.LayerNorm")
-        return layer_norm_detached(module, x)
-
-    def act(self, fn, x):
-        return _IdentityRule.apply(x, fn)
-
-    def attention_inputs(self, q, k, v):
-        return q.detach(), k.detach(), v
+    method = "libragrad"
 
 
 @register
@@ -78,9 +66,7 @@ class LibraGrad(Explainer):
         return {**super().settings(), "softmax": self.softmax}
 
     def _forward(self, images: torch.Tensor) -> Forward:
-        with torch.enable_grad():
-            z0 = self.adapter.embed(images).detach().requires_grad_(True)  # [B, N, D]
-            logits = linear_forward(self.adapter, z0, LibraGradRules())  # [B, C]
+        z0, logits = embedded_forward(self.adapter, images, LibraGradRules())  # [B, N, D], [B, C]
         return Forward(logits.detach(), (z0, logits))
 
     def _attribute(self, images, target, *, grid, forward) -> Maps:

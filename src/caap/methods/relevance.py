@@ -111,6 +111,14 @@ def linear_forward(adapter: Adapter, z0: torch.Tensor, rules: Rules | None = Non
     return logits
 
 
+def embedded_forward(adapter: Adapter, images: torch.Tensor, rules: Rules) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z0, logits)``: the token embeddings ``z0`` ``[B, N, D]`` as a leaf that requires grad, and the logits
+    ``[B, C]`` of the forward through ``rules`` from them (with a graph back to ``z0``)."""
+    with torch.enable_grad():
+        z0 = adapter.embed(images).detach().requires_grad_(True)
+        return z0, linear_forward(adapter, z0, rules)
+
+
 def check_linear(adapter: Adapter) -> None:
     """Raise the adapter's one-line error when it cannot give every block's and the head's linear layers."""
     for index in range(adapter.num_blocks):
