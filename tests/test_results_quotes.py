@@ -188,3 +188,11 @@ def test_the_grid_fast_sentence():
             f"the right cell ({mass['other_value']:.3f} against {mass['caap']:.3f}, p = "
             f"{mass['comparison']['p_adj']:.2g}); CAAP ranks {ordinal(point['rank'])} and {ordinal(mass['rank'])} of "
             f"{point['methods']}") in TEXT
+
+
+def test_the_readmes_count_of_baselines_is_the_registrys():
+    from caap.methods import available
+
+    baselines = [m for m in available() if m not in ("caap", "caap_fast", "caap_adaptive")]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"beside {len(baselines)} baselines (LibraGrad, LeGrad, AtMan, TIS," in readme
