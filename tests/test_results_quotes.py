@@ -196,3 +196,13 @@ def test_the_readmes_count_of_baselines_is_the_registrys():
     baselines = [m for m in available() if m not in ("caap", "caap_fast", "caap_adaptive")]
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"beside {len(baselines)} baselines (LibraGrad, LeGrad, AtMan, TIS," in readme
+
+
+def test_the_published_protocols_sentence():
+    rows = CLAIMS["protocols"]
+    cells = [r["canvases"][0] for r in rows]
+    n = {c["comparison"]["n"] for c in cells}
+    ranks = sorted(c["rank"] for c in cells)
+    assert len(rows) == 4 and all(r["verdict"] == "tie" for r in rows) and n == {10}
+    assert (f"On these 10 images every row ties: CAAP ranks {ordinal(ranks[0])} to {ordinal(ranks[-1])} of "
+            f"{cells[0]['methods']} by mean") in TEXT
