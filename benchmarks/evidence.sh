@@ -109,6 +109,7 @@ elif [ "$STREAM" = 11 ]; then
     done
 elif [ "$STREAM" = 12 ]; then
     # issue 34: the published protocols (TIS's insertion/deletion, Chefer et al.'s perturbation) on every 10th image
+    # (468 extra forwards per map: ~1.5 h of one core per 10 images; the shipped records hold the first 10 images)
     bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods $TOP,legrad,atman,vit_cx,libragrad --metrics $PUBLISHED \
         --every 10 --out "$OUT/deit-protocols"
 elif [ "$STREAM" = 13 ]; then
