@@ -93,6 +93,11 @@ elif [ "$STREAM" = 9 ]; then
         --every 4 --offset 1 --out "$OUT/deit-road-directions-2025"
     caap bench "${DEIT[@]}" --data "grid:$DATA/imagenet-dev" --methods legrad,atman,vit_cx --metrics $LOCAL \
         --out "$OUT/grid-fast-2025"
+    for offset in 0 1; do  # ViT-CX on ROAD: deit-road's images, then the directions' own ROAD images
+        suffix=$([ $offset = 1 ] && echo -directions || true)
+        caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods vit_cx --metrics road,road_morf,road_lerf \
+            --every 4 --offset $offset --out "$OUT/deit-road$suffix-vitcx"
+    done
 elif [ "$STREAM" = 11 ]; then
     # issue 34: LibraGrad (a gradient method: one backward per map) beside every run the other new rivals joined
     caap bench "${DEIT[@]}" --data "$DATA/imagenet-dev" --methods libragrad --metrics $FAITH --out "$OUT/deit-top-libragrad"

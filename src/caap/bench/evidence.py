@@ -74,8 +74,9 @@ SUPPLEMENTS: dict[str, tuple[str, ...]] = {
     "deit-top": ("deit-top-2025", "deit-top-vitcx", "deit-top-libragrad"),
     "grid-fast": ("grid-fast-2025", "grid-fast-libragrad"),
     "grid-slow": ("grid-slow-2025", "grid-slow-vitcx", "grid-fast-libragrad"),  # the last: on every cell, joined
-    "deit-road": ("deit-road-2025", "deit-road-libragrad"),
-    "deit-road-directions": ("deit-road-directions-2025", "deit-road-directions-libragrad"),
+    "deit-road": ("deit-road-2025", "deit-road-libragrad", "deit-road-vitcx"),
+    "deit-road-directions": ("deit-road-directions-2025", "deit-road-directions-libragrad",
+                             "deit-road-directions-vitcx"),
     "demo-simple": ("demo-simple-2025", "demo-simple-libragrad"),
     "demo-conjunction": ("demo-conjunction-2025", "demo-conjunction-libragrad")}
 
